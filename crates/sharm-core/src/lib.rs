@@ -1,0 +1,27 @@
+//! sharm-core: the engine of sharmipc, with no Node.js in it.
+//!
+//! Two processes open the same named [`channel::Channel`]; each gets one side of a segment of
+//! shared memory holding two single-producer/single-consumer rings, one per direction, and a
+//! doorbell per side for sleeping. The building blocks, bottom up:
+//!
+//! - [`segment`]: the named shared-memory segment (wraps `shared_memory`);
+//! - [`doorbell`]: the cross-process wake-up (wraps `raw_sync`);
+//! - [`liveness`]: whether the process holding a side is still alive;
+//! - [`layout`]: where everything lies in the segment;
+//! - [`record`] and [`ring`]: variable-length records in a lock-free SPSC ring;
+//! - [`framing`]: chunking and reassembly of messages larger than a record;
+//! - [`channel`]: attach, detach, the send queue, delivery and the wake-up thread.
+
+pub mod channel;
+pub mod doorbell;
+pub mod error;
+pub mod framing;
+pub mod layout;
+pub mod liveness;
+pub mod record;
+pub mod ring;
+pub mod segment;
+
+pub use channel::{Batch, Channel, ChannelOptions, Delivered, Payload, PeerEvents, SendOutcome, Waker};
+pub use error::{Error, ProtocolError};
+pub use record::Kind;

@@ -1,0 +1,134 @@
+//! The named shared-memory segment of a channel: the one module that talks to `shared_memory`.
+//!
+//! What we rely on from `shared_memory` 0.12 (see its `unix.rs`):
+//! - `create()` does `shm_open(O_CREAT | O_EXCL, 0600)` then `ftruncate` and `mmap`; a second
+//!   creator gets `MappingIdExists`. There is a short window in which the object exists with size
+//!   0: [`Segment::open`] reports the size it found and the caller retries.
+//! - `open()` maps the whole object (size from `fstat`); a missing name is `MapOpenFailed(ENOENT)`.
+//! - The mapping is page-aligned, and the owner's `Drop` unlinks the name. We never let it unlink
+//!   on its own: ownership is cleared at once and set again only by the last side to leave, which
+//!   is decided in shared memory by `channel`.
+//! - `Shmem` is neither `Send` nor `Sync`; the mapping itself is plain memory, so we wrap it.
+//!
+//! Names: a channel name is 1..=128 bytes of `[A-Za-z0-9._-]`. The OS name is `/sharm.<name>`,
+//! or, when that would exceed 30 bytes (macOS allows 31 including the slash), `/sharm.` + the
+//! first 6 bytes of the name + `.` + 16 hex digits of a 64-bit FNV-1a hash of the whole name.
+
+use shared_memory::{Shmem, ShmemConf, ShmemError};
+
+use crate::error::Error;
+
+/// Longest channel name accepted.
+pub const MAX_NAME_BYTES: usize = 128;
+const MAX_OS_ID_BYTES: usize = 30;
+
+/// A mapped segment.
+pub struct Segment {
+    shmem: Shmem,
+}
+
+// SAFETY: the mapping is ordinary memory shared by design; every access to it goes through
+// atomics or the SPSC discipline described in `ring`. `Shmem` only lacks Send/Sync because it holds
+// raw pointers.
+unsafe impl Send for Segment {}
+unsafe impl Sync for Segment {}
+
+/// Checks a channel name and returns the OS-level name of its segment.
+pub fn os_id_for(name: &str) -> Result<String, Error> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(Error::Invalid(format!(
+            "channel name must be 1 to {MAX_NAME_BYTES} bytes long, got {} bytes",
+            name.len()
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(Error::Invalid(format!(
+            "channel name may contain only A-Z a-z 0-9 . _ -, found {c:?} in {name:?}"
+        )));
+    }
+    let plain = format!("/sharm.{name}");
+    if plain.len() <= MAX_OS_ID_BYTES {
+        return Ok(plain);
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(format!("/sharm.{}.{h:016x}", &name[..6]))
+}
+
+/// Result of trying to create a segment.
+pub enum Created {
+    New(Segment),
+    Exists,
+}
+
+impl Segment {
+    /// Creates the segment exclusively (mode 0600), zero-filled.
+    pub fn create(os_id: &str, size: usize) -> Result<Created, Error> {
+        match ShmemConf::new().os_id(os_id).size(size).create() {
+            Ok(mut shmem) => {
+                shmem.set_owner(false);
+                Ok(Created::New(Segment { shmem }))
+            }
+            Err(ShmemError::MappingIdExists) => Ok(Created::Exists),
+            Err(e) => Err(Error::Os(format!("cannot create shared memory {os_id:?} of {size} bytes: {e}"))),
+        }
+    }
+
+    /// Opens an existing segment; `Ok(None)` when there is none under that name.
+    pub fn open(os_id: &str) -> Result<Option<Segment>, Error> {
+        match ShmemConf::new().os_id(os_id).open() {
+            Ok(mut shmem) => {
+                shmem.set_owner(false);
+                Ok(Some(Segment { shmem }))
+            }
+            Err(ShmemError::MapOpenFailed(code)) if code as i32 == libc::ENOENT => Ok(None),
+            Err(ShmemError::MapOpenFailed(code)) if code as i32 == libc::EACCES => Err(Error::Os(format!(
+                "permission denied opening shared memory {os_id:?}: it belongs to another user (channels are owner-only)"
+            ))),
+            // A segment still being sized by its creator maps as empty.
+            Err(ShmemError::MapSizeZero) => Ok(None),
+            Err(e) => Err(Error::Os(format!("cannot open shared memory {os_id:?}: {e}"))),
+        }
+    }
+
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.shmem.as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shmem.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn os_id(&self) -> &str {
+        self.shmem.get_os_id()
+    }
+
+    /// Removes the name when this mapping is dropped (the mapping itself stays valid until then).
+    pub fn unlink_on_drop(&mut self) {
+        self.shmem.set_owner(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated_and_long_ones_hashed() {
+        assert_eq!(os_id_for("orders").unwrap(), "/sharm.orders");
+        assert!(os_id_for("").is_err());
+        assert!(os_id_for("a/b").unwrap_err().to_string().contains("'/'"));
+        assert!(os_id_for(&"x".repeat(129)).is_err());
+        let long = os_id_for("a-rather-long-channel-name-for-macos").unwrap();
+        assert!(long.len() <= 30, "{long}");
+        assert_eq!(long, os_id_for("a-rather-long-channel-name-for-macos").unwrap());
+        assert_ne!(long, os_id_for("a-rather-long-channel-name-for-macOS").unwrap());
+    }
+}
