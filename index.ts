@@ -1,0 +1,754 @@
+/**
+ * sharmipc: inter-process RPC and messaging over shared memory.
+ *
+ * Two processes on one machine call `open(name)` with the same name and talk: Promise-based
+ * requests with timeouts, blocking requests, send-and-forget messages, and answers given later.
+ * There is no server and no client: both sides run the same code.
+ *
+ * @packageDocumentation
+ */
+import { EventEmitter } from 'node:events'
+import { performance } from 'node:perf_hooks'
+
+import { NativeChannel, type PollResult } from './binding'
+
+const KIND_REQUEST = 1
+const KIND_RESPONSE = 2
+const KIND_ERROR = 3
+const KIND_MESSAGE = 4
+
+const SEND_QUEUED_FULL = 2
+const LARGE = 0xffffffff
+const MAX_NAME_BYTES = 128
+const NAME_PATTERN = /^[A-Za-z0-9._-]+$/
+/** Rounds of polling one wake-up may take before it yields to the event loop. */
+const DRAIN_ROUNDS = 16
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/** Base class of every error sharmipc raises; `code` is a stable `ERR_SHARM_*` string. */
+export class SharmError extends Error {
+  readonly code: string
+  constructor(code: string, message: string) {
+    super(message)
+    this.code = code
+    this.name = new.target.name
+  }
+}
+
+/** No answer arrived within the request's timeout. Code `ERR_SHARM_TIMEOUT`. */
+export class TimeoutError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_TIMEOUT', message)
+  }
+}
+
+/** The peer process left (closed or died) before answering. Code `ERR_SHARM_PEER_GONE`. */
+export class PeerGoneError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_PEER_GONE', message)
+  }
+}
+
+/** The send queue is over `maxQueueBytes`; nothing was taken. Code `ERR_SHARM_QUEUE_FULL`. */
+export class QueueFullError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_QUEUE_FULL', message)
+  }
+}
+
+/** The message is larger than `maxMessageBytes`. Code `ERR_SHARM_TOO_LARGE`. */
+export class TooLargeError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_TOO_LARGE', message)
+  }
+}
+
+/** Two live processes already hold the channel. Code `ERR_SHARM_BUSY`. */
+export class BusyError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_BUSY', message)
+  }
+}
+
+/**
+ * The peer wrote something that is not valid sharmipc, or the segment has another layout or
+ * protocol version (the message names both). Code `ERR_SHARM_PROTOCOL`.
+ */
+export class ProtocolError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_PROTOCOL', message)
+  }
+}
+
+/** The channel is closed. Code `ERR_SHARM_CLOSED`. */
+export class ClosedError extends SharmError {
+  constructor(message = 'channel is closed') {
+    super('ERR_SHARM_CLOSED', message)
+  }
+}
+
+/** The peer's handler threw or rejected; `remoteMessage` is its error message. Code `ERR_SHARM_REMOTE`. */
+export class RemoteError extends SharmError {
+  readonly remoteMessage: string
+  constructor(remoteMessage: string) {
+    super('ERR_SHARM_REMOTE', `the peer's handler failed: ${remoteMessage}`)
+    this.remoteMessage = remoteMessage
+  }
+}
+
+const ERROR_CLASSES: Record<string, new (m: string) => SharmError> = {
+  ERR_SHARM_TIMEOUT: TimeoutError,
+  ERR_SHARM_PEER_GONE: PeerGoneError,
+  ERR_SHARM_QUEUE_FULL: QueueFullError,
+  ERR_SHARM_TOO_LARGE: TooLargeError,
+  ERR_SHARM_BUSY: BusyError,
+  ERR_SHARM_PROTOCOL: ProtocolError,
+  ERR_SHARM_CLOSED: ClosedError,
+}
+
+/** Turns an error thrown by the native layer (`ERR_SHARM_X: text`) into its class. */
+function fromNative(e: unknown): Error {
+  const message = e instanceof Error ? e.message : String(e)
+  const m = /^(ERR_SHARM_[A-Z_]+): ([\s\S]*)$/.exec(message)
+  if (!m) return e instanceof Error ? e : new Error(message)
+  const [, code, text] = m
+  if (code === 'ERR_SHARM_REMOTE') return new RemoteError(text.replace(/^the peer's handler failed: /, ''))
+  if (code === 'ERR_SHARM_INVALID') return Object.assign(new TypeError(text), { code })
+  const Cls = ERROR_CLASSES[code]
+  return Cls ? new Cls(text) : new SharmError(code, text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument checks
+// ---------------------------------------------------------------------------------------------
+
+function describe(v: unknown): string {
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'an array'
+  if (typeof v === 'object') return `an instance of ${(v as object).constructor?.name ?? 'Object'}`
+  if (typeof v === 'string') return `a string (${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)})`
+  return `${typeof v} ${String(v)}`
+}
+
+function toBytes(data: unknown, what: string): Uint8Array {
+  if (data instanceof Uint8Array) return data
+  throw new TypeError(`${what} must be a Buffer or Uint8Array, got ${describe(data)}`)
+}
+
+function checkName(name: unknown): string {
+  if (typeof name !== 'string') throw new TypeError(`channel name must be a string, got ${describe(name)}`)
+  const bytes = Buffer.byteLength(name)
+  if (bytes === 0 || bytes > MAX_NAME_BYTES) {
+    throw new RangeError(`channel name must be 1 to ${MAX_NAME_BYTES} bytes long, got ${bytes}`)
+  }
+  if (!NAME_PATTERN.test(name)) {
+    throw new RangeError(`channel name may contain only A-Z a-z 0-9 . _ -, got ${JSON.stringify(name)}`)
+  }
+  return name
+}
+
+function checkInt(v: unknown, what: string, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v)) {
+    throw new TypeError(`${what} must be an integer, got ${describe(v)}`)
+  }
+  if (v < min || v > max) throw new RangeError(`${what} must be from ${min} to ${max}, got ${v}`)
+  return v
+}
+
+function checkTimeout(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+    throw new RangeError(`${what} must be a positive finite number of milliseconds, got ${describe(v)}`)
+  }
+  return v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------------------------
+
+/** What a request handler may return (or resolve to). `undefined` answers with an empty Buffer. */
+export type Answer = Buffer | Uint8Array | undefined | void
+
+/** Handles a request from the peer. Throwing or rejecting answers with `ERR_SHARM_REMOTE`. */
+export type RequestHandler = (data: Buffer, ctx: RequestContext) => Answer | Promise<Answer>
+
+/** Options of {@link open}. */
+export interface OpenOptions {
+  /** Answers the peer's requests. Without it, requests are answered with an error. */
+  onRequest?: RequestHandler
+  /**
+   * Ring bytes per direction, a power of two from 4096 to 1 GiB. Default 1 MiB. Used by the side
+   * that creates the channel; the other side uses what was created.
+   */
+  capacity?: number
+  /**
+   * Bytes accepted by `send`/`request` but not yet in the ring before they refuse. Default
+   * 20,000,000. An empty queue always accepts one message, whatever its size.
+   */
+  maxQueueBytes?: number
+  /** Largest message sent or accepted. Default 256 MiB; at most 4 GiB - 1. */
+  maxMessageBytes?: number
+  /** Default timeout of `request` and `requestSync`, in ms. Default 30,000. */
+  timeoutMs?: number
+  /** Microseconds the wake-up thread spins before sleeping. Default 20. Higher: lower latency, more CPU. */
+  spinMicros?: number
+}
+
+/** Options of a single request. */
+export interface RequestOptions {
+  /** Milliseconds to wait for the answer. Default: the channel's `timeoutMs`. */
+  timeoutMs?: number
+}
+
+/** Argument of the `'disconnect'` event. */
+export interface DisconnectInfo {
+  /** Messages that were in the ring, not confirmed as read by the peer, when it left. */
+  unconfirmed: number
+}
+
+const OPTION_KEYS = new Set(['onRequest', 'capacity', 'maxQueueBytes', 'maxMessageBytes', 'timeoutMs', 'spinMicros'])
+
+/** Passed to the request handler along with the request's data. */
+export class RequestContext {
+  /** Identifies the request for {@link Channel.answer}; unique within this channel. */
+  readonly id: number
+  #deferred = false
+  /** @internal */
+  constructor(id: number) {
+    this.id = id
+  }
+  /**
+   * Says that the handler will answer later with `channel.answer(ctx.id, data | error)`; what it
+   * returns is then ignored. Returns the id.
+   */
+  answerLater(): number {
+    this.#deferred = true
+    return this.id
+  }
+  /** Did the handler call {@link RequestContext.answerLater}? */
+  get deferred(): boolean {
+    return this.#deferred
+  }
+}
+
+interface PendingRequest {
+  resolve: (b: Buffer) => void
+  reject: (e: Error) => void
+  deadline: number
+}
+
+interface Awaiting {
+  wireId: number
+  gen: number
+}
+
+export interface Channel {
+  on(event: 'message', listener: (data: Buffer) => void): this
+  on(event: 'connect', listener: () => void): this
+  on(event: 'disconnect', listener: (info: DisconnectInfo) => void): this
+  on(event: 'error', listener: (err: Error) => void): this
+  on(event: 'close', listener: () => void): this
+  once(event: 'message', listener: (data: Buffer) => void): this
+  once(event: 'connect', listener: () => void): this
+  once(event: 'disconnect', listener: (info: DisconnectInfo) => void): this
+  once(event: 'error', listener: (err: Error) => void): this
+  once(event: 'close', listener: () => void): this
+}
+
+/**
+ * One side of a named channel. Events:
+ * - `'message'` `(data: Buffer)`: a send-and-forget message from the peer, in the order sent;
+ * - `'connect'`: a peer attached; `'disconnect'` `(info)`: it left (closed or died);
+ * - `'error'` `(err)`: something failed that belongs to no call (a protocol error from the peer
+ *   closes the channel; an answer could not be queued). Without a listener it becomes a process
+ *   warning, never an exception;
+ * - `'close'`: the channel closed.
+ *
+ * `data` passed to `'message'` and to handlers may be a view into a larger buffer shared by one
+ * batch: copy it (`Buffer.from(data)`) to keep a small piece for long.
+ */
+export class Channel extends EventEmitter {
+  /** The channel's name. */
+  readonly name: string
+  #native: NativeChannel | null
+  #onRequest: RequestHandler | undefined
+  #timeoutMs: number
+  #pending = new Map<number, PendingRequest>()
+  #awaiting = new Map<number, Awaiting>()
+  #orphaned = new Set<number>()
+  #nextId = 1
+  #nextHandle = 1
+  #connected = false
+  #timer: NodeJS.Timeout | null = null
+  #timerAt = Infinity
+  #closing: Promise<void> | null = null
+  #peerWaiters = new Set<{ resolve: () => void; reject: (e: Error) => void }>()
+  #drainWaiters: Array<() => void> = []
+  #pendingDisconnect: DisconnectInfo | null = null
+  #referenced = true
+
+  /** @internal Use {@link open}. */
+  constructor(name: string, options: OpenOptions = {}) {
+    super()
+    this.name = checkName(name)
+    if (options === null || typeof options !== 'object') {
+      throw new TypeError(`options must be an object, got ${describe(options)}`)
+    }
+    for (const k of Object.keys(options)) {
+      if (!OPTION_KEYS.has(k)) {
+        throw new TypeError(`unknown option ${JSON.stringify(k)}; expected one of ${[...OPTION_KEYS].join(', ')}`)
+      }
+    }
+    if (options.onRequest !== undefined && typeof options.onRequest !== 'function') {
+      throw new TypeError(`onRequest must be a function, got ${describe(options.onRequest)}`)
+    }
+    const capacity = checkInt(options.capacity ?? 1 << 20, 'capacity', 4096, 1 << 30)
+    if ((capacity & (capacity - 1)) !== 0) throw new RangeError(`capacity must be a power of two, got ${capacity}`)
+    const maxQueueBytes = checkInt(options.maxQueueBytes ?? 20_000_000, 'maxQueueBytes', 0, Number.MAX_SAFE_INTEGER)
+    const maxMessageBytes = checkInt(options.maxMessageBytes ?? 256 * 1024 * 1024, 'maxMessageBytes', 1, 2 ** 32 - 1)
+    const spinMicros = checkInt(options.spinMicros ?? 20, 'spinMicros', 0, 1_000_000)
+    this.#timeoutMs = checkTimeout(options.timeoutMs ?? 30_000, 'timeoutMs')
+    this.#onRequest = options.onRequest
+    try {
+      this.#native = new NativeChannel(name, { capacity, maxQueueBytes, maxMessageBytes, spinMicros }, this.#drain)
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  /** Is a peer attached? */
+  get connected(): boolean {
+    return this.#connected
+  }
+
+  /** Has `close()` been called? */
+  get closed(): boolean {
+    return this.#closing !== null
+  }
+
+  /** Ring bytes per direction (as created by whichever side came first). */
+  get capacity(): number {
+    return this.#live().capacity
+  }
+
+  /** Requests waiting for an answer. */
+  get pendingRequests(): number {
+    return this.#pending.size
+  }
+
+  /** Bytes accepted but not yet written into the ring. */
+  get queuedBytes(): number {
+    return this.#native?.queuedBytes ?? 0
+  }
+
+  /** OS name of the shared-memory segment (under /dev/shm on Linux). */
+  get segmentName(): string {
+    return this.#live().segmentName
+  }
+
+  #live(): NativeChannel {
+    if (this.#closing !== null || this.#native === null) throw new ClosedError()
+    return this.#native
+  }
+
+  /**
+   * Sends `data` to the peer's `onRequest` and resolves with its answer. Rejects with
+   * `TimeoutError`, `PeerGoneError` (the peer left first), `RemoteError` (its handler failed),
+   * `QueueFullError`, `TooLargeError` or `ClosedError`. A request made before a peer attached
+   * waits in the queue (its timeout runs) and goes out when one does.
+   */
+  request(data: Buffer | Uint8Array, options?: RequestOptions): Promise<Buffer> {
+    const native = this.#live()
+    const bytes = toBytes(data, 'data')
+    const timeoutMs = checkTimeout(options?.timeoutMs ?? this.#timeoutMs, 'timeoutMs')
+    const id = this.#nextId++
+    let r: number
+    try {
+      r = native.send(KIND_REQUEST, id, 0, bytes)
+    } catch (e) {
+      return Promise.reject(fromNative(e))
+    }
+    if (r === SEND_QUEUED_FULL) return Promise.reject(this.#queueFull())
+    return new Promise<Buffer>((resolve, reject) => {
+      const deadline = performance.now() + timeoutMs
+      this.#pending.set(id, { resolve, reject, deadline })
+      if (deadline < this.#timerAt) this.#armTimer(deadline)
+    })
+  }
+
+  /**
+   * Sends `data` and blocks this thread until the answer arrives (the original's synchronous
+   * `RemoteRequest`). Throws the same errors as {@link Channel.request} rejects with. While it
+   * blocks, this side answers nothing: if both sides call `requestSync` at each other at the same
+   * time, both wait until their timeouts and throw `TimeoutError`; the channels keep working.
+   */
+  requestSync(data: Buffer | Uint8Array, options?: RequestOptions): Buffer {
+    const native = this.#live()
+    const bytes = toBytes(data, 'data')
+    const timeoutMs = checkTimeout(options?.timeoutMs ?? this.#timeoutMs, 'timeoutMs')
+    const id = this.#nextId++
+    try {
+      return native.requestSync(id, bytes, timeoutMs)
+    } catch (e) {
+      const err = fromNative(e)
+      if (err instanceof TimeoutError) err.message = `no answer to requestSync within ${timeoutMs} ms`
+      throw err
+    } finally {
+      // Messages that arrived while blocked were kept; deliver them.
+      setImmediate(this.#drain)
+    }
+  }
+
+  /**
+   * Sends `data` without waiting for an answer (delivered to the peer's `'message'` listeners, in
+   * order). Returns `false`, taking nothing, when the queue is over `maxQueueBytes`; an accepted
+   * message is never dropped silently.
+   */
+  send(data: Buffer | Uint8Array): boolean {
+    const native = this.#live()
+    const bytes = toBytes(data, 'data')
+    try {
+      return native.send(KIND_MESSAGE, 0, 0, bytes) !== SEND_QUEUED_FULL
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  /**
+   * Answers a request whose handler called `ctx.answerLater()`: with data, or with an Error (the
+   * peer's request rejects with `RemoteError` carrying its message). Returns `true` when the
+   * answer went out, `false` when the asking process has left meanwhile. Throws a RangeError for
+   * an id that is not waiting for an answer (unknown or already answered).
+   */
+  answer(id: number, result: Buffer | Uint8Array | Error): boolean {
+    this.#live()
+    if (!(result instanceof Error)) toBytes(result, 'answer')
+    if (this.#orphaned.delete(id)) return false
+    const a = this.#awaiting.get(id)
+    if (a === undefined) throw new RangeError(`no request with id ${describe(id)} is waiting for an answer`)
+    this.#reply(id, a, result, true)
+    return true
+  }
+
+  /** Resolves when a peer is attached; rejects with `TimeoutError` after `timeoutMs` if given. */
+  waitForPeer(timeoutMs?: number): Promise<void> {
+    this.#live()
+    if (timeoutMs !== undefined) checkTimeout(timeoutMs, 'timeoutMs')
+    if (this.#connected) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined
+      const w = {
+        resolve: () => {
+          clearTimeout(timer)
+          resolve()
+        },
+        reject: (e: Error) => {
+          clearTimeout(timer)
+          reject(e)
+        },
+      }
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          this.#peerWaiters.delete(w)
+          reject(new TimeoutError(`no peer attached to channel ${JSON.stringify(this.name)} within ${timeoutMs} ms`))
+        }, timeoutMs)
+        if (!this.#referenced) timer.unref()
+      }
+      this.#peerWaiters.add(w)
+    })
+  }
+
+  /** Keeps the process alive while the channel is open (the default), like a socket. */
+  ref(): this {
+    this.#live().ref()
+    this.#referenced = true
+    return this
+  }
+
+  /** Lets the process exit although the channel is open. */
+  unref(): this {
+    this.#live().unref()
+    this.#referenced = false
+    return this
+  }
+
+  /**
+   * Closes the channel: pending requests reject with `ClosedError` and every later call throws
+   * it. Messages already accepted are given up to 2 s to reach the ring while a peer is attached;
+   * any that could not are reported by an `'error'` event. The wake-up thread stops and, if the
+   * peer is gone too, the segment is removed. Resolves when done; calling it again returns the
+   * same promise.
+   */
+  close(): Promise<void> {
+    if (this.#closing === null) this.#closing = this.#shutdown(new ClosedError('channel was closed'))
+    return this.#closing
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  async #shutdown(reason: Error): Promise<void> {
+    this.#rejectAll(reason)
+    const native = this.#native
+    if (native === null) return
+    const until = performance.now() + 2000
+    while (native.queuedBytes > 0 && this.#connected && performance.now() < until) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 50)
+        this.#drainWaiters.push(() => {
+          clearTimeout(t)
+          resolve()
+        })
+      })
+    }
+    const undelivered = native.queuedBytes
+    this.#closeNative()
+    if (undelivered > 0) {
+      this.#emitError(
+        new PeerGoneError(`${undelivered} bytes of accepted messages were not delivered before the channel closed`),
+      )
+    }
+    this.emit('close')
+  }
+
+  #closeNative(): void {
+    const native = this.#native
+    this.#native = null
+    if (this.#timer) clearTimeout(this.#timer)
+    this.#timer = null
+    native?.close()
+    for (const w of this.#drainWaiters.splice(0)) w()
+  }
+
+  #rejectAll(reason: Error): void {
+    const pending = [...this.#pending.values()]
+    this.#pending.clear()
+    for (const p of pending) p.reject(reason)
+    for (const w of this.#peerWaiters) w.reject(reason)
+    this.#peerWaiters.clear()
+  }
+
+  #queueFull(): QueueFullError {
+    return new QueueFullError(`send queue is full: ${this.queuedBytes} bytes are waiting for the ring`)
+  }
+
+  #emitError(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err)
+    else process.emitWarning(err)
+  }
+
+  /** A protocol error: fail everything, close at once. */
+  #fail(err: Error): void {
+    if (this.#closing === null) this.#closing = Promise.resolve()
+    this.#rejectAll(err)
+    this.#closeNative()
+    this.#emitError(err)
+    this.emit('close')
+  }
+
+  // --- timeouts: one timer for all requests, armed for the earliest deadline -----------------
+
+  #armTimer(at: number): void {
+    if (this.#timer) clearTimeout(this.#timer)
+    this.#timerAt = at
+    this.#timer = setTimeout(this.#sweep, Math.max(0, at - performance.now()) + 1)
+    this.#timer.unref()
+  }
+
+  #sweep = (): void => {
+    this.#timer = null
+    this.#timerAt = Infinity
+    const now = performance.now()
+    let next = Infinity
+    for (const [id, p] of this.#pending) {
+      if (p.deadline <= now) {
+        this.#pending.delete(id)
+        this.#native?.cancel(id)
+        p.reject(new TimeoutError(`no answer to request ${id} within its timeout`))
+      } else if (p.deadline < next) {
+        next = p.deadline
+      }
+    }
+    if (next !== Infinity && this.#native !== null) this.#armTimer(next)
+  }
+
+  // --- delivery ---------------------------------------------------------------------------
+
+  /** Called by the wake-up thread (and after requestSync): takes everything that arrived. */
+  #drain = (): void => {
+    for (let round = 0; round < DRAIN_ROUNDS && this.#native !== null; round++) {
+      let r: PollResult
+      try {
+        r = this.#native.poll()
+      } catch (e) {
+        this.#fail(fromNative(e))
+        return
+      }
+      if (r.events & 1) this.#pendingDisconnect = { unconfirmed: r.unconfirmed }
+      if (r.meta.length > 0) this.#deliver(r)
+      // A disconnect is applied once everything the peer wrote before leaving was read, so its
+      // last answers still resolve their requests.
+      if (this.#pendingDisconnect && (!r.more || r.events & 2)) this.#onDisconnect(this.#pendingDisconnect)
+      if (r.events & 2) this.#onConnect()
+      if (!r.more) break
+    }
+    for (const w of this.#drainWaiters.splice(0)) w()
+  }
+
+  #deliver(r: PollResult): void {
+    const { meta, data, large } = r
+    let offset = 0
+    let li = 0
+    for (let i = 0; i < meta.length; i += 4) {
+      const kind = meta[i] & 0xff
+      const gen = meta[i] >>> 16
+      const id = meta[i + 1] + meta[i + 2] * 0x1_0000_0000
+      const len = meta[i + 3]
+      let payload: Buffer
+      if (len === LARGE) {
+        payload = large[li++]
+      } else {
+        payload = data.subarray(offset, offset + len)
+        offset += len
+      }
+      switch (kind) {
+        case KIND_MESSAGE:
+          try {
+            this.emit('message', payload)
+          } catch (e) {
+            process.nextTick(() => {
+              throw e
+            })
+          }
+          break
+        case KIND_REQUEST:
+          this.#onPeerRequest(id, gen, payload)
+          break
+        case KIND_RESPONSE:
+        case KIND_ERROR: {
+          const p = this.#pending.get(id)
+          if (p === undefined) break // timed out or cancelled: a late answer is dropped
+          this.#pending.delete(id)
+          if (kind === KIND_RESPONSE) p.resolve(payload)
+          else p.reject(new RemoteError(payload.toString('utf8')))
+          break
+        }
+      }
+    }
+  }
+
+  #onPeerRequest(wireId: number, gen: number, data: Buffer): void {
+    const handle = this.#nextHandle++
+    const a: Awaiting = { wireId, gen }
+    this.#awaiting.set(handle, a)
+    const handler = this.#onRequest
+    if (handler === undefined) {
+      this.#reply(handle, a, new Error('the peer has no onRequest handler'), false)
+      return
+    }
+    const ctx = new RequestContext(handle)
+    let result: Answer | Promise<Answer>
+    try {
+      result = handler(data, ctx)
+    } catch (e) {
+      this.#reply(handle, a, e, false)
+      return
+    }
+    if (ctx.deferred) return
+    if (result !== null && typeof result === 'object' && typeof (result as Promise<Answer>).then === 'function') {
+      ;(result as Promise<Answer>).then(
+        (v) => ctx.deferred || this.#reply(handle, a, v, false),
+        (e) => this.#reply(handle, a, e, false),
+      )
+    } else {
+      this.#reply(handle, a, result as Answer, false)
+    }
+  }
+
+  /** Sends the answer to request `handle`. `explicit`: called by `answer()` (errors throw). */
+  #reply(handle: number, a: Awaiting, result: unknown, explicit: boolean): void {
+    if (this.#awaiting.get(handle) !== a) {
+      this.#orphaned.delete(handle) // its asker left: drop the answer
+      return
+    }
+    this.#awaiting.delete(handle)
+    const native = this.#native
+    if (native === null) return
+    let kind = KIND_RESPONSE
+    let bytes: Uint8Array
+    if (result === undefined || result === null) {
+      bytes = Buffer.alloc(0)
+    } else if (result instanceof Uint8Array) {
+      bytes = result
+    } else if (result instanceof Error) {
+      kind = KIND_ERROR
+      bytes = Buffer.from(result.message)
+    } else if (typeof result === 'object' || typeof result === 'function' || typeof result === 'symbol') {
+      kind = KIND_ERROR
+      bytes = Buffer.from(`handler answered with ${describe(result)}, expected a Buffer or Uint8Array`)
+    } else {
+      kind = KIND_ERROR
+      bytes = Buffer.from(String(result))
+      if (typeof result !== 'string') {
+        bytes = Buffer.from(`handler answered with ${describe(result)}, expected a Buffer or Uint8Array`)
+      }
+    }
+    let r: number
+    try {
+      r = native.send(kind, a.wireId, a.gen, bytes)
+    } catch (e) {
+      const err = fromNative(e)
+      if (err instanceof TooLargeError) {
+        r = native.send(KIND_ERROR, a.wireId, a.gen, Buffer.from(`answer not sent: ${err.message}`))
+      } else {
+        if (explicit) throw err
+        this.#emitError(err)
+        return
+      }
+    }
+    if (r === SEND_QUEUED_FULL) {
+      const err = new QueueFullError(`answer to a request could not be queued: ${this.#queueFull().message}`)
+      if (explicit) throw err
+      this.#emitError(err)
+    }
+  }
+
+  #onDisconnect(info: DisconnectInfo): void {
+    this.#pendingDisconnect = null
+    if (!this.#connected) return
+    this.#connected = false
+    for (const handle of this.#awaiting.keys()) this.#orphaned.add(handle)
+    this.#awaiting.clear()
+    const gone = new PeerGoneError('the peer left the channel before answering')
+    const pending = [...this.#pending.values()]
+    this.#pending.clear()
+    for (const p of pending) p.reject(gone)
+    this.emit('disconnect', info)
+  }
+
+  #onConnect(): void {
+    if (this.#connected) return
+    this.#connected = true
+    for (const w of this.#peerWaiters) w.resolve()
+    this.#peerWaiters.clear()
+    this.emit('connect')
+  }
+}
+
+/**
+ * Opens channel `name` (1 to 128 bytes of A-Z a-z 0-9 . _ -) and attaches at once: the first
+ * process creates it, the second joins it, a third gets `BusyError`. Throws `TypeError`/
+ * `RangeError` for bad arguments and `ProtocolError` when the name holds something else.
+ *
+ * @example
+ * const ch = open('orders', { onRequest: (data) => Buffer.from('ok') })
+ * await ch.waitForPeer()
+ * const answer = await ch.request(Buffer.from('hello'), { timeoutMs: 5000 })
+ */
+export function open(name: string, options?: OpenOptions): Channel {
+  return new Channel(name, options)
+}
