@@ -589,11 +589,15 @@ export class Channel extends EventEmitter {
         return
       }
       if (r.events & 1) this.#pendingDisconnect = { unconfirmed: r.unconfirmed }
+      if (r.events & 2) {
+        // A new peer: the old one's leaving comes first.
+        if (this.#pendingDisconnect) this.#onDisconnect(this.#pendingDisconnect)
+        this.#onConnect()
+      }
       if (r.meta.length > 0) this.#deliver(r)
       // A disconnect is applied once everything the peer wrote before leaving was read, so its
       // last answers still resolve their requests.
-      if (this.#pendingDisconnect && (!r.more || r.events & 2)) this.#onDisconnect(this.#pendingDisconnect)
-      if (r.events & 2) this.#onConnect()
+      if (this.#pendingDisconnect && !r.more) this.#onDisconnect(this.#pendingDisconnect)
       if (!r.more) break
     }
     for (const w of this.#drainWaiters.splice(0)) w()

@@ -407,6 +407,9 @@ impl Channel {
         slot.start_time.store(start, SeqCst);
         slot.pid.store(pid, SeqCst);
         let rx = Consumer::new(rx_mem, true);
+        // The peer's HELLO may have been in the backlog we just skipped: its generation is also
+        // in its slot, bumped before that HELLO was written. A later HELLO overrides it.
+        let rx_gen = hr.slots[1 - side].generation.load(SeqCst);
         tx_mem.control().producer.writer_waiting.store(0, SeqCst);
         let tx = Producer::new(tx_mem);
         let last_tx_read = tx.consumer_index();
@@ -436,7 +439,7 @@ impl Channel {
             queued_bytes: 0,
             opts,
             my_gen: gen,
-            rx_gen: 0,
+            rx_gen,
             peer_connected: false,
             peer_gen: 0,
             disconnects: 0,

@@ -1,0 +1,275 @@
+import { createHash } from 'node:crypto'
+import { once } from 'node:events'
+
+import test from 'ava'
+
+import {
+  BusyError,
+  ClosedError,
+  PeerGoneError,
+  QueueFullError,
+  RemoteError,
+  TimeoutError,
+  TooLargeError,
+  open as openChannel,
+  type Channel,
+  type OpenOptions,
+} from '../index'
+import { killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
+
+const PREFIX = 'rpc'
+
+/** Every channel a test opens, so that a failed test cannot leave one open (and the run hanging). */
+const opened = new Set<Channel>()
+function open(name: string, options?: OpenOptions): Channel {
+  const ch = openChannel(name, options)
+  opened.add(ch)
+  return ch
+}
+
+/** Opens our side and starts a peer of `mode`, then waits until both see each other. */
+async function pair(mode: string, options: object = {}, peerOptions: object = options) {
+  const name = uniqueName(PREFIX)
+  const ch = open(name, options)
+  const peer = await spawnPeer(name, mode, peerOptions)
+  await ch.waitForPeer(5000)
+  return { name, ch, peer }
+}
+
+async function done(ch: Channel, peer: { close(): Promise<void> }) {
+  await peer.close()
+  await ch.close()
+}
+
+test('a request to another process resolves with its answer', async (t) => {
+  const { ch, peer } = await pair('echo')
+  const answer = await ch.request(Buffer.from('hello over shared memory'))
+  t.is(answer.toString(), 'hello over shared memory')
+  await done(ch, peer)
+})
+
+test('10,000 concurrent requests are all answered with their own data', async (t) => {
+  const { ch, peer } = await pair('echo')
+  const all = []
+  for (let i = 0; i < 10_000; i++) all.push(ch.request(Buffer.from(`request number ${i}`)))
+  const answers = await Promise.all(all)
+  t.is(answers.length, 10_000)
+  t.true(answers.every((a, i) => a.toString() === `request number ${i}`))
+  t.is(ch.pendingRequests, 0)
+  await done(ch, peer)
+})
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex')
+function pattern(len: number): Buffer {
+  const b = Buffer.allocUnsafe(len)
+  let x = len ^ 0x9e3779b9
+  for (let i = 0; i < len; i++) {
+    x = (x * 1103515245 + 12345) >>> 0
+    b[i] = x >>> 24
+  }
+  return b
+}
+
+for (const [label, len] of [
+  ['0 B', 0],
+  ['1 B', 1],
+  ['1 MiB', 1 << 20],
+  ['64 MiB', 64 << 20],
+] as const) {
+  test(`a ${label} payload crosses a 64 KiB ring both ways byte-exact`, async (t) => {
+    const { ch, peer } = await pair('echo', { capacity: 64 * 1024 })
+    t.is(ch.capacity, 64 * 1024)
+    const data = pattern(len)
+    const answer = await ch.request(data, { timeoutMs: 60_000 })
+    t.is(answer.length, len)
+    t.is(sha(answer), sha(data))
+    await done(ch, peer)
+  })
+}
+
+test('100,000 send-and-forget messages arrive complete and in order', async (t) => {
+  const { ch, peer } = await pair('sink', { capacity: 256 * 1024 })
+  const N = 100_000
+  let sent = 0
+  while (sent < N) {
+    const b = Buffer.alloc(16)
+    b.writeUInt32LE(sent, 0)
+    if (ch.send(b)) sent++
+    else await new Promise((r) => setImmediate(r))
+  }
+  let report: any
+  for (;;) {
+    report = await peer.cmd({ op: 'report' })
+    if (report.received >= N) break
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  t.is(report.received, N)
+  t.is(report.outOfOrder, 0)
+  t.is(report.bytesReceived, N * 16)
+  await done(ch, peer)
+})
+
+test('requestSync blocks until the peer answers', (t) =>
+  pair('echo').then(async ({ ch, peer }) => {
+    const r = ch.requestSync(Buffer.from('sync call'), { timeoutMs: 5000 })
+    t.is(r.toString(), 'sync call')
+    const big = pattern(3 << 20)
+    t.is(sha(ch.requestSync(big, { timeoutMs: 10_000 })), sha(big))
+    await done(ch, peer)
+  }))
+
+test('a handler that answers later with ctx.answerLater() and ch.answer() resolves the request', async (t) => {
+  const { ch, peer } = await pair('later')
+  t.is((await ch.request(Buffer.from('x'))).toString(), 'later:x')
+  await done(ch, peer)
+})
+
+test('a handler that throws rejects the request with ERR_SHARM_REMOTE and its message', async (t) => {
+  const { ch, peer } = await pair('throw')
+  const err = await t.throwsAsync(ch.request(Buffer.from('abc')), { instanceOf: RemoteError })
+  t.is(err!.code, 'ERR_SHARM_REMOTE')
+  t.is((err as RemoteError).remoteMessage, 'handler exploded on 3 bytes')
+  await done(ch, peer)
+})
+
+test('a request nobody answers rejects with ERR_SHARM_TIMEOUT after its timeout', async (t) => {
+  const { ch, peer } = await pair('silent')
+  const started = Date.now()
+  const err = await t.throwsAsync(ch.request(Buffer.from('?'), { timeoutMs: 200 }), { instanceOf: TimeoutError })
+  t.is(err!.code, 'ERR_SHARM_TIMEOUT')
+  t.true(Date.now() - started >= 190)
+  t.is(ch.pendingRequests, 0)
+  await done(ch, peer)
+})
+
+test('requests made before the peer attached are delivered when it does', async (t) => {
+  const name = uniqueName(PREFIX)
+  const ch = open(name)
+  const early = [ch.request(Buffer.from('early 1')), ch.request(Buffer.from('early 2'))]
+  t.false(ch.connected)
+  const peer = await spawnPeer(name, 'echo')
+  t.deepEqual(
+    (await Promise.all(early)).map((b) => b.toString()),
+    ['early 1', 'early 2'],
+  )
+  await done(ch, peer)
+})
+
+test('a full queue makes send return false and request reject with ERR_SHARM_QUEUE_FULL', async (t) => {
+  const ch = open(uniqueName(PREFIX), { maxQueueBytes: 10_000 })
+  // No peer: everything waits in the queue.
+  let accepted = 0
+  while (ch.send(Buffer.alloc(1000))) accepted++
+  t.is(accepted, 10)
+  t.is(ch.queuedBytes, 10_000)
+  const err = await t.throwsAsync(ch.request(Buffer.alloc(10)), { instanceOf: QueueFullError })
+  t.is(err!.code, 'ERR_SHARM_QUEUE_FULL')
+  t.false(ch.send(Buffer.alloc(1)))
+  await ch.close()
+})
+
+test('a message over maxMessageBytes is refused with ERR_SHARM_TOO_LARGE', async (t) => {
+  const ch = open(uniqueName(PREFIX), { maxMessageBytes: 100 })
+  t.throws(() => ch.send(Buffer.alloc(101)), { instanceOf: TooLargeError, message: /101 bytes.*maxMessageBytes \(100\)/ })
+  await t.throwsAsync(ch.request(Buffer.alloc(101)), { instanceOf: TooLargeError })
+  t.true(ch.send(Buffer.alloc(100)))
+  await ch.close()
+})
+
+test('a third process gets ERR_SHARM_BUSY', async (t) => {
+  const { name, ch, peer } = await pair('echo')
+  const third = await spawnPeer(name, 'echo')
+  t.is(third.hello.openError?.code, 'ERR_SHARM_BUSY')
+  t.regex(third.hello.openError?.message, /both sides are held by live processes/)
+  t.is((await ch.request(Buffer.from('still fine'))).toString(), 'still fine')
+  t.true(new BusyError('x') instanceof Error)
+  await done(ch, peer)
+})
+
+test('close rejects pending requests with ERR_SHARM_CLOSED and every later call throws it', async (t) => {
+  const { ch, peer } = await pair('silent')
+  const pending = ch.request(Buffer.from('never answered'))
+  const closing = ch.close()
+  t.is(ch.close(), closing, 'closing twice returns the same promise')
+  const err = await t.throwsAsync(pending, { instanceOf: ClosedError })
+  t.is(err!.code, 'ERR_SHARM_CLOSED')
+  await closing
+  t.throws(() => ch.send(Buffer.from('x')), { instanceOf: ClosedError })
+  t.throws(() => ch.request(Buffer.from('x')), { instanceOf: ClosedError })
+  t.throws(() => ch.requestSync(Buffer.from('x')), { instanceOf: ClosedError })
+  t.throws(() => ch.answer(1, Buffer.from('x')), { instanceOf: ClosedError })
+  t.throws(() => ch.waitForPeer(), { instanceOf: ClosedError })
+  t.true(ch.closed)
+  await peer.close()
+})
+
+test('the peer sees disconnect when this side closes, and connect when it comes back', async (t) => {
+  const { name, ch, peer } = await pair('echo')
+  const gone = once(ch, 'disconnect')
+  await peer.close()
+  const [info] = await gone
+  t.false(ch.connected)
+  t.is(typeof info.unconfirmed, 'number')
+  const back = once(ch, 'connect')
+  const peer2 = await spawnPeer(name, 'echo')
+  await back
+  t.is((await ch.request(Buffer.from('again'))).toString(), 'again')
+  await done(ch, peer2)
+})
+
+test('a request to a killed peer rejects with ERR_SHARM_PEER_GONE well before its timeout', async (t) => {
+  const { ch, peer } = await pair('silent')
+  const pending = ch.request(Buffer.from('lost'), { timeoutMs: 30_000 })
+  const started = Date.now()
+  await peer.kill()
+  const err = await t.throwsAsync(pending, { instanceOf: PeerGoneError })
+  t.is(err!.code, 'ERR_SHARM_PEER_GONE')
+  t.true(Date.now() - started < 1500, `took ${Date.now() - started} ms`)
+  await ch.close()
+})
+
+test('requestSync on both sides at once ends in two timeouts, and both channels still work', async (t) => {
+  const { ch, peer } = await pair('echo', { onRequest: (d: Buffer) => d })
+  // The peer blocks from t0 to t0 + 600 ms, this side from t0 + 100 to t0 + 500 ms: each one's
+  // request reaches the other while it is blocked. This side then stays busy until the peer has
+  // given up too, so neither can answer the other in time.
+  const t0 = Date.now() + 300
+  const busyUntil = (at: number) => {
+    while (Date.now() < at);
+  }
+  t.true((await peer.cmd({ op: 'requestSyncAt', at: t0, timeoutMs: 600 })).scheduled)
+  const peerResult = peer.next()
+  busyUntil(t0 + 100)
+  t.throws(() => ch.requestSync(Buffer.from('mine'), { timeoutMs: 400 }), { instanceOf: TimeoutError })
+  busyUntil(t0 + 700)
+  t.is((await peerResult).syncResult, 'ERR_SHARM_TIMEOUT')
+  t.is((await ch.request(Buffer.from('after'))).toString(), 'after')
+  t.deepEqual(await peer.cmd({ op: 'request', data: 'from peer', timeoutMs: 2000 }), { answer: 'from peer' })
+  await done(ch, peer)
+})
+
+test('bad arguments throw at once with what was expected', (t) => {
+  t.throws(() => open(42 as unknown as string), { instanceOf: TypeError, message: /name must be a string, got number 42/ })
+  t.throws(() => open(''), { instanceOf: RangeError, message: /1 to 128 bytes/ })
+  t.throws(() => open('has/slash'), { instanceOf: RangeError, message: /may contain only/ })
+  t.throws(() => open('x'.repeat(129)), { instanceOf: RangeError })
+  const name = uniqueName(PREFIX)
+  t.throws(() => open(name, { capacity: 5000 }), { instanceOf: RangeError, message: /power of two, got 5000/ })
+  t.throws(() => open(name, { capacity: 1024 }), { instanceOf: RangeError, message: /from 4096/ })
+  t.throws(() => open(name, { timeoutMs: -1 }), { instanceOf: RangeError, message: /timeoutMs/ })
+  t.throws(() => open(name, { onRequest: 'nope' as never }), { instanceOf: TypeError, message: /onRequest must be a function/ })
+  t.throws(() => open(name, { capcity: 4096 } as never), { instanceOf: TypeError, message: /unknown option "capcity"/ })
+  const ch = open(name)
+  t.throws(() => ch.send('text' as never), { instanceOf: TypeError, message: /Buffer or Uint8Array, got a string/ })
+  t.throws(() => ch.request([1, 2] as never), { instanceOf: TypeError, message: /got an array/ })
+  t.throws(() => ch.request(Buffer.alloc(1), { timeoutMs: 0 }), { instanceOf: RangeError })
+  t.throws(() => ch.answer(12345, Buffer.alloc(1)), { instanceOf: RangeError, message: /no request with id/ })
+  t.true(ch.send(new Uint8Array([1, 2, 3])), 'a plain Uint8Array is accepted')
+  return ch.close()
+})
+
+test.after.always('no segment of these tests is left in /dev/shm', async (t) => {
+  killAllPeers()
+  await Promise.all([...opened].map((ch) => ch.close()))
+  t.deepEqual(leftoverSegments(PREFIX), [])
+})

@@ -1,0 +1,80 @@
+// Shared helpers of the two-process tests.
+import { fork, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { readdirSync } from 'node:fs'
+import path from 'node:path'
+
+const peerScript = path.join(__dirname, 'peer.ts')
+let counter = 0
+
+/** A channel name unique to this test run; `prefix` groups the names of one test file. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}-${process.pid}-${++counter}-${Math.random().toString(36).slice(2, 8)}`
+}
+
+/** Segments under /dev/shm whose name starts with `prefix`. */
+export function leftoverSegments(prefix: string): string[] {
+  try {
+    return readdirSync('/dev/shm').filter((f) => f.startsWith(`sharm.${prefix}`))
+  } catch {
+    return []
+  }
+}
+
+export interface Peer {
+  child: ChildProcess
+  /** The first message the peer sent: `{ ready: true }` or `{ openError }`. */
+  hello: any
+  /** Sends a command and resolves with the peer's next reply. */
+  cmd(c: object): Promise<any>
+  /** Waits for the next reply without sending anything. */
+  next(): Promise<any>
+  /** Asks the peer to close its channel and waits until it exited. */
+  close(): Promise<void>
+  /** SIGKILLs the peer and waits until it is gone. */
+  kill(): Promise<void>
+}
+
+const live = new Set<ChildProcess>()
+
+/** Kills every peer still running (for `test.after.always`, so a failed test cannot hang the run). */
+export function killAllPeers(): void {
+  for (const c of live) c.kill('SIGKILL')
+  live.clear()
+}
+
+/** Starts a peer process on channel `name` (see peer.ts for the modes) and waits until it opened. */
+export async function spawnPeer(name: string, mode: string, options: object = {}): Promise<Peer> {
+  const child = fork(peerScript, [name, mode, JSON.stringify(options)], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  live.add(child)
+  const exited = once(child, 'exit')
+  void exited.then(() => live.delete(child))
+  const next = async () => {
+    const [m] = (await Promise.race([once(child, 'message'), exited.then(() => [{ exited: true }])])) as [any]
+    return m
+  }
+  const hello = await next()
+  return {
+    child,
+    hello,
+    next,
+    cmd: (c) => {
+      const r = next()
+      child.send(c)
+      return r
+    },
+    close: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      child.send({ op: 'close' })
+      await exited
+    },
+    kill: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      child.kill('SIGKILL')
+      await exited
+    },
+  }
+}

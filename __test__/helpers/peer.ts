@@ -1,0 +1,85 @@
+// A second process for the tests: opens a channel and does what the test tells it over the
+// child_process IPC pipe. Usage: node --import tsx peer.ts <name> <mode> [optionsJson]
+import { open, type Channel, type OpenOptions } from '../../index'
+
+const [name, mode, optionsJson] = process.argv.slice(2)
+const options: OpenOptions = JSON.parse(optionsJson ?? '{}')
+const reply = (m: unknown) => process.send!(m)
+
+let received = 0
+let outOfOrder = 0
+let bytesReceived = 0
+
+function handlerFor(m: string): OpenOptions['onRequest'] {
+  switch (m) {
+    case 'echo':
+      return (data) => data
+    case 'throw':
+      return (data) => {
+        throw new Error(`handler exploded on ${data.length} bytes`)
+      }
+    case 'later':
+      return (data, ctx) => {
+        ctx.answerLater()
+        setTimeout(() => ch.answer(ctx.id, Buffer.concat([Buffer.from('later:'), data])), 5)
+      }
+    case 'silent':
+      return (_data, ctx) => {
+        ctx.answerLater()
+      }
+    default:
+      return undefined
+  }
+}
+
+let ch: Channel
+try {
+  ch = open(name, { ...options, onRequest: handlerFor(mode) })
+} catch (e) {
+  const err = e as Error & { code?: string }
+  reply({ openError: { code: err.code, message: err.message, name: err.name } })
+  process.exit(0)
+}
+
+ch.on('message', (data: Buffer) => {
+  if (data.length >= 4) {
+    const seq = data.readUInt32LE(0)
+    if (seq !== received) outOfOrder++
+  }
+  received++
+  bytesReceived += data.length
+})
+
+process.on('message', async (cmd: any) => {
+  try {
+    switch (cmd.op) {
+      case 'report':
+        reply({ received, outOfOrder, bytesReceived })
+        break
+      case 'request': {
+        const r = await ch.request(Buffer.from(cmd.data), { timeoutMs: cmd.timeoutMs })
+        reply({ answer: r.toString() })
+        break
+      }
+      case 'requestSyncAt':
+        reply({ scheduled: true })
+        setTimeout(() => {
+          try {
+            ch.requestSync(Buffer.from('sync'), { timeoutMs: cmd.timeoutMs })
+            reply({ syncResult: 'answered' })
+          } catch (e) {
+            reply({ syncResult: (e as { code?: string }).code })
+          }
+        }, cmd.at - Date.now())
+        break
+      case 'close':
+        await ch.close()
+        reply({ closed: true })
+        process.exit(0)
+    }
+  } catch (e) {
+    reply({ error: { code: (e as { code?: string }).code, message: (e as Error).message } })
+  }
+})
+
+reply({ ready: true })
