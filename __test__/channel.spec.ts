@@ -126,7 +126,9 @@ test('a handler that answers later with ctx.answerLater() and ch.answer() resolv
 
 test('a handler that throws rejects the request with ERR_SHARM_REMOTE and its message', async (t) => {
   const { ch, peer } = await pair('throw')
-  const err = await t.throwsAsync(ch.request(Buffer.from('abc')), { instanceOf: RemoteError })
+  const err = await t.throwsAsync(ch.request(Buffer.from('abc')), {
+    instanceOf: RemoteError,
+  })
   t.is(err!.code, 'ERR_SHARM_REMOTE')
   t.is((err as RemoteError).remoteMessage, 'handler exploded on 3 bytes')
   await done(ch, peer)
@@ -162,7 +164,9 @@ test('a full queue makes send return false and request reject with ERR_SHARM_QUE
   while (ch.send(Buffer.alloc(1000))) accepted++
   t.is(accepted, 10)
   t.is(ch.queuedBytes, 10_000)
-  const err = await t.throwsAsync(ch.request(Buffer.alloc(10)), { instanceOf: QueueFullError })
+  const err = await t.throwsAsync(ch.request(Buffer.alloc(10)), {
+    instanceOf: QueueFullError,
+  })
   t.is(err!.code, 'ERR_SHARM_QUEUE_FULL')
   t.false(ch.send(Buffer.alloc(1)))
   await ch.close()
@@ -170,8 +174,13 @@ test('a full queue makes send return false and request reject with ERR_SHARM_QUE
 
 test('a message over maxMessageBytes is refused with ERR_SHARM_TOO_LARGE', async (t) => {
   const ch = open(uniqueName(PREFIX), { maxMessageBytes: 100 })
-  t.throws(() => ch.send(Buffer.alloc(101)), { instanceOf: TooLargeError, message: /101 bytes.*maxMessageBytes \(100\)/ })
-  await t.throwsAsync(ch.request(Buffer.alloc(101)), { instanceOf: TooLargeError })
+  t.throws(() => ch.send(Buffer.alloc(101)), {
+    instanceOf: TooLargeError,
+    message: /101 bytes.*maxMessageBytes \(100\)/,
+  })
+  await t.throwsAsync(ch.request(Buffer.alloc(101)), {
+    instanceOf: TooLargeError,
+  })
   t.true(ch.send(Buffer.alloc(100)))
   await ch.close()
 })
@@ -240,7 +249,9 @@ test('requestSync on both sides at once ends in two timeouts, and both channels 
   t.true((await peer.cmd({ op: 'requestSyncAt', at: t0, timeoutMs: 600 })).scheduled)
   const peerResult = peer.next()
   busyUntil(t0 + 100)
-  t.throws(() => ch.requestSync(Buffer.from('mine'), { timeoutMs: 400 }), { instanceOf: TimeoutError })
+  t.throws(() => ch.requestSync(Buffer.from('mine'), { timeoutMs: 400 }), {
+    instanceOf: TimeoutError,
+  })
   busyUntil(t0 + 700)
   t.is((await peerResult).syncResult, 'ERR_SHARM_TIMEOUT')
   t.is((await ch.request(Buffer.from('after'))).toString(), 'after')
@@ -249,27 +260,62 @@ test('requestSync on both sides at once ends in two timeouts, and both channels 
 })
 
 test('bad arguments throw at once with what was expected', (t) => {
-  t.throws(() => open(42 as unknown as string), { instanceOf: TypeError, message: /name must be a string, got number 42/ })
-  t.throws(() => open(''), { instanceOf: RangeError, message: /1 to 128 bytes/ })
-  t.throws(() => open('has/slash'), { instanceOf: RangeError, message: /may contain only/ })
+  t.throws(() => open(42 as unknown as string), {
+    instanceOf: TypeError,
+    message: /name must be a string, got number 42/,
+  })
+  t.throws(() => open(''), {
+    instanceOf: RangeError,
+    message: /1 to 128 bytes/,
+  })
+  t.throws(() => open('has/slash'), {
+    instanceOf: RangeError,
+    message: /may contain only/,
+  })
   t.throws(() => open('x'.repeat(129)), { instanceOf: RangeError })
   const name = uniqueName(PREFIX)
-  t.throws(() => open(name, { capacity: 5000 }), { instanceOf: RangeError, message: /power of two, got 5000/ })
-  t.throws(() => open(name, { capacity: 1024 }), { instanceOf: RangeError, message: /from 4096/ })
-  t.throws(() => open(name, { timeoutMs: -1 }), { instanceOf: RangeError, message: /timeoutMs/ })
-  t.throws(() => open(name, { onRequest: 'nope' as never }), { instanceOf: TypeError, message: /onRequest must be a function/ })
-  t.throws(() => open(name, { capcity: 4096 } as never), { instanceOf: TypeError, message: /unknown option "capcity"/ })
+  t.throws(() => open(name, { capacity: 5000 }), {
+    instanceOf: RangeError,
+    message: /power of two, got 5000/,
+  })
+  t.throws(() => open(name, { capacity: 1024 }), {
+    instanceOf: RangeError,
+    message: /from 4096/,
+  })
+  t.throws(() => open(name, { timeoutMs: -1 }), {
+    instanceOf: RangeError,
+    message: /timeoutMs/,
+  })
+  t.throws(() => open(name, { onRequest: 'nope' as never }), {
+    instanceOf: TypeError,
+    message: /onRequest must be a function/,
+  })
+  t.throws(() => open(name, { capcity: 4096 } as never), {
+    instanceOf: TypeError,
+    message: /unknown option "capcity"/,
+  })
   const ch = open(name)
-  t.throws(() => ch.send('text' as never), { instanceOf: TypeError, message: /Buffer or Uint8Array, got a string/ })
-  t.throws(() => ch.request([1, 2] as never), { instanceOf: TypeError, message: /got an array/ })
-  t.throws(() => ch.request(Buffer.alloc(1), { timeoutMs: 0 }), { instanceOf: RangeError })
-  t.throws(() => ch.answer(12345, Buffer.alloc(1)), { instanceOf: RangeError, message: /no request with id/ })
+  t.throws(() => ch.send('text' as never), {
+    instanceOf: TypeError,
+    message: /Buffer or Uint8Array, got a string/,
+  })
+  t.throws(() => ch.request([1, 2] as never), {
+    instanceOf: TypeError,
+    message: /got an array/,
+  })
+  t.throws(() => ch.request(Buffer.alloc(1), { timeoutMs: 0 }), {
+    instanceOf: RangeError,
+  })
+  t.throws(() => ch.answer(12345, Buffer.alloc(1)), {
+    instanceOf: RangeError,
+    message: /no request with id/,
+  })
   t.true(ch.send(new Uint8Array([1, 2, 3])), 'a plain Uint8Array is accepted')
   return ch.close()
 })
 
 test.after.always('no segment of these tests is left in /dev/shm', async (t) => {
-  killAllPeers()
+  await killAllPeers()
   await Promise.all([...opened].map((ch) => ch.close()))
   t.deepEqual(leftoverSegments(PREFIX), [])
 })

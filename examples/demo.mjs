@@ -35,7 +35,9 @@ if (role === 'peer') {
   const reply = () => once(peer, 'message').then(([m]) => m)
   await reply()
   await ch.waitForPeer(5000)
-  console.log(`channel ${name}: two processes (pids ${process.pid} and ${peer.pid}), ring ${ch.capacity} bytes per direction\n`)
+  console.log(
+    `channel ${name}: two processes (pids ${process.pid} and ${peer.pid}), ring ${ch.capacity} bytes per direction\n`,
+  )
 
   const fmt = (n) => Math.round(n).toLocaleString('en-US')
   const rate = (n, ms) => (n * 1000) / ms

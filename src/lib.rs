@@ -23,7 +23,9 @@ fn invalid(msg: String) -> Error {
 
 fn to_id(id: f64) -> Result<u64> {
     if !(id.is_finite() && id >= 0.0 && id.fract() == 0.0 && id <= 9_007_199_254_740_991.0) {
-        return Err(invalid(format!("message id must be a safe non-negative integer, got {id}")));
+        return Err(invalid(format!(
+            "message id must be a safe non-negative integer, got {id}"
+        )));
     }
     Ok(id as u64)
 }
@@ -34,7 +36,9 @@ fn to_kind(kind: u32) -> Result<Kind> {
         2 => Ok(Kind::Response),
         3 => Ok(Kind::ErrorResponse),
         4 => Ok(Kind::Message),
-        _ => Err(invalid(format!("kind must be 1 (request), 2 (response), 3 (error) or 4 (message), got {kind}"))),
+        _ => Err(invalid(format!(
+            "kind must be 1 (request), 2 (response), 3 (error) or 4 (message), got {kind}"
+        ))),
     }
 }
 
@@ -89,10 +93,16 @@ impl NativeChannel {
     #[napi(constructor)]
     pub fn new(name: String, options: NativeOptions, wake: Function<(), ()>) -> Result<Self> {
         if !(options.max_queue_bytes >= 0.0 && options.max_queue_bytes.is_finite()) {
-            return Err(invalid(format!("maxQueueBytes must be a non-negative number, got {}", options.max_queue_bytes)));
+            return Err(invalid(format!(
+                "maxQueueBytes must be a non-negative number, got {}",
+                options.max_queue_bytes
+            )));
         }
         if !(options.max_message_bytes >= 1.0 && options.max_message_bytes <= u32::MAX as f64) {
-            return Err(invalid(format!("maxMessageBytes must be from 1 to 4294967295, got {}", options.max_message_bytes)));
+            return Err(invalid(format!(
+                "maxMessageBytes must be from 1 to 4294967295, got {}",
+                options.max_message_bytes
+            )));
         }
         let opts = ChannelOptions {
             capacity: options.capacity as usize,
@@ -101,7 +111,11 @@ impl NativeChannel {
             spin: Duration::from_micros(options.spin_micros as u64),
         };
         let ch = Channel::open(&name, opts).map_err(js_err)?;
-        let tsfn: Arc<WakeFn> = Arc::new(wake.build_threadsafe_function().callee_handled::<false>().build()?);
+        let tsfn: Arc<WakeFn> = Arc::new(
+            wake.build_threadsafe_function()
+                .callee_handled::<false>()
+                .build()?,
+        );
         let waker = ch.waker();
         let thread_tsfn = tsfn.clone();
         let thread = std::thread::Builder::new()
@@ -111,12 +125,23 @@ impl NativeChannel {
                     thread_tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
                 })
             })
-            .map_err(|e| Error::from_reason(format!("ERR_SHARM_OS: cannot start the wake-up thread: {e}")))?;
-        Ok(NativeChannel { ch: Some(ch), thread: Some(thread), wake: Some(tsfn), referenced: true })
+            .map_err(|e| {
+                Error::from_reason(format!(
+                    "ERR_SHARM_OS: cannot start the wake-up thread: {e}"
+                ))
+            })?;
+        Ok(NativeChannel {
+            ch: Some(ch),
+            thread: Some(thread),
+            wake: Some(tsfn),
+            referenced: true,
+        })
     }
 
     fn ch(&mut self) -> Result<&mut Channel> {
-        self.ch.as_mut().ok_or_else(|| js_err(sharm_core::Error::Closed))
+        self.ch
+            .as_mut()
+            .ok_or_else(|| js_err(sharm_core::Error::Closed))
     }
 
     /// Sends one message of `kind` (1 request, 2 response, 3 error, 4 message). Returns 0 when it
@@ -165,12 +190,22 @@ impl NativeChannel {
 
     /// Sends request `id` and blocks until its answer, the peer's departure, or the timeout.
     #[napi]
-    pub fn request_sync(&mut self, id: f64, data: Uint8ArraySlice, timeout_ms: f64) -> Result<Buffer> {
+    pub fn request_sync(
+        &mut self,
+        id: f64,
+        data: Uint8ArraySlice,
+        timeout_ms: f64,
+    ) -> Result<Buffer> {
         let id = to_id(id)?;
         if !(timeout_ms > 0.0 && timeout_ms.is_finite()) {
-            return Err(invalid(format!("timeoutMs must be a positive number, got {timeout_ms}")));
+            return Err(invalid(format!(
+                "timeoutMs must be a positive number, got {timeout_ms}"
+            )));
         }
-        let v = self.ch()?.request_sync(id, &data, Duration::from_secs_f64(timeout_ms / 1000.0)).map_err(js_err)?;
+        let v = self
+            .ch()?
+            .request_sync(id, &data, Duration::from_secs_f64(timeout_ms / 1000.0))
+            .map_err(js_err)?;
         Ok(Buffer::from(v))
     }
 
@@ -214,7 +249,9 @@ impl NativeChannel {
     /// OS name of the shared-memory segment.
     #[napi(getter)]
     pub fn segment_name(&self) -> String {
-        self.ch.as_ref().map_or(String::new(), |c| c.os_id().to_string())
+        self.ch
+            .as_ref()
+            .map_or(String::new(), |c| c.os_id().to_string())
     }
 
     /// Keep the event loop alive while open (the default).
@@ -243,7 +280,9 @@ impl NativeChannel {
             }
         };
         if status != napi::sys::Status::napi_ok {
-            return Err(Error::from_reason(format!("ERR_SHARM_OS: cannot change the channel's ref state (status {status})")));
+            return Err(Error::from_reason(format!(
+                "ERR_SHARM_OS: cannot change the channel's ref state (status {status})"
+            )));
         }
         self.referenced = on;
         Ok(())

@@ -38,9 +38,16 @@ export interface Peer {
 const live = new Set<ChildProcess>()
 
 /** Kills every peer still running (for `test.after.always`, so a failed test cannot hang the run). */
-export function killAllPeers(): void {
-  for (const c of live) c.kill('SIGKILL')
+export async function killAllPeers(): Promise<void> {
+  const all = [...live].filter((c) => c.exitCode === null && c.signalCode === null)
   live.clear()
+  await Promise.all(
+    all.map((c) => {
+      const exited = once(c, 'exit')
+      c.kill('SIGKILL')
+      return exited
+    }),
+  )
 }
 
 /** Starts a peer process on channel `name` (see peer.ts for the modes) and waits until it opened. */

@@ -21,7 +21,7 @@ function handlerFor(m: string): OpenOptions['onRequest'] {
     case 'later':
       return (data, ctx) => {
         ctx.answerLater()
-        setTimeout(() => ch.answer(ctx.id, Buffer.concat([Buffer.from('later:'), data])), 5)
+        setTimeout(() => ch!.answer(ctx.id, Buffer.concat([Buffer.from('later:'), data])), 5)
       }
     case 'silent':
       return (_data, ctx) => {
@@ -32,54 +32,64 @@ function handlerFor(m: string): OpenOptions['onRequest'] {
   }
 }
 
-let ch: Channel
+let ch: Channel | undefined
 try {
   ch = open(name, { ...options, onRequest: handlerFor(mode) })
 } catch (e) {
   const err = e as Error & { code?: string }
-  reply({ openError: { code: err.code, message: err.message, name: err.name } })
-  process.exit(0)
+  // Exit only once the message is out: exiting at once could lose it.
+  process.send!({ openError: { code: err.code, message: err.message, name: err.name } }, () => process.exit(0))
 }
+if (ch !== undefined) serve(ch)
 
-ch.on('message', (data: Buffer) => {
-  if (data.length >= 4) {
-    const seq = data.readUInt32LE(0)
-    if (seq !== received) outOfOrder++
-  }
-  received++
-  bytesReceived += data.length
-})
-
-process.on('message', async (cmd: any) => {
-  try {
-    switch (cmd.op) {
-      case 'report':
-        reply({ received, outOfOrder, bytesReceived })
-        break
-      case 'request': {
-        const r = await ch.request(Buffer.from(cmd.data), { timeoutMs: cmd.timeoutMs })
-        reply({ answer: r.toString() })
-        break
-      }
-      case 'requestSyncAt':
-        reply({ scheduled: true })
-        setTimeout(() => {
-          try {
-            ch.requestSync(Buffer.from('sync'), { timeoutMs: cmd.timeoutMs })
-            reply({ syncResult: 'answered' })
-          } catch (e) {
-            reply({ syncResult: (e as { code?: string }).code })
-          }
-        }, cmd.at - Date.now())
-        break
-      case 'close':
-        await ch.close()
-        reply({ closed: true })
-        process.exit(0)
+function serve(ch: Channel) {
+  ch.on('message', (data: Buffer) => {
+    if (data.length >= 4) {
+      const seq = data.readUInt32LE(0)
+      if (seq !== received) outOfOrder++
     }
-  } catch (e) {
-    reply({ error: { code: (e as { code?: string }).code, message: (e as Error).message } })
-  }
-})
+    received++
+    bytesReceived += data.length
+  })
 
-reply({ ready: true })
+  process.on('message', async (cmd: any) => {
+    try {
+      switch (cmd.op) {
+        case 'report':
+          reply({ received, outOfOrder, bytesReceived })
+          break
+        case 'request': {
+          const r = await ch.request(Buffer.from(cmd.data), {
+            timeoutMs: cmd.timeoutMs,
+          })
+          reply({ answer: r.toString() })
+          break
+        }
+        case 'requestSyncAt':
+          reply({ scheduled: true })
+          setTimeout(() => {
+            try {
+              ch.requestSync(Buffer.from('sync'), { timeoutMs: cmd.timeoutMs })
+              reply({ syncResult: 'answered' })
+            } catch (e) {
+              reply({ syncResult: (e as { code?: string }).code })
+            }
+          }, cmd.at - Date.now())
+          break
+        case 'close':
+          await ch.close()
+          reply({ closed: true })
+          process.exit(0)
+      }
+    } catch (e) {
+      reply({
+        error: {
+          code: (e as { code?: string }).code,
+          message: (e as Error).message,
+        },
+      })
+    }
+  })
+
+  reply({ ready: true })
+}

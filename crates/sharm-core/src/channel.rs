@@ -175,7 +175,9 @@ impl Shared {
         if rx.producer.write.load(SeqCst) != rx.consumer.read.load(SeqCst) {
             return true;
         }
-        if self.tx_waiting.load(SeqCst) && self.tx.control().consumer.read.load(SeqCst) != self.last_tx_read.load(SeqCst) {
+        if self.tx_waiting.load(SeqCst)
+            && self.tx.control().consumer.read.load(SeqCst) != self.last_tx_read.load(SeqCst)
+        {
             return true;
         }
         self.peer_view() != last_peer
@@ -291,7 +293,11 @@ impl Channel {
     }
 
     /// Joins an existing segment; `Ok(None)` means "try again from the start".
-    fn join(mut seg: Segment, opts: &ChannelOptions, started: Instant) -> Result<Option<Channel>, Error> {
+    fn join(
+        mut seg: Segment,
+        opts: &ChannelOptions,
+        started: Instant,
+    ) -> Result<Option<Channel>, Error> {
         let os_id = seg.os_id().to_string();
         if seg.len() < HEADER_BYTES {
             if started.elapsed() > OPEN_PATIENCE {
@@ -327,14 +333,20 @@ impl Channel {
         if magic != MAGIC {
             return Err(bad_magic(&os_id, magic));
         }
-        let (lv, pv) = (h.layout_version.load(SeqCst), h.protocol_version.load(SeqCst));
+        let (lv, pv) = (
+            h.layout_version.load(SeqCst),
+            h.protocol_version.load(SeqCst),
+        );
         if lv != LAYOUT_VERSION || pv != PROTOCOL_VERSION {
             return Err(Error::Protocol(format!(
                 "channel segment {os_id} has layout version {lv} and protocol version {pv}; this sharmipc speaks layout {LAYOUT_VERSION} and protocol {PROTOCOL_VERSION}"
             )));
         }
         let cap = h.capacity.load(SeqCst);
-        if cap > usize::MAX as u64 || !capacity_is_valid(cap as usize) || seg.len() < segment_bytes(cap as usize) {
+        if cap > usize::MAX as u64
+            || !capacity_is_valid(cap as usize)
+            || seg.len() < segment_bytes(cap as usize)
+        {
             return Err(Error::Protocol(format!(
                 "channel segment {os_id} claims a ring capacity of {cap} bytes but is {} bytes long",
                 seg.len()
@@ -343,7 +355,9 @@ impl Channel {
         match Self::claim(h)? {
             Claim::Side(side) => Self::attach_side(seg, side, cap as usize, opts.clone()).map(Some),
             Claim::Retry => {
-                if h.attach.load(SeqCst) & ATTACH_DEAD != 0 && h.attach.load(SeqCst) & (ATTACH_SIDE[0] | ATTACH_SIDE[1]) == 0 {
+                if h.attach.load(SeqCst) & ATTACH_DEAD != 0
+                    && h.attach.load(SeqCst) & (ATTACH_SIDE[0] | ATTACH_SIDE[1]) == 0
+                {
                     // We may be the ones who marked it stale: make sure the name goes.
                     seg.unlink_on_drop();
                 }
@@ -362,7 +376,10 @@ impl Channel {
             }
             if a == 0 {
                 // Nobody alive holds it: a stale segment. Mark it dead; the caller unlinks it.
-                if h.attach.compare_exchange(0, ATTACH_DEAD, SeqCst, SeqCst).is_ok() {
+                if h.attach
+                    .compare_exchange(0, ATTACH_DEAD, SeqCst, SeqCst)
+                    .is_ok()
+                {
                     return Ok(Claim::Retry);
                 }
                 continue;
@@ -377,22 +394,36 @@ impl Channel {
                     pids[0], pids[1]
                 )));
             };
-            if h.attach.compare_exchange(a, a | ATTACH_SIDE[side], SeqCst, SeqCst).is_ok() {
+            if h.attach
+                .compare_exchange(a, a | ATTACH_SIDE[side], SeqCst, SeqCst)
+                .is_ok()
+            {
                 return Ok(Claim::Side(side));
             }
         }
     }
 
-    fn attach_side(seg: Segment, side: usize, cap: usize, opts: ChannelOptions) -> Result<Channel, Error> {
+    fn attach_side(
+        seg: Segment,
+        side: usize,
+        cap: usize,
+        opts: ChannelOptions,
+    ) -> Result<Channel, Error> {
         let base = seg.as_ptr();
         // SAFETY: the segment is segment_bytes(cap) long (checked by the caller or created so);
         // ring offsets are multiples of 128 from a page-aligned base.
         let (tx_mem, rx_mem) = unsafe {
-            (RingMem::new(base.add(ring_offset(side, cap)), cap), RingMem::new(base.add(ring_offset(1 - side, cap)), cap))
+            (
+                RingMem::new(base.add(ring_offset(side, cap)), cap),
+                RingMem::new(base.add(ring_offset(1 - side, cap)), cap),
+            )
         };
         // SAFETY: the doorbells were initialised by the creator before init_state became READY.
         let (own_bell, peer_bell) = unsafe {
-            (Doorbell::attach(base.add(doorbell_offset(side)))?, Doorbell::attach(base.add(doorbell_offset(1 - side)))?)
+            (
+                Doorbell::attach(base.add(doorbell_offset(side)))?,
+                Doorbell::attach(base.add(doorbell_offset(1 - side)))?,
+            )
         };
         let h = base as *const Header;
         // SAFETY: header page is mapped.
@@ -447,7 +478,13 @@ impl Channel {
             events: PeerEvents::default(),
             closed: false,
         };
-        ch.queue.push_back(Outgoing { kind: Kind::Hello, id: gen as u64, gen: 0, sent: 0, data: Vec::new() });
+        ch.queue.push_back(Outgoing {
+            kind: Kind::Hello,
+            id: gen as u64,
+            gen: 0,
+            sent: 0,
+            data: Vec::new(),
+        });
         ch.flush()?;
         slot.state.store(SLOT_READY, SeqCst);
         ch.shared.peer_bell.ring();
@@ -499,7 +536,9 @@ impl Channel {
             return Err(Error::Closed);
         }
         if self.shared.broken.load(SeqCst) {
-            return Err(Error::Protocol("the channel was closed after a protocol error from the peer".into()));
+            return Err(Error::Protocol(
+                "the channel was closed after a protocol error from the peer".into(),
+            ));
         }
         Ok(())
     }
@@ -511,15 +550,29 @@ impl Channel {
 
     /// Sends a message. `gen` is the generation to echo for answers (see [`Delivered::gen`]),
     /// 0 otherwise.
-    pub fn send(&mut self, kind: Kind, id: u64, gen: u16, data: &[u8]) -> Result<SendOutcome, Error> {
+    pub fn send(
+        &mut self,
+        kind: Kind,
+        id: u64,
+        gen: u16,
+        data: &[u8],
+    ) -> Result<SendOutcome, Error> {
         self.usable()?;
-        assert!(matches!(kind, Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message));
+        assert!(matches!(
+            kind,
+            Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message
+        ));
         if data.len() > self.opts.max_message_bytes {
-            return Err(Error::TooLarge { len: data.len(), max: self.opts.max_message_bytes });
+            return Err(Error::TooLarge {
+                len: data.len(),
+                max: self.opts.max_message_bytes,
+            });
         }
         if self.queue.is_empty() && self.peer_connected {
             let mut sent = 0;
-            let done = self.write_chunks(kind, id, gen, data, &mut sent).map_err(|e| self.broken(e))?;
+            let done = self
+                .write_chunks(kind, id, gen, data, &mut sent)
+                .map_err(|e| self.broken(e))?;
             self.publish();
             if done {
                 return Ok(SendOutcome::Written);
@@ -529,7 +582,10 @@ impl Channel {
             return Ok(SendOutcome::Queued);
         }
         if self.queued_bytes > 0 && self.queued_bytes + data.len() > self.opts.max_queue_bytes {
-            return Err(Error::QueueFull { queued: self.queued_bytes, limit: self.opts.max_queue_bytes });
+            return Err(Error::QueueFull {
+                queued: self.queued_bytes,
+                limit: self.opts.max_queue_bytes,
+            });
         }
         self.enqueue(kind, id, gen, data, 0);
         if self.peer_connected {
@@ -540,15 +596,34 @@ impl Channel {
 
     fn enqueue(&mut self, kind: Kind, id: u64, gen: u16, data: &[u8], sent: usize) {
         self.queued_bytes += data.len() - sent;
-        self.queue.push_back(Outgoing { kind, id, gen, sent, data: data.to_vec() });
+        self.queue.push_back(Outgoing {
+            kind,
+            id,
+            gen,
+            sent,
+            data: data.to_vec(),
+        });
     }
 
     /// Writes as many records of a message as fit. Returns `true` when the message is complete.
-    fn write_chunks(&mut self, kind: Kind, id: u64, gen: u16, data: &[u8], sent: &mut usize) -> Result<bool, ProtocolError> {
+    fn write_chunks(
+        &mut self,
+        kind: Kind,
+        id: u64,
+        gen: u16,
+        data: &[u8],
+        sent: &mut usize,
+    ) -> Result<bool, ProtocolError> {
         let max = self.tx.mem().max_record_payload();
         loop {
             let (flags, prefix, range) = chunk_plan(data.len(), *sent, max);
-            let hdr = RecordHeader { len: 0, kind, flags, gen, id };
+            let hdr = RecordHeader {
+                len: 0,
+                kind,
+                flags,
+                gen,
+                id,
+            };
             let prefix_bytes: &[u8] = match &prefix {
                 Some(p) => p,
                 None => &[],
@@ -596,16 +671,28 @@ impl Channel {
             }
             self.publish();
             let waiting = self.peer_connected && !self.queue.is_empty();
-            self.shared.last_tx_read.store(self.tx.consumer_index(), SeqCst);
+            self.shared
+                .last_tx_read
+                .store(self.tx.consumer_index(), SeqCst);
             self.shared.tx_waiting.store(waiting, SeqCst);
             if !waiting {
                 return Ok(());
             }
             // Ask the reader to ring us when it frees space, then look once more: it may have
             // freed space before it could see the flag.
-            self.tx.mem().control().producer.writer_waiting.store(1, SeqCst);
+            self.tx
+                .mem()
+                .control()
+                .producer
+                .writer_waiting
+                .store(1, SeqCst);
             let head = self.queue.front().unwrap();
-            let next_len = head.data.len().saturating_sub(head.sent).min(self.tx.mem().max_record_payload()) + 8;
+            let next_len = head
+                .data
+                .len()
+                .saturating_sub(head.sent)
+                .min(self.tx.mem().max_record_payload())
+                + 8;
             if !self.tx.fits(next_len).map_err(|e| self.broken(e))? {
                 return Ok(());
             }
@@ -622,19 +709,11 @@ impl Channel {
             self.events.unconfirmed += self.count_unconfirmed();
             // Answers and requests were meant for the process that left: drop them. Messages
             // wait for the next peer; one that was partly written starts over.
-            let mut freed = 0;
             self.queue.retain_mut(|o| {
-                if o.kind == Kind::Message || o.kind == Kind::Hello {
-                    freed += o.sent;
-                    o.sent = 0;
-                    true
-                } else {
-                    freed += o.data.len() - o.sent;
-                    false
-                }
+                o.sent = 0;
+                o.kind == Kind::Message || o.kind == Kind::Hello
             });
             self.queued_bytes = self.queue.iter().map(|o| o.data.len()).sum();
-            let _ = freed;
         }
         if connected && !self.peer_connected {
             self.peer_connected = true;
@@ -673,8 +752,13 @@ impl Channel {
                 self.rx.consume(&p);
                 continue;
             }
-            let stale = matches!(h.kind, Kind::Response | Kind::ErrorResponse) && h.gen != self.my_gen as u16;
-            let gen = if h.kind == Kind::Request { self.rx_gen as u16 } else { 0 };
+            let stale = matches!(h.kind, Kind::Response | Kind::ErrorResponse)
+                && h.gen != self.my_gen as u16;
+            let gen = if h.kind == Kind::Request {
+                self.rx_gen as u16
+            } else {
+                0
+            };
             let payload = self.rx.payload(&p);
             match self.asm.push(&h, payload)? {
                 Step::Whole(bytes) if !stale => {
@@ -684,8 +768,16 @@ impl Channel {
                         let offset = self.pending.data.len();
                         self.pending.data.extend_from_slice(bytes);
                         batch_bytes += bytes.len();
-                        let payload = Payload::Inline { offset, len: bytes.len() };
-                        self.pending.messages.push(Delivered { kind: h.kind, id: h.id, gen, payload });
+                        let payload = Payload::Inline {
+                            offset,
+                            len: bytes.len(),
+                        };
+                        self.pending.messages.push(Delivered {
+                            kind: h.kind,
+                            id: h.id,
+                            gen,
+                            payload,
+                        });
                     }
                 }
                 Step::Done(v) if !stale => {
@@ -693,7 +785,12 @@ impl Channel {
                         answer = Some((h.kind, v));
                     } else {
                         batch_bytes += v.len();
-                        self.pending.messages.push(Delivered { kind: h.kind, id: h.id, gen, payload: Payload::Owned(v) });
+                        self.pending.messages.push(Delivered {
+                            kind: h.kind,
+                            id: h.id,
+                            gen,
+                            payload: Payload::Owned(v),
+                        });
                     }
                 }
                 _ => {}
@@ -709,10 +806,8 @@ impl Channel {
                 break;
             }
         }
-        if self.rx.read_index() != last_release || answer.is_some() {
-            if self.rx.release() {
-                self.shared.peer_bell.ring();
-            }
+        if (self.rx.read_index() != last_release || answer.is_some()) && self.rx.release() {
+            self.shared.peer_bell.ring();
         }
         Ok(answer)
     }
@@ -741,7 +836,11 @@ impl Channel {
 
     /// Removes a request that has not started to go out from the queue. Returns whether it did.
     pub fn cancel(&mut self, id: u64) -> bool {
-        let Some(i) = self.queue.iter().position(|o| o.kind == Kind::Request && o.id == id && o.sent == 0) else {
+        let Some(i) = self
+            .queue
+            .iter()
+            .position(|o| o.kind == Kind::Request && o.id == id && o.sent == 0)
+        else {
             return false;
         };
         let o = self.queue.remove(i).unwrap();
@@ -753,7 +852,12 @@ impl Channel {
     /// leaves, or `timeout` passes. Everything else that arrives meanwhile is kept for the next
     /// `poll`. The peer's requests are not answered while this blocks: two sides that call this
     /// at each other at once both time out.
-    pub fn request_sync(&mut self, id: u64, data: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
+    pub fn request_sync(
+        &mut self,
+        id: u64,
+        data: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Error> {
         self.send(Kind::Request, id, 0, data)?;
         let deadline = Instant::now() + timeout;
         let disconnects = self.disconnects;
@@ -767,14 +871,18 @@ impl Channel {
             let before = self.rx.read_index();
             match self.drain(Some(id)).map_err(|e| self.broken(e))? {
                 Some((Kind::Response, v)) => return Ok(v),
-                Some((_, v)) => return Err(Error::Remote(String::from_utf8_lossy(&v).into_owned())),
+                Some((_, v)) => {
+                    return Err(Error::Remote(String::from_utf8_lossy(&v).into_owned()))
+                }
                 None => {}
             }
             self.flush()?;
             let now = Instant::now();
             if now >= deadline {
                 self.cancel(id);
-                return Err(Error::Timeout(timeout.as_millis().min(u32::MAX as u128) as u32));
+                return Err(Error::Timeout(
+                    timeout.as_millis().min(u32::MAX as u128) as u32
+                ));
             }
             if self.rx.read_index() != before {
                 idle_rounds = 0;
@@ -796,7 +904,9 @@ impl Channel {
 
     /// A handle for the wake-up thread.
     pub fn waker(&self) -> Waker {
-        Waker { shared: self.shared.clone() }
+        Waker {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Leaves the channel: stops the wake-up thread (it exits within its next wake), frees this

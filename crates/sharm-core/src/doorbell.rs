@@ -39,7 +39,8 @@ impl Doorbell {
         let need = Event::size_of(Some(mem));
         assert!(need <= DOORBELL_BYTES, "raw_sync event needs {need} bytes");
         // SAFETY: per the caller's contract.
-        let (event, _) = unsafe { Event::new(mem, true) }.map_err(|e| Error::Os(format!("cannot create doorbell: {e}")))?;
+        let (event, _) = unsafe { Event::new(mem, true) }
+            .map_err(|e| Error::Os(format!("cannot create doorbell: {e}")))?;
         Ok(Doorbell { event })
     }
 

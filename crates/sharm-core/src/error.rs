@@ -7,13 +7,25 @@ use std::fmt;
 pub enum ProtocolError {
     BadKind(u8),
     BadFlags(u8),
-    RecordTooLong { len: u64, max: u64 },
+    RecordTooLong {
+        len: u64,
+        max: u64,
+    },
     /// The record does not fit in what the peer published, or in the bytes left to the end.
-    RecordOverrun { need: u64, available: u64 },
+    RecordOverrun {
+        need: u64,
+        available: u64,
+    },
     /// The peer's index is further away than the ring is big.
-    BadIndex { distance: u64, capacity: u64 },
+    BadIndex {
+        distance: u64,
+        capacity: u64,
+    },
     BadChunk(&'static str),
-    MessageTooLarge { len: u64, max: u64 },
+    MessageTooLarge {
+        len: u64,
+        max: u64,
+    },
 }
 
 impl fmt::Display for ProtocolError {
@@ -22,17 +34,26 @@ impl fmt::Display for ProtocolError {
             ProtocolError::BadKind(k) => write!(f, "unknown record kind {k} (expected 1..=6)"),
             ProtocolError::BadFlags(x) => write!(f, "invalid record flags {x:#04x}"),
             ProtocolError::RecordTooLong { len, max } => {
-                write!(f, "record claims {len} payload bytes, more than the {max} a record may carry")
+                write!(
+                    f,
+                    "record claims {len} payload bytes, more than the {max} a record may carry"
+                )
             }
             ProtocolError::RecordOverrun { need, available } => {
-                write!(f, "record needs {need} bytes but only {available} are there")
+                write!(
+                    f,
+                    "record needs {need} bytes but only {available} are there"
+                )
             }
             ProtocolError::BadIndex { distance, capacity } => {
                 write!(f, "ring index is {distance} bytes away from ours, more than the capacity {capacity}")
             }
             ProtocolError::BadChunk(why) => write!(f, "bad chunk sequence: {why}"),
             ProtocolError::MessageTooLarge { len, max } => {
-                write!(f, "message claims {len} bytes, more than maxMessageBytes ({max})")
+                write!(
+                    f,
+                    "message claims {len} bytes, more than maxMessageBytes ({max})"
+                )
             }
         }
     }
@@ -84,12 +105,20 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Busy(m) | Error::Protocol(m) | Error::Invalid(m) | Error::Os(m) => f.write_str(m),
+            Error::Busy(m) | Error::Protocol(m) | Error::Invalid(m) | Error::Os(m) => {
+                f.write_str(m)
+            }
             Error::QueueFull { queued, limit } => {
-                write!(f, "send queue is full: {queued} bytes queued, maxQueueBytes is {limit}")
+                write!(
+                    f,
+                    "send queue is full: {queued} bytes queued, maxQueueBytes is {limit}"
+                )
             }
             Error::TooLarge { len, max } => {
-                write!(f, "message of {len} bytes is larger than maxMessageBytes ({max})")
+                write!(
+                    f,
+                    "message of {len} bytes is larger than maxMessageBytes ({max})"
+                )
             }
             Error::Closed => f.write_str("channel is closed"),
             Error::Timeout(ms) => write!(f, "no answer within {ms} ms"),

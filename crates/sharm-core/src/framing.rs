@@ -40,7 +40,11 @@ pub struct Reassembler {
 
 impl Reassembler {
     pub fn new(max_message: usize) -> Reassembler {
-        Reassembler { max_message, current: None, resync: true }
+        Reassembler {
+            max_message,
+            current: None,
+            resync: true,
+        }
     }
 
     /// Forgets a partly received message (the peer was replaced).
@@ -55,33 +59,52 @@ impl Reassembler {
     }
 
     /// Takes one record. `payload` is the record's payload (`h.len` bytes).
-    pub fn push<'a>(&mut self, h: &RecordHeader, payload: &'a [u8]) -> Result<Step<'a>, ProtocolError> {
+    pub fn push<'a>(
+        &mut self,
+        h: &RecordHeader,
+        payload: &'a [u8],
+    ) -> Result<Step<'a>, ProtocolError> {
         debug_assert_eq!(payload.len(), h.len as usize);
         let is_cont = h.flags & FLAG_CONT != 0;
         if !is_cont {
             self.resync = false;
             if self.current.is_some() {
-                return Err(ProtocolError::BadChunk("a new message started before the previous one ended"));
+                return Err(ProtocolError::BadChunk(
+                    "a new message started before the previous one ended",
+                ));
             }
         }
         if h.flags & FLAG_FIRST != 0 {
             let total = u64::from_le_bytes(payload[..8].try_into().unwrap());
             if total > self.max_message as u64 {
-                return Err(ProtocolError::MessageTooLarge { len: total, max: self.max_message as u64 });
+                return Err(ProtocolError::MessageTooLarge {
+                    len: total,
+                    max: self.max_message as u64,
+                });
             }
             let total = total as usize;
             let body = &payload[8..];
             if body.len() >= total {
-                return Err(ProtocolError::BadChunk("a first chunk holds the whole message but says more follow"));
+                return Err(ProtocolError::BadChunk(
+                    "a first chunk holds the whole message but says more follow",
+                ));
             }
             let mut buf = Vec::with_capacity(total);
             buf.extend_from_slice(body);
-            self.current = Some(InProgress { kind: h.kind, id: h.id, total, buf });
+            self.current = Some(InProgress {
+                kind: h.kind,
+                id: h.id,
+                total,
+                buf,
+            });
             return Ok(Step::Partial);
         }
         if !is_cont {
             if payload.len() > self.max_message {
-                return Err(ProtocolError::MessageTooLarge { len: payload.len() as u64, max: self.max_message as u64 });
+                return Err(ProtocolError::MessageTooLarge {
+                    len: payload.len() as u64,
+                    max: self.max_message as u64,
+                });
             }
             return Ok(Step::Whole(payload));
         }
@@ -89,23 +112,33 @@ impl Reassembler {
             if self.resync {
                 return Ok(Step::Skipped);
             }
-            return Err(ProtocolError::BadChunk("a continuation chunk arrived without a first chunk"));
+            return Err(ProtocolError::BadChunk(
+                "a continuation chunk arrived without a first chunk",
+            ));
         };
         if cur.kind != h.kind || cur.id != h.id {
-            return Err(ProtocolError::BadChunk("a chunk belongs to another message than the one in progress"));
+            return Err(ProtocolError::BadChunk(
+                "a chunk belongs to another message than the one in progress",
+            ));
         }
         if cur.buf.len() + payload.len() > cur.total {
-            return Err(ProtocolError::BadChunk("chunks add up to more than the announced length"));
+            return Err(ProtocolError::BadChunk(
+                "chunks add up to more than the announced length",
+            ));
         }
         cur.buf.extend_from_slice(payload);
         if h.flags & FLAG_MORE != 0 {
             if cur.buf.len() == cur.total {
-                return Err(ProtocolError::BadChunk("the announced length is reached but more chunks are announced"));
+                return Err(ProtocolError::BadChunk(
+                    "the announced length is reached but more chunks are announced",
+                ));
             }
             return Ok(Step::Partial);
         }
         if cur.buf.len() != cur.total {
-            return Err(ProtocolError::BadChunk("the last chunk ends before the announced length"));
+            return Err(ProtocolError::BadChunk(
+                "the last chunk ends before the announced length",
+            ));
         }
         Ok(Step::Done(self.current.take().unwrap().buf))
     }
@@ -113,15 +146,27 @@ impl Reassembler {
 
 /// Splits a message into the records a producer writes, for a ring whose records carry at most
 /// `max_payload` bytes. Yields (flags, prefix, body range).
-pub fn chunk_plan(total: usize, sent: usize, max_payload: usize) -> (u8, Option<[u8; 8]>, std::ops::Range<usize>) {
+pub fn chunk_plan(
+    total: usize,
+    sent: usize,
+    max_payload: usize,
+) -> (u8, Option<[u8; 8]>, std::ops::Range<usize>) {
     if total <= max_payload {
         return (0, None, 0..total);
     }
     if sent == 0 {
-        return (FLAG_FIRST | FLAG_MORE, Some((total as u64).to_le_bytes()), 0..max_payload - 8);
+        return (
+            FLAG_FIRST | FLAG_MORE,
+            Some((total as u64).to_le_bytes()),
+            0..max_payload - 8,
+        );
     }
     let end = (sent + max_payload).min(total);
-    let flags = if end < total { FLAG_CONT | FLAG_MORE } else { FLAG_CONT };
+    let flags = if end < total {
+        FLAG_CONT | FLAG_MORE
+    } else {
+        FLAG_CONT
+    };
     (flags, None, sent..end)
 }
 
@@ -131,7 +176,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn h(kind: Kind, flags: u8, id: u64, len: usize) -> RecordHeader {
-        RecordHeader { len: len as u32, kind, flags, gen: 0, id }
+        RecordHeader {
+            len: len as u32,
+            kind,
+            flags,
+            gen: 0,
+            id,
+        }
     }
 
     /// Runs a message through `chunk_plan` and the reassembler.
@@ -144,7 +195,10 @@ mod tests {
             payload.extend_from_slice(&msg[range.clone()]);
             assert!(payload.len() <= max_payload);
             sent = range.end;
-            match r.push(&h(Kind::Message, flags, 7, payload.len()), &payload).unwrap() {
+            match r
+                .push(&h(Kind::Message, flags, 7, payload.len()), &payload)
+                .unwrap()
+            {
                 Step::Whole(p) => return p.to_vec(),
                 Step::Done(v) => return v,
                 Step::Partial => {}
@@ -166,31 +220,75 @@ mod tests {
         let mut r = Reassembler::new(1 << 20);
         let mut p = (4u64 << 30).to_le_bytes().to_vec();
         p.extend_from_slice(b"abc");
-        let e = r.push(&h(Kind::Request, FLAG_FIRST | FLAG_MORE, 1, p.len()), &p).unwrap_err();
-        assert_eq!(e, ProtocolError::MessageTooLarge { len: 4 << 30, max: 1 << 20 });
+        let e = r
+            .push(&h(Kind::Request, FLAG_FIRST | FLAG_MORE, 1, p.len()), &p)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            ProtocolError::MessageTooLarge {
+                len: 4 << 30,
+                max: 1 << 20
+            }
+        );
     }
 
     #[test]
     fn broken_sequences_are_errors_and_leftovers_are_skipped_only_after_attach() {
         let mut r = Reassembler::new(1000);
-        assert_eq!(r.push(&h(Kind::Message, FLAG_CONT, 1, 2), b"xy").unwrap(), Step::Skipped);
-        assert_eq!(r.push(&h(Kind::Message, 0, 2, 2), b"ok").unwrap(), Step::Whole(b"ok"));
+        assert_eq!(
+            r.push(&h(Kind::Message, FLAG_CONT, 1, 2), b"xy").unwrap(),
+            Step::Skipped
+        );
+        assert_eq!(
+            r.push(&h(Kind::Message, 0, 2, 2), b"ok").unwrap(),
+            Step::Whole(b"ok")
+        );
         assert!(r.push(&h(Kind::Message, FLAG_CONT, 1, 2), b"xy").is_err());
 
         let mut r = Reassembler::new(1000);
         let mut first = 20u64.to_le_bytes().to_vec();
         first.extend_from_slice(b"0123456789");
-        r.push(&h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()), &first).unwrap();
-        assert!(r.push(&h(Kind::Message, FLAG_CONT, 6, 10), b"0123456789").is_err(), "other id");
+        r.push(
+            &h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()),
+            &first,
+        )
+        .unwrap();
+        assert!(
+            r.push(&h(Kind::Message, FLAG_CONT, 6, 10), b"0123456789")
+                .is_err(),
+            "other id"
+        );
         let mut r2 = Reassembler::new(1000);
-        r2.push(&h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()), &first).unwrap();
-        assert!(r2.push(&h(Kind::Message, FLAG_CONT, 5, 11), b"0123456789a").is_err(), "too long");
+        r2.push(
+            &h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()),
+            &first,
+        )
+        .unwrap();
+        assert!(
+            r2.push(&h(Kind::Message, FLAG_CONT, 5, 11), b"0123456789a")
+                .is_err(),
+            "too long"
+        );
         let mut r3 = Reassembler::new(1000);
-        r3.push(&h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()), &first).unwrap();
-        assert!(r3.push(&h(Kind::Message, FLAG_CONT, 5, 3), b"012").is_err(), "too short");
+        r3.push(
+            &h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()),
+            &first,
+        )
+        .unwrap();
+        assert!(
+            r3.push(&h(Kind::Message, FLAG_CONT, 5, 3), b"012").is_err(),
+            "too short"
+        );
         let mut r4 = Reassembler::new(1000);
-        r4.push(&h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()), &first).unwrap();
-        assert!(r4.push(&h(Kind::Message, 0, 9, 1), b"z").is_err(), "interleaved message");
+        r4.push(
+            &h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()),
+            &first,
+        )
+        .unwrap();
+        assert!(
+            r4.push(&h(Kind::Message, 0, 9, 1), b"z").is_err(),
+            "interleaved message"
+        );
         r4.reset();
         assert!(!r4.in_progress());
     }

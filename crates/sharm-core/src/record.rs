@@ -99,7 +99,13 @@ impl RecordHeader {
         }
         let gen = u16::from_le_bytes([b[6], b[7]]);
         let id = u64::from_le_bytes(b[8..16].try_into().unwrap());
-        Ok(RecordHeader { len, kind, flags, gen, id })
+        Ok(RecordHeader {
+            len,
+            kind,
+            flags,
+            gen,
+            id,
+        })
     }
 
     /// Checks the flag combination and the length against `max_payload` (the largest payload a
@@ -107,10 +113,17 @@ impl RecordHeader {
     pub fn validate(&self, max_payload: usize) -> Result<(), ProtocolError> {
         if self.kind == Kind::Pad {
             // A pad's length is checked by the ring against the bytes left to the end.
-            return if self.flags == 0 { Ok(()) } else { Err(ProtocolError::BadFlags(self.flags)) };
+            return if self.flags == 0 {
+                Ok(())
+            } else {
+                Err(ProtocolError::BadFlags(self.flags))
+            };
         }
         if self.len as usize > max_payload {
-            return Err(ProtocolError::RecordTooLong { len: self.len as u64, max: max_payload as u64 });
+            return Err(ProtocolError::RecordTooLong {
+                len: self.len as u64,
+                max: max_payload as u64,
+            });
         }
         let f = self.flags;
         let ok = matches!(f, 0) // whole message
@@ -121,7 +134,9 @@ impl RecordHeader {
             return Err(ProtocolError::BadFlags(f));
         }
         if f & FLAG_FIRST != 0 && (self.len as usize) < 8 {
-            return Err(ProtocolError::BadChunk("a first chunk is shorter than its 8-byte length prefix"));
+            return Err(ProtocolError::BadChunk(
+                "a first chunk is shorter than its 8-byte length prefix",
+            ));
         }
         Ok(())
     }
@@ -134,7 +149,13 @@ mod tests {
 
     #[test]
     fn header_round_trips() {
-        let h = RecordHeader { len: 77, kind: Kind::Response, flags: FLAG_CONT, gen: 9, id: u64::MAX - 3 };
+        let h = RecordHeader {
+            len: 77,
+            kind: Kind::Response,
+            flags: FLAG_CONT,
+            gen: 9,
+            id: u64::MAX - 3,
+        };
         assert_eq!(RecordHeader::decode(&h.encode()).unwrap(), h);
     }
 

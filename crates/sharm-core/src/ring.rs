@@ -113,7 +113,12 @@ impl Producer {
     pub fn new(mem: RingMem) -> Producer {
         let write = mem.control().producer.write.load(Ordering::Acquire);
         let cached_read = mem.control().consumer.read.load(Ordering::Acquire);
-        Producer { mem, write, cached_read, _not_sync: PhantomData }
+        Producer {
+            mem,
+            write,
+            cached_read,
+            _not_sync: PhantomData,
+        }
     }
 
     pub fn mem(&self) -> &RingMem {
@@ -125,7 +130,10 @@ impl Producer {
         self.cached_read = self.mem.control().consumer.read.load(Ordering::Acquire);
         let used = self.write.wrapping_sub(self.cached_read);
         if used > self.mem.capacity as u64 {
-            return Err(ProtocolError::BadIndex { distance: used, capacity: self.mem.capacity as u64 });
+            return Err(ProtocolError::BadIndex {
+                distance: used,
+                capacity: self.mem.capacity as u64,
+            });
         }
         Ok(used)
     }
@@ -158,9 +166,17 @@ impl Producer {
     /// one or more pushes.
     ///
     /// `prefix.len() + body.len()` must not exceed [`RingMem::max_record_payload`].
-    pub fn try_push(&mut self, mut hdr: RecordHeader, prefix: &[u8], body: &[u8]) -> Result<bool, ProtocolError> {
+    pub fn try_push(
+        &mut self,
+        mut hdr: RecordHeader,
+        prefix: &[u8],
+        body: &[u8],
+    ) -> Result<bool, ProtocolError> {
         let len = prefix.len() + body.len();
-        assert!(len <= self.mem.max_record_payload(), "record payload over the ring's limit");
+        assert!(
+            len <= self.mem.max_record_payload(),
+            "record payload over the ring's limit"
+        );
         if !self.fits(len)? {
             return Ok(false);
         }
@@ -168,7 +184,13 @@ impl Producer {
         let (pad, rec) = self.needed(len);
         if pad > 0 {
             if pad >= HEADER_LEN {
-                let p = RecordHeader { len: (pad - HEADER_LEN) as u32, kind: Kind::Pad, flags: 0, gen: 0, id: 0 };
+                let p = RecordHeader {
+                    len: (pad - HEADER_LEN) as u32,
+                    kind: Kind::Pad,
+                    flags: 0,
+                    gen: 0,
+                    id: 0,
+                };
                 self.write_bytes(self.write as usize & (cap - 1), &p.encode());
             }
             self.write += pad as u64;
@@ -188,7 +210,9 @@ impl Producer {
         // SAFETY: `pos + len <= capacity` (a record never straddles the end, checked by `needed`),
         // and the region between `write` and `read + capacity` belongs to the producer until it
         // publishes; the consumer does not read it.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.mem.data.add(pos), bytes.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.mem.data.add(pos), bytes.len())
+        }
     }
 
     /// Makes everything pushed so far visible to the consumer. Returns `true` when the consumer
@@ -196,7 +220,8 @@ impl Producer {
     pub fn publish(&mut self) -> bool {
         let c = self.mem.control();
         c.producer.write.store(self.write, Ordering::SeqCst);
-        c.consumer.reader_asleep.load(Ordering::SeqCst) != 0 && c.consumer.reader_asleep.swap(0, Ordering::SeqCst) != 0
+        c.consumer.reader_asleep.load(Ordering::SeqCst) != 0
+            && c.consumer.reader_asleep.swap(0, Ordering::SeqCst) != 0
     }
 
     /// Unpublished bytes pushed since the last publish?
@@ -244,14 +269,24 @@ impl Consumer {
             c.consumer.read.store(read, Ordering::SeqCst);
         }
         c.consumer.reader_asleep.store(0, Ordering::SeqCst);
-        Consumer { mem, read, cached_write: read, _not_sync: PhantomData }
+        Consumer {
+            mem,
+            read,
+            cached_write: read,
+            _not_sync: PhantomData,
+        }
     }
 
     /// A read-only walker over what the producer published and the consumer has not released;
     /// it changes nothing in shared memory (used by the producer to count unconfirmed records).
     pub fn observer(mem: RingMem) -> Consumer {
         let read = mem.control().consumer.read.load(Ordering::Acquire);
-        Consumer { mem, read, cached_write: read, _not_sync: PhantomData }
+        Consumer {
+            mem,
+            read,
+            cached_write: read,
+            _not_sync: PhantomData,
+        }
     }
 
     pub fn mem(&self) -> &RingMem {
@@ -265,7 +300,10 @@ impl Consumer {
         }
         let avail = self.cached_write.wrapping_sub(self.read);
         if avail > self.mem.capacity as u64 {
-            return Err(ProtocolError::BadIndex { distance: avail, capacity: self.mem.capacity as u64 });
+            return Err(ProtocolError::BadIndex {
+                distance: avail,
+                capacity: self.mem.capacity as u64,
+            });
         }
         Ok(avail)
     }
@@ -288,22 +326,33 @@ impl Consumer {
             if to_end < HEADER_LEN {
                 // Implicit pad: too little room for a header before the end.
                 if avail < to_end as u64 {
-                    return Err(ProtocolError::RecordOverrun { need: to_end as u64, available: avail });
+                    return Err(ProtocolError::RecordOverrun {
+                        need: to_end as u64,
+                        available: avail,
+                    });
                 }
                 self.read += to_end as u64;
                 continue;
             }
             if avail < HEADER_LEN as u64 {
-                return Err(ProtocolError::RecordOverrun { need: HEADER_LEN as u64, available: avail });
+                return Err(ProtocolError::RecordOverrun {
+                    need: HEADER_LEN as u64,
+                    available: avail,
+                });
             }
             let mut raw = [0u8; HEADER_LEN];
             // SAFETY: `pos + HEADER_LEN <= capacity` (checked above) and the bytes were published
             // (avail >= HEADER_LEN). We copy them once and only use the copy.
-            unsafe { std::ptr::copy_nonoverlapping(self.mem.data.add(pos), raw.as_mut_ptr(), HEADER_LEN) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.mem.data.add(pos), raw.as_mut_ptr(), HEADER_LEN)
+            };
             let header = RecordHeader::decode(&raw)?;
             if header.kind == Kind::Pad {
                 if header.len as usize != to_end - HEADER_LEN || avail < to_end as u64 {
-                    return Err(ProtocolError::RecordOverrun { need: to_end as u64, available: avail.min(header.len as u64) });
+                    return Err(ProtocolError::RecordOverrun {
+                        need: to_end as u64,
+                        available: avail.min(header.len as u64),
+                    });
                 }
                 header.validate(0)?;
                 self.read += to_end as u64;
@@ -312,11 +361,18 @@ impl Consumer {
             header.validate(self.mem.max_record_payload())?;
             let size = record_size(header.len as usize);
             if size > to_end || size as u64 > avail {
-                return Err(ProtocolError::RecordOverrun { need: size as u64, available: avail.min(to_end as u64) });
+                return Err(ProtocolError::RecordOverrun {
+                    need: size as u64,
+                    available: avail.min(to_end as u64),
+                });
             }
             // SAFETY: pos + size <= capacity, checked just above.
             let payload = unsafe { self.mem.data.add(pos + HEADER_LEN) };
-            return Ok(Some(Peeked { header, payload, size }));
+            return Ok(Some(Peeked {
+                header,
+                payload,
+                size,
+            }));
         }
     }
 
@@ -340,7 +396,8 @@ impl Consumer {
     pub fn release(&mut self) -> bool {
         let c = self.mem.control();
         c.consumer.read.store(self.read, Ordering::SeqCst);
-        c.producer.writer_waiting.load(Ordering::SeqCst) != 0 && c.producer.writer_waiting.swap(0, Ordering::SeqCst) != 0
+        c.producer.writer_waiting.load(Ordering::SeqCst) != 0
+            && c.producer.writer_waiting.swap(0, Ordering::SeqCst) != 0
     }
 
     pub fn read_index(&self) -> u64 {
@@ -373,12 +430,23 @@ pub(crate) mod tests {
             unsafe { RingMem::new(self.base, self.cap) }
         }
         pub fn data(&mut self) -> &mut [u8] {
-            unsafe { std::slice::from_raw_parts_mut(self.base.add(crate::layout::RING_CONTROL_BYTES), self.cap) }
+            unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.base.add(crate::layout::RING_CONTROL_BYTES),
+                    self.cap,
+                )
+            }
         }
     }
 
     fn hdr(kind: Kind, id: u64) -> RecordHeader {
-        RecordHeader { len: 0, kind, flags: 0, gen: 0, id }
+        RecordHeader {
+            len: 0,
+            kind,
+            flags: 0,
+            gen: 0,
+            id,
+        }
     }
 
     fn pop(c: &mut Consumer) -> Option<(RecordHeader, Vec<u8>)> {
@@ -442,10 +510,18 @@ pub(crate) mod tests {
         let mut p = Producer::new(t.mem());
         let mut c = Consumer::new(t.mem(), false);
         p.try_push(hdr(Kind::Message, 1), &[], b"x").unwrap();
-        t.mem().control().consumer.reader_asleep.store(1, Ordering::SeqCst);
+        t.mem()
+            .control()
+            .consumer
+            .reader_asleep
+            .store(1, Ordering::SeqCst);
         assert!(p.publish(), "the sleeping reader must be rung");
         assert!(!p.publish(), "and only once");
-        t.mem().control().producer.writer_waiting.store(1, Ordering::SeqCst);
+        t.mem()
+            .control()
+            .producer
+            .writer_waiting
+            .store(1, Ordering::SeqCst);
         let r = c.peek().unwrap().unwrap();
         c.consume(&r);
         assert!(c.release());
@@ -469,7 +545,15 @@ pub(crate) mod tests {
     fn corrupt_headers_and_indices_are_protocol_errors() {
         let mut t = TestRing::new(4096);
         let mut p = Producer::new(t.mem());
-        p.try_push(RecordHeader { flags: FLAG_FIRST | FLAG_MORE, ..hdr(Kind::Message, 1) }, &10u64.to_le_bytes(), b"ab").unwrap();
+        p.try_push(
+            RecordHeader {
+                flags: FLAG_FIRST | FLAG_MORE,
+                ..hdr(Kind::Message, 1)
+            },
+            &10u64.to_le_bytes(),
+            b"ab",
+        )
+        .unwrap();
         p.publish();
         // Claim a huge length.
         t.data()[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -484,7 +568,11 @@ pub(crate) mod tests {
         t.data()[5] = FLAG_CONT | FLAG_FIRST;
         assert!(matches!(c.peek(), Err(ProtocolError::BadFlags(_))));
         // Producer index beyond the capacity.
-        t.mem().control().producer.write.store(1 << 40, Ordering::SeqCst);
+        t.mem()
+            .control()
+            .producer
+            .write
+            .store(1 << 40, Ordering::SeqCst);
         let mut c = Consumer::new(t.mem(), false);
         assert!(matches!(c.peek(), Err(ProtocolError::BadIndex { .. })));
         // Length longer than what was published.

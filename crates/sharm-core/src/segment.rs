@@ -41,7 +41,10 @@ pub fn os_id_for(name: &str) -> Result<String, Error> {
             name.len()
         )));
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(Error::Invalid(format!(
             "channel name may contain only A-Z a-z 0-9 . _ -, found {c:?} in {name:?}"
         )));
@@ -73,7 +76,9 @@ impl Segment {
                 Ok(Created::New(Segment { shmem }))
             }
             Err(ShmemError::MappingIdExists) => Ok(Created::Exists),
-            Err(e) => Err(Error::Os(format!("cannot create shared memory {os_id:?} of {size} bytes: {e}"))),
+            Err(e) => Err(Error::Os(format!(
+                "cannot create shared memory {os_id:?} of {size} bytes: {e}"
+            ))),
         }
     }
 
@@ -128,7 +133,13 @@ mod tests {
         assert!(os_id_for(&"x".repeat(129)).is_err());
         let long = os_id_for("a-rather-long-channel-name-for-macos").unwrap();
         assert!(long.len() <= 30, "{long}");
-        assert_eq!(long, os_id_for("a-rather-long-channel-name-for-macos").unwrap());
-        assert_ne!(long, os_id_for("a-rather-long-channel-name-for-macOS").unwrap());
+        assert_eq!(
+            long,
+            os_id_for("a-rather-long-channel-name-for-macos").unwrap()
+        );
+        assert_ne!(
+            long,
+            os_id_for("a-rather-long-channel-name-for-macOS").unwrap()
+        );
     }
 }

@@ -8,7 +8,10 @@ use sharm_core::{Channel, ChannelOptions, Kind, Payload};
 const CHILD_ENV: &str = "SHARM_CORE_TEST_PEER";
 
 fn opts() -> ChannelOptions {
-    ChannelOptions { capacity: 64 * 1024, ..Default::default() }
+    ChannelOptions {
+        capacity: 64 * 1024,
+        ..Default::default()
+    }
 }
 
 fn payload_of(batch: &sharm_core::Batch, p: &Payload) -> Vec<u8> {
@@ -55,7 +58,11 @@ fn two_processes_exchange_requests_answers_and_messages() {
     let name = format!("core-test-{}", std::process::id());
     let mut ch = Channel::open(&name, opts()).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "two_processes_exchange_requests_answers_and_messages", "--nocapture"])
+        .args([
+            "--exact",
+            "two_processes_exchange_requests_answers_and_messages",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, &name)
         .spawn()
         .unwrap();
@@ -88,7 +95,10 @@ fn two_processes_exchange_requests_answers_and_messages() {
     ch.close();
     drop(ch);
     assert!(sharm_core::segment::os_id_for(&name).is_ok());
-    assert!(!std::path::Path::new(&format!("/dev/shm/sharm.{name}")).exists(), "segment removed by the last side out");
+    assert!(
+        !std::path::Path::new(&format!("/dev/shm/sharm.{name}")).exists(),
+        "segment removed by the last side out"
+    );
 }
 
 #[test]
