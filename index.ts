@@ -165,6 +165,24 @@ function checkTimeout(v: unknown, what: string): number {
   return v
 }
 
+/**
+ * Native channels still open. A process that exits without closing them (its loop ran dry with
+ * unref'd channels, or it called process.exit) detaches them on the way out, so the peer sees a
+ * clean disconnect and the last side out still removes the segment.
+ */
+const openNatives = new Set<NativeChannel>()
+let exitHookInstalled = false
+
+function trackNative(native: NativeChannel): void {
+  openNatives.add(native)
+  if (exitHookInstalled) return
+  exitHookInstalled = true
+  process.on('exit', () => {
+    for (const n of openNatives) n.close()
+    openNatives.clear()
+  })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Public types
 // ---------------------------------------------------------------------------------------------
@@ -317,6 +335,7 @@ export class Channel extends EventEmitter {
     } catch (e) {
       throw fromNative(e)
     }
+    trackNative(this.#native)
   }
 
   /** Is a peer attached? */
@@ -520,7 +539,10 @@ export class Channel extends EventEmitter {
     this.#native = null
     if (this.#timer) clearTimeout(this.#timer)
     this.#timer = null
-    native?.close()
+    if (native) {
+      openNatives.delete(native)
+      native.close()
+    }
     for (const w of this.#drainWaiters.splice(0)) w()
   }
 

@@ -239,20 +239,18 @@ test('a request to a killed peer rejects with ERR_SHARM_PEER_GONE well before it
 
 test('requestSync on both sides at once ends in two timeouts, and both channels still work', async (t) => {
   const { ch, peer } = await pair('echo', { onRequest: (d: Buffer) => d })
-  // The peer blocks from t0 to t0 + 600 ms, this side from t0 + 100 to t0 + 500 ms: each one's
+  // The peer blocks from t0 to t0 + 1000 ms, this side from t0 + 300 to t0 + 700 ms: each one's
   // request reaches the other while it is blocked. This side then stays busy until the peer has
   // given up too, so neither can answer the other in time.
   const t0 = Date.now() + 300
   const busyUntil = (at: number) => {
     while (Date.now() < at);
   }
-  t.true((await peer.cmd({ op: 'requestSyncAt', at: t0, timeoutMs: 600 })).scheduled)
+  t.true((await peer.cmd({ op: 'requestSyncAt', at: t0, timeoutMs: 1000 })).scheduled)
   const peerResult = peer.next()
-  busyUntil(t0 + 100)
-  t.throws(() => ch.requestSync(Buffer.from('mine'), { timeoutMs: 400 }), {
-    instanceOf: TimeoutError,
-  })
-  busyUntil(t0 + 700)
+  busyUntil(t0 + 300)
+  t.throws(() => ch.requestSync(Buffer.from('mine'), { timeoutMs: 400 }), { instanceOf: TimeoutError })
+  busyUntil(t0 + 1200)
   t.is((await peerResult).syncResult, 'ERR_SHARM_TIMEOUT')
   t.is((await ch.request(Buffer.from('after'))).toString(), 'after')
   t.deepEqual(await peer.cmd({ op: 'request', data: 'from peer', timeoutMs: 2000 }), { answer: 'from peer' })
