@@ -43,7 +43,7 @@ export async function killAllPeers(): Promise<void> {
   live.clear()
   await Promise.all(
     all.map((c) => {
-      const exited = once(c, 'exit')
+      const exited = once(c, 'close')
       c.kill('SIGKILL')
       return exited
     }),
@@ -57,7 +57,9 @@ export async function spawnPeer(name: string, mode: string, options: object = {}
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   live.add(child)
-  const exited = once(child, 'exit')
+  // 'close' comes after the IPC channel is drained, unlike 'exit': a message sent just before
+  // exiting is still seen.
+  const exited = once(child, 'close')
   void exited.then(() => live.delete(child))
   const next = async () => {
     const [m] = (await Promise.race([once(child, 'message'), exited.then(() => [{ exited: true }])])) as [any]

@@ -7,6 +7,8 @@ const options: OpenOptions = JSON.parse(optionsJson ?? '{}')
 const reply = (m: unknown) => process.send!(m)
 
 let received = 0
+let lastError: { code?: string; message: string } | null = null
+let closedByError = false
 let outOfOrder = 0
 let bytesReceived = 0
 
@@ -43,6 +45,12 @@ try {
 if (ch !== undefined) serve(ch)
 
 function serve(ch: Channel) {
+  ch.on('error', (e: Error & { code?: string }) => {
+    lastError = { code: e.code, message: e.message }
+  })
+  ch.on('close', () => {
+    closedByError = lastError !== null
+  })
   ch.on('message', (data: Buffer) => {
     if (data.length >= 4) {
       const seq = data.readUInt32LE(0)
@@ -56,7 +64,7 @@ function serve(ch: Channel) {
     try {
       switch (cmd.op) {
         case 'report':
-          reply({ received, outOfOrder, bytesReceived })
+          reply({ received, outOfOrder, bytesReceived, lastError, closedByError, closed: ch.closed })
           break
         case 'request': {
           const r = await ch.request(Buffer.from(cmd.data), {

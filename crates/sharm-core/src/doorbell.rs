@@ -1,67 +1,198 @@
-//! Cross-process wake-up: the one module that talks to `raw_sync`.
+//! Cross-process wake-up: the one module that knows how a side sleeps and is woken.
 //!
-//! A doorbell is a `raw_sync::events::Event` (auto-reset) placed in the header page. Each side
-//! sleeps on its own doorbell; the peer rings it only after the sleeper said so through a flag in
-//! the ring (see `ring`), so steady traffic never touches it.
+//! A doorbell lives in the header page. Each side sleeps on its own doorbell; the peer rings it
+//! only after the sleeper said so through a flag in the ring (see `ring`), so steady traffic never
+//! touches it. Ringing before the sleeper waits is not lost: the next wait returns at once.
 //!
-//! What we rely on from `raw_sync` 0.1 on Unix: the event is a process-shared pthread mutex plus
-//! condition variable plus a "signalled" byte; `set(Signaled)` is remembered until a `wait`
-//! consumes it, so a ring that comes before the wait is not lost. What we work around:
-//! - a timed `wait` computes its deadline from the wall clock: we only use short timeouts
-//!   (100 ms), so a clock step at worst shortens or lengthens one nap;
-//! - the mutex is not robust: a process killed while inside `set` or `wait` would leave it locked.
-//!   `wait` uses a timed lock and so cannot hang; `ring` is only called on the rare sleep/wake
-//!   path. This is a known weakness, documented in the README.
+//! Linux: a futex word (`FUTEX_WAIT`/`FUTEX_WAKE` on shared memory, without the private flag).
+//! It holds no state but the word itself, so a process killed while sleeping or ringing leaves
+//! nothing behind, and its timeout runs on the monotonic clock.
+//!
+//! Elsewhere: `raw_sync`'s `Event` (auto-reset), a process-shared pthread mutex + condition
+//! variable + "signalled" byte. We do not use it on Linux because it does not survive a process
+//! that dies inside it: with glibc, a waiter killed in `pthread_cond_timedwait` stays counted in
+//! the condition variable, and the next `pthread_cond_signal` can block for good waiting for it to
+//! leave. The two-process test that kills and restarts a peer 20 times under traffic hung that
+//! way (the surviving side's JS thread stuck in `set`), which is what moved Linux to the futex.
+//! Also, raw_sync's timed wait computes its deadline from the wall clock; we only use short
+//! timeouts (100 ms), so a clock step at worst shortens or lengthens one nap.
 
-use std::time::Duration;
+#[cfg(not(target_os = "linux"))]
+pub use self::event::Doorbell;
+#[cfg(target_os = "linux")]
+pub use self::futex::Doorbell;
 
-use raw_sync::events::{Event, EventImpl, EventInit, EventState};
-use raw_sync::Timeout;
+#[cfg(target_os = "linux")]
+mod futex {
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    use std::time::Duration;
 
-use crate::error::Error;
-use crate::layout::DOORBELL_BYTES;
+    use crate::error::Error;
 
-pub struct Doorbell {
-    event: Box<dyn EventImpl>,
+    pub struct Doorbell {
+        word: *const AtomicU32,
+    }
+
+    // SAFETY: the word is an atomic in shared memory that stays mapped while the doorbell lives.
+    unsafe impl Send for Doorbell {}
+    unsafe impl Sync for Doorbell {}
+
+    impl Doorbell {
+        /// Initialises a doorbell in zeroed shared memory.
+        ///
+        /// # Safety
+        /// `mem` must point to 4-byte-aligned shared memory that stays mapped while the doorbell
+        /// lives.
+        pub unsafe fn init(mem: *mut u8) -> Result<Doorbell, Error> {
+            // SAFETY: per the caller's contract.
+            let d = unsafe { Self::attach(mem)? };
+            d.word().store(0, SeqCst);
+            Ok(d)
+        }
+
+        /// Opens a doorbell another process initialised.
+        ///
+        /// # Safety
+        /// As for [`Doorbell::init`].
+        pub unsafe fn attach(mem: *mut u8) -> Result<Doorbell, Error> {
+            debug_assert_eq!(mem as usize % 4, 0);
+            Ok(Doorbell {
+                word: mem as *const AtomicU32,
+            })
+        }
+
+        fn word(&self) -> &AtomicU32 {
+            // SAFETY: see `init`.
+            unsafe { &*self.word }
+        }
+
+        /// Wakes the side sleeping on this doorbell (or the next wait, if nobody sleeps yet).
+        pub fn ring(&self) {
+            if self.word().swap(1, SeqCst) == 0 {
+                // SAFETY: FUTEX_WAKE on an aligned u32 in a shared mapping; no memory is written.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        self.word,
+                        libc::FUTEX_WAKE,
+                        1,
+                        0usize,
+                        0usize,
+                        0u32,
+                    )
+                };
+            }
+        }
+
+        /// Sleeps until rung or until `timeout` passes. Returns `true` when rung.
+        pub fn wait(&self, timeout: Duration) -> bool {
+            if self.word().swap(0, SeqCst) == 1 {
+                return true;
+            }
+            let ts = libc::timespec {
+                tv_sec: timeout.as_secs() as libc::time_t,
+                tv_nsec: timeout.subsec_nanos() as _,
+            };
+            // SAFETY: FUTEX_WAIT sleeps only while the word is still 0 (no lost wake-up) and reads
+            // the timespec we pass; the timeout is relative, on the monotonic clock.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.word,
+                    libc::FUTEX_WAIT,
+                    0u32,
+                    &ts as *const libc::timespec,
+                    0usize,
+                    0u32,
+                )
+            };
+            self.word().swap(0, SeqCst) == 1
+        }
+    }
 }
 
-// SAFETY: the event is a process-shared pthread mutex + condvar, which any thread may use.
-unsafe impl Send for Doorbell {}
-unsafe impl Sync for Doorbell {}
+#[cfg(not(target_os = "linux"))]
+mod event {
+    use std::time::Duration;
 
-impl Doorbell {
-    /// Initialises a doorbell in `DOORBELL_BYTES` of zeroed shared memory.
-    ///
-    /// # Safety
-    /// `mem` must point to `DOORBELL_BYTES` bytes that stay mapped while the doorbell lives and
-    /// that no other process uses yet.
-    pub unsafe fn init(mem: *mut u8) -> Result<Doorbell, Error> {
-        let need = Event::size_of(Some(mem));
-        assert!(need <= DOORBELL_BYTES, "raw_sync event needs {need} bytes");
-        // SAFETY: per the caller's contract.
-        let (event, _) = unsafe { Event::new(mem, true) }
-            .map_err(|e| Error::Os(format!("cannot create doorbell: {e}")))?;
-        Ok(Doorbell { event })
+    use raw_sync::events::{Event, EventImpl, EventInit, EventState};
+    use raw_sync::Timeout;
+
+    use crate::error::Error;
+    use crate::layout::DOORBELL_BYTES;
+
+    pub struct Doorbell {
+        event: Box<dyn EventImpl>,
     }
 
-    /// Opens a doorbell another process initialised.
-    ///
-    /// # Safety
-    /// As for [`Doorbell::init`], except that the memory holds an initialised event.
-    pub unsafe fn attach(mem: *mut u8) -> Result<Doorbell, Error> {
-        // SAFETY: per the caller's contract.
-        let (event, _) = unsafe { Event::from_existing(mem) }
-            .map_err(|e| Error::Protocol(format!("doorbell in the segment is corrupt: {e}")))?;
-        Ok(Doorbell { event })
-    }
+    // SAFETY: the event is a process-shared pthread mutex + condvar, which any thread may use.
+    unsafe impl Send for Doorbell {}
+    unsafe impl Sync for Doorbell {}
 
-    /// Wakes the side sleeping on this doorbell (or the next wait, if nobody sleeps yet).
-    pub fn ring(&self) {
-        let _ = self.event.set(EventState::Signaled);
-    }
+    impl Doorbell {
+        /// Initialises a doorbell in `DOORBELL_BYTES` of zeroed shared memory.
+        ///
+        /// # Safety
+        /// `mem` must point to `DOORBELL_BYTES` bytes that stay mapped while the doorbell lives and
+        /// that no other process uses yet.
+        pub unsafe fn init(mem: *mut u8) -> Result<Doorbell, Error> {
+            let need = Event::size_of(Some(mem));
+            assert!(need <= DOORBELL_BYTES, "raw_sync event needs {need} bytes");
+            // SAFETY: per the caller's contract.
+            let (event, _) = unsafe { Event::new(mem, true) }
+                .map_err(|e| Error::Os(format!("cannot create doorbell: {e}")))?;
+            Ok(Doorbell { event })
+        }
 
-    /// Sleeps until rung or until `timeout` passes. Returns `true` when rung.
-    pub fn wait(&self, timeout: Duration) -> bool {
-        self.event.wait(Timeout::Val(timeout)).is_ok()
+        /// Opens a doorbell another process initialised.
+        ///
+        /// # Safety
+        /// As for [`Doorbell::init`], except that the memory holds an initialised event.
+        pub unsafe fn attach(mem: *mut u8) -> Result<Doorbell, Error> {
+            // SAFETY: per the caller's contract.
+            let (event, _) = unsafe { Event::from_existing(mem) }
+                .map_err(|e| Error::Protocol(format!("doorbell in the segment is corrupt: {e}")))?;
+            Ok(Doorbell { event })
+        }
+
+        /// Wakes the side sleeping on this doorbell (or the next wait, if nobody sleeps yet).
+        pub fn ring(&self) {
+            let _ = self.event.set(EventState::Signaled);
+        }
+
+        /// Sleeps until rung or until `timeout` passes. Returns `true` when rung.
+        pub fn wait(&self, timeout: Duration) -> bool {
+            self.event.wait(Timeout::Val(timeout)).is_ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[repr(align(64))]
+    struct Mem([u8; crate::layout::DOORBELL_BYTES]);
+
+    #[test]
+    fn a_ring_wakes_a_sleeper_and_an_early_ring_is_not_lost() {
+        let mem = Box::leak(Box::new(Mem([0; crate::layout::DOORBELL_BYTES])));
+        let bell = Arc::new(unsafe { Doorbell::init(mem.0.as_mut_ptr()) }.unwrap());
+        assert!(!bell.wait(Duration::from_millis(10)), "nobody rang");
+        bell.ring();
+        assert!(
+            bell.wait(Duration::from_secs(5)),
+            "a ring before the wait is kept"
+        );
+        assert!(!bell.wait(Duration::from_millis(10)), "and consumed once");
+        let b2 = bell.clone();
+        let started = Instant::now();
+        let t = std::thread::spawn(move || b2.wait(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(50));
+        bell.ring();
+        assert!(t.join().unwrap());
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 }

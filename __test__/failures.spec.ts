@@ -1,0 +1,162 @@
+import { once } from 'node:events'
+import { closeSync, openSync, readSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
+
+import test from 'ava'
+
+import {
+  PeerGoneError,
+  ProtocolError,
+  TimeoutError,
+  open as openChannel,
+  type Channel,
+  type OpenOptions,
+} from '../index'
+import { killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
+
+const PREFIX = 'fail'
+const HEADER_BYTES = 4096
+const RING_CONTROL_BYTES = 256
+
+const opened = new Set<Channel>()
+function open(name: string, options?: OpenOptions): Channel {
+  const ch = openChannel(name, options)
+  opened.add(ch)
+  return ch
+}
+
+/** Reads or writes bytes of a channel's segment file, as a hostile process could. */
+function segment(ch: Channel) {
+  const file = `/dev/shm${ch.segmentName}`
+  return {
+    read(offset: number, len: number): Buffer {
+      const fd = openSync(file, 'r')
+      const b = Buffer.alloc(len)
+      readSync(fd, b, 0, len, offset)
+      closeSync(fd)
+      return b
+    },
+    write(offset: number, bytes: Buffer): void {
+      const fd = openSync(file, 'r+')
+      writeSync(fd, bytes, 0, bytes.length, offset)
+      closeSync(fd)
+    },
+  }
+}
+
+test('a peer killed and restarted 20 times under traffic never yields a wrong answer', async (t) => {
+  const name = uniqueName(PREFIX)
+  const ch = open(name, { timeoutMs: 2000 })
+  let wrong = 0
+  let answered = 0
+  let gone = 0
+  let seq = 0
+  let running = true
+  // Four request loops keep traffic going through every kill and restart.
+  const loops = Array.from({ length: 4 }, async () => {
+    while (running) {
+      const payload = `request ${seq++}`
+      try {
+        const answer = await ch.request(Buffer.from(payload))
+        if (answer.toString() === payload) answered++
+        else wrong++
+      } catch (e) {
+        if (e instanceof PeerGoneError || e instanceof TimeoutError) gone++
+        else throw e
+        if (!ch.connected) await ch.waitForPeer(10_000)
+      }
+    }
+  })
+  for (let cycle = 0; cycle < 20; cycle++) {
+    const peer = await spawnPeer(name, 'echo')
+    await ch.waitForPeer(10_000)
+    const before = answered
+    while (answered < before + 50) await new Promise((r) => setTimeout(r, 5))
+    const disconnected = once(ch, 'disconnect')
+    await peer.kill()
+    await disconnected
+  }
+  const last = await spawnPeer(name, 'echo')
+  running = false
+  await Promise.all(loops)
+  t.is(wrong, 0)
+  t.true(answered >= 20 * 50, `answered ${answered}`)
+  t.log(`${answered} answered, ${gone} failed with PeerGone/Timeout around the kills, 0 wrong`)
+  await last.close()
+  await ch.close()
+})
+
+test('a segment left by two killed processes is re-initialised by the next open', async (t) => {
+  const name = uniqueName(PREFIX)
+  const a = await spawnPeer(name, 'echo')
+  const b = await spawnPeer(name, 'echo')
+  t.true(a.hello.ready && b.hello.ready)
+  await a.kill()
+  await b.kill()
+  t.deepEqual(leftoverSegments(name).length, 1, 'the killed processes left their segment behind')
+  const ch = open(name, { capacity: 8192 })
+  t.is(ch.capacity, 8192, 'created afresh with our own capacity')
+  const peer = await spawnPeer(name, 'echo')
+  t.is((await ch.request(Buffer.from('fresh'))).toString(), 'fresh')
+  await peer.close()
+  await ch.close()
+})
+
+test('a segment of another layout version is refused with ERR_SHARM_PROTOCOL naming both versions', async (t) => {
+  const name = uniqueName(PREFIX)
+  const ch = open(name)
+  const seg = segment(ch)
+  const original = seg.read(8, 4)
+  seg.write(8, Buffer.from([7, 0, 0, 0]))
+  const err = t.throws(() => openChannel(name), { instanceOf: ProtocolError })
+  t.regex(err!.message, /layout version 7 and protocol version 1; this sharmipc speaks layout 1 and protocol 1/)
+  seg.write(8, original)
+  await ch.close()
+})
+
+test('garbage under a channel name is refused with ERR_SHARM_PROTOCOL saying what was found', (t) => {
+  const name = uniqueName(PREFIX)
+  const file = `/dev/shm/sharm.${name}`
+  writeFileSync(file, Buffer.concat([Buffer.from('NOTSHARM'), Buffer.alloc(8192, 0xab)]), { mode: 0o600 })
+  try {
+    const err = t.throws(() => openChannel(name), { instanceOf: ProtocolError })
+    t.regex(err!.message, /not a sharmipc channel: found magic "NOTSHARM"/)
+  } finally {
+    unlinkSync(file)
+  }
+})
+
+test('a record with a huge claimed length closes the reader with ERR_SHARM_PROTOCOL, without a crash', async (t) => {
+  const name = uniqueName(PREFIX)
+  const cap = 64 * 1024
+  const ch = open(name, { capacity: cap })
+  const peer = await spawnPeer(name, 'sink')
+  await ch.waitForPeer(5000)
+  t.is(ch.capacity, cap)
+  // We created the channel, so we are side 0 and write ring 0, which the peer reads.
+  const seg = segment(ch)
+  const ring = HEADER_BYTES
+  const write = seg.read(ring, 8).readBigUInt64LE(0)
+  const pos = Number(write % BigInt(cap))
+  const header = Buffer.alloc(16)
+  header.writeUInt32LE(0xfffffff0, 0) // length: 4 GiB
+  header[4] = 4 // a message
+  seg.write(ring + RING_CONTROL_BYTES + pos, header)
+  const published = Buffer.alloc(8)
+  published.writeBigUInt64LE(write + 64n)
+  const gone = once(ch, 'disconnect')
+  seg.write(ring, published)
+  await gone
+  const report = await peer.cmd({ op: 'report' })
+  t.is(report.lastError?.code, 'ERR_SHARM_PROTOCOL')
+  t.regex(report.lastError?.message, /record claims 4294967280 payload bytes, more than the 16368 a record may carry/)
+  t.true(report.closed, 'the reading side closed its channel')
+  t.is(peer.child.exitCode, null, 'and is still running')
+  await peer.close()
+  await ch.close()
+})
+
+test.after.always('no segment of these tests is left in /dev/shm', async (t) => {
+  await killAllPeers()
+  await Promise.all([...opened].map((ch) => ch.close()))
+  t.deepEqual(leftoverSegments(PREFIX), [])
+})
