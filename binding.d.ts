@@ -61,6 +61,8 @@ export interface NativeOptions {
   maxMessageBytes: number
   /** Microseconds the wake-up thread spins before it sleeps. */
   spinMicros: number
+  /** Access mode of the segment if this side creates it. */
+  mode: number
 }
 
 /** One batch of what arrived. */

@@ -158,9 +158,12 @@ function checkInt(v: unknown, what: string, min: number, max: number): number {
   return v
 }
 
+/** Longest timeout Node's timers take (about 24.8 days). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1
+
 function checkTimeout(v: unknown, what: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
-    throw new RangeError(`${what} must be a positive finite number of milliseconds, got ${describe(v)}`)
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > MAX_TIMEOUT_MS) {
+    throw new RangeError(`${what} must be a number of milliseconds from 1 to ${MAX_TIMEOUT_MS}, got ${describe(v)}`)
   }
   return v
 }
@@ -213,6 +216,11 @@ export interface OpenOptions {
   timeoutMs?: number
   /** Microseconds the wake-up thread spins before sleeping. Default 20. Higher: lower latency, more CPU. */
   spinMicros?: number
+  /**
+   * Access mode of the segment if this side creates it. Default `0o600`: only processes of the
+   * same user can open the channel. `0o660` or `0o666` widen it (Linux only).
+   */
+  mode?: number
 }
 
 /** Options of a single request. */
@@ -227,7 +235,15 @@ export interface DisconnectInfo {
   unconfirmed: number
 }
 
-const OPTION_KEYS = new Set(['onRequest', 'capacity', 'maxQueueBytes', 'maxMessageBytes', 'timeoutMs', 'spinMicros'])
+const OPTION_KEYS = new Set([
+  'onRequest',
+  'capacity',
+  'maxQueueBytes',
+  'maxMessageBytes',
+  'timeoutMs',
+  'spinMicros',
+  'mode',
+])
 
 /** Passed to the request handler along with the request's data. */
 export class RequestContext {
@@ -328,10 +344,15 @@ export class Channel extends EventEmitter {
     const maxQueueBytes = checkInt(options.maxQueueBytes ?? 20_000_000, 'maxQueueBytes', 0, Number.MAX_SAFE_INTEGER)
     const maxMessageBytes = checkInt(options.maxMessageBytes ?? 256 * 1024 * 1024, 'maxMessageBytes', 1, 2 ** 32 - 1)
     const spinMicros = checkInt(options.spinMicros ?? 20, 'spinMicros', 0, 1_000_000)
+    const mode = checkInt(options.mode ?? 0o600, 'mode', 0, 0o777)
     this.#timeoutMs = checkTimeout(options.timeoutMs ?? 30_000, 'timeoutMs')
     this.#onRequest = options.onRequest
     try {
-      this.#native = new NativeChannel(name, { capacity, maxQueueBytes, maxMessageBytes, spinMicros }, this.#drain)
+      this.#native = new NativeChannel(
+        name,
+        { capacity, maxQueueBytes, maxMessageBytes, spinMicros, mode },
+        this.#drain,
+      )
     } catch (e) {
       throw fromNative(e)
     }
@@ -376,7 +397,8 @@ export class Channel extends EventEmitter {
   /**
    * Sends `data` to the peer's `onRequest` and resolves with its answer. Rejects with
    * `TimeoutError`, `PeerGoneError` (the peer left first), `RemoteError` (its handler failed),
-   * `QueueFullError`, `TooLargeError` or `ClosedError`. A request made before a peer attached
+   * `QueueFullError`, `TooLargeError`, or `ClosedError` (closed while waiting). Throws at once,
+   * without returning a promise, for bad arguments and on a channel already closed. A request made before a peer attached
    * waits in the queue (its timeout runs) and goes out when one does.
    */
   request(data: Buffer | Uint8Array, options?: RequestOptions): Promise<Buffer> {
@@ -558,6 +580,20 @@ export class Channel extends EventEmitter {
     return new QueueFullError(`send queue is full: ${this.queuedBytes} bytes are waiting for the ring`)
   }
 
+  /**
+   * Emits an event without letting a throwing listener break delivery of the rest of the batch;
+   * the listener's exception is rethrown on its own tick, as an uncaught exception.
+   */
+  #emitSafely(event: string, arg?: unknown): void {
+    try {
+      this.emit(event, arg)
+    } catch (e) {
+      process.nextTick(() => {
+        throw e
+      })
+    }
+  }
+
   #emitError(err: Error): void {
     if (this.listenerCount('error') > 0) this.emit('error', err)
     else process.emitWarning(err)
@@ -643,13 +679,7 @@ export class Channel extends EventEmitter {
       }
       switch (kind) {
         case KIND_MESSAGE:
-          try {
-            this.emit('message', payload)
-          } catch (e) {
-            process.nextTick(() => {
-              throw e
-            })
-          }
+          this.#emitSafely('message', payload)
           break
         case KIND_REQUEST:
           this.#onPeerRequest(id, gen, payload)
@@ -750,10 +780,15 @@ export class Channel extends EventEmitter {
     for (const handle of this.#awaiting.keys()) this.#orphaned.add(handle)
     this.#awaiting.clear()
     const gone = new PeerGoneError('the peer left the channel before answering')
-    const pending = [...this.#pending.values()]
+    const pending = [...this.#pending]
     this.#pending.clear()
-    for (const p of pending) p.reject(gone)
-    this.emit('disconnect', info)
+    for (const [id, p] of pending) {
+      // A request still queued would otherwise reach the next peer and run there although it
+      // was reported as failed here.
+      this.#native?.cancel(id)
+      p.reject(gone)
+    }
+    this.#emitSafely('disconnect', info)
   }
 
   #onConnect(): void {
@@ -761,7 +796,7 @@ export class Channel extends EventEmitter {
     this.#connected = true
     for (const w of this.#peerWaiters) w.resolve()
     this.#peerWaiters.clear()
-    this.emit('connect')
+    this.#emitSafely('connect')
   }
 }
 

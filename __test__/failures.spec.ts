@@ -145,8 +145,15 @@ test('a record with a huge claimed length closes the reader with ERR_SHARM_PROTO
   published.writeBigUInt64LE(write + 64n)
   const gone = once(ch, 'disconnect')
   seg.write(ring, published)
-  await gone
+  const seen = await Promise.race([gone.then(() => true), new Promise((r) => setTimeout(r, 10_000, false))])
   const report = await peer.cmd({ op: 'report' })
+  const ctl = seg.read(ring, RING_CONTROL_BYTES)
+  t.true(
+    seen,
+    `no disconnect within 10 s; the reading side reported ${JSON.stringify(report)}; wrote at ${write}, ` +
+      `ring 0 write ${ctl.readBigUInt64LE(0)} read ${ctl.readBigUInt64LE(128)}; ring 1 ` +
+      `${seg.read(ring + RING_CONTROL_BYTES + cap, 8).readBigUInt64LE(0)}; slots ${seg.read(64, 128).toString('hex')}`,
+  )
   t.is(report.lastError?.code, 'ERR_SHARM_PROTOCOL')
   t.regex(report.lastError?.message, /record claims 4294967280 payload bytes, more than the 16368 a record may carry/)
   t.true(report.closed, 'the reading side closed its channel')

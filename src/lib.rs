@@ -53,6 +53,8 @@ pub struct NativeOptions {
     pub max_message_bytes: f64,
     /// Microseconds the wake-up thread spins before it sleeps.
     pub spin_micros: u32,
+    /// Access mode of the segment if this side creates it.
+    pub mode: u32,
 }
 
 /// One batch of what arrived.
@@ -109,13 +111,10 @@ impl NativeChannel {
             max_queue_bytes: options.max_queue_bytes as usize,
             max_message_bytes: options.max_message_bytes as usize,
             spin: Duration::from_micros(options.spin_micros as u64),
+            mode: options.mode,
         };
         let ch = Channel::open(&name, opts).map_err(js_err)?;
-        let tsfn: Arc<WakeFn> = Arc::new(
-            wake.build_threadsafe_function()
-                .callee_handled::<false>()
-                .build()?,
-        );
+        let tsfn: Arc<WakeFn> = Arc::new(wake.build_threadsafe_function().callee_handled::<false>().build()?);
         let waker = ch.waker();
         let thread_tsfn = tsfn.clone();
         let thread = std::thread::Builder::new()
@@ -125,11 +124,7 @@ impl NativeChannel {
                     thread_tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
                 })
             })
-            .map_err(|e| {
-                Error::from_reason(format!(
-                    "ERR_SHARM_OS: cannot start the wake-up thread: {e}"
-                ))
-            })?;
+            .map_err(|e| Error::from_reason(format!("ERR_SHARM_OS: cannot start the wake-up thread: {e}")))?;
         Ok(NativeChannel {
             ch: Some(ch),
             thread: Some(thread),
@@ -139,9 +134,7 @@ impl NativeChannel {
     }
 
     fn ch(&mut self) -> Result<&mut Channel> {
-        self.ch
-            .as_mut()
-            .ok_or_else(|| js_err(sharm_core::Error::Closed))
+        self.ch.as_mut().ok_or_else(|| js_err(sharm_core::Error::Closed))
     }
 
     /// Sends one message of `kind` (1 request, 2 response, 3 error, 4 message). Returns 0 when it
@@ -190,16 +183,11 @@ impl NativeChannel {
 
     /// Sends request `id` and blocks until its answer, the peer's departure, or the timeout.
     #[napi]
-    pub fn request_sync(
-        &mut self,
-        id: f64,
-        data: Uint8ArraySlice,
-        timeout_ms: f64,
-    ) -> Result<Buffer> {
+    pub fn request_sync(&mut self, id: f64, data: Uint8ArraySlice, timeout_ms: f64) -> Result<Buffer> {
         let id = to_id(id)?;
-        if !(timeout_ms > 0.0 && timeout_ms.is_finite()) {
+        if !(timeout_ms > 0.0 && timeout_ms <= 2_147_483_647.0) {
             return Err(invalid(format!(
-                "timeoutMs must be a positive number, got {timeout_ms}"
+                "timeoutMs must be from 1 to 2147483647, got {timeout_ms}"
             )));
         }
         let v = self
@@ -249,9 +237,7 @@ impl NativeChannel {
     /// OS name of the shared-memory segment.
     #[napi(getter)]
     pub fn segment_name(&self) -> String {
-        self.ch
-            .as_ref()
-            .map_or(String::new(), |c| c.os_id().to_string())
+        self.ch.as_ref().map_or(String::new(), |c| c.os_id().to_string())
     }
 
     /// Keep the event loop alive while open (the default).

@@ -34,6 +34,8 @@ use crate::segment::{os_id_for, Created, Segment};
 
 /// How often a sleeping side checks whether its peer is still alive.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
+/// A notification not answered by a poll within this time is sent again.
+const RENOTIFY_AFTER: Duration = Duration::from_millis(500);
 /// How long `open` keeps retrying while the segment is being created or removed by others.
 const OPEN_PATIENCE: Duration = Duration::from_secs(2);
 /// Limits of one `poll` batch.
@@ -52,6 +54,8 @@ pub struct ChannelOptions {
     pub max_message_bytes: usize,
     /// How long the wake-up thread spins before it sleeps.
     pub spin: Duration,
+    /// Access mode of the segment when this side creates it (0o600: owner only).
+    pub mode: u32,
 }
 
 impl Default for ChannelOptions {
@@ -61,6 +65,7 @@ impl Default for ChannelOptions {
             max_queue_bytes: 20_000_000,
             max_message_bytes: 256 << 20,
             spin: Duration::from_micros(20),
+            mode: 0o600,
         }
     }
 }
@@ -215,8 +220,10 @@ fn reap_if_dead(h: &Header, side: usize) -> bool {
 
 enum Claim {
     Side(usize),
-    /// The segment is being removed, or was stale and we removed it: open again.
+    /// Someone else is removing the segment: open again (once the name is gone).
     Retry,
+    /// Nobody alive held the segment and we marked it dead: we unlink it, then open again.
+    Stale,
 }
 
 /// The driving end of a channel.
@@ -254,7 +261,15 @@ impl Channel {
         let started = Instant::now();
         loop {
             match Segment::create(&os_id, segment_bytes(opts.capacity))? {
-                Created::New(seg) => return Self::init_new(seg, opts),
+                Created::New(mut seg) => {
+                    if opts.mode != 0o600 {
+                        if let Err(e) = seg.set_mode(opts.mode) {
+                            seg.unlink_on_drop();
+                            return Err(e);
+                        }
+                    }
+                    return Self::init_new(seg, opts);
+                }
                 Created::Exists => {}
             }
             if let Some(seg) = Segment::open(&os_id)? {
@@ -293,11 +308,7 @@ impl Channel {
     }
 
     /// Joins an existing segment; `Ok(None)` means "try again from the start".
-    fn join(
-        mut seg: Segment,
-        opts: &ChannelOptions,
-        started: Instant,
-    ) -> Result<Option<Channel>, Error> {
+    fn join(mut seg: Segment, opts: &ChannelOptions, started: Instant) -> Result<Option<Channel>, Error> {
         let os_id = seg.os_id().to_string();
         if seg.len() < HEADER_BYTES {
             if started.elapsed() > OPEN_PATIENCE {
@@ -315,9 +326,19 @@ impl Channel {
             if magic != 0 && magic != MAGIC {
                 return Err(bad_magic(&os_id, magic));
             }
+            let state = h.init_state.load(SeqCst);
+            if state == INIT_ABANDONED {
+                return Ok(None); // another opener is removing it
+            }
             let creator = h.creator_pid.load(SeqCst);
-            if creator != 0 && !liveness::is_alive(creator, 0) {
-                // The creator died half-way: remove the remains and start over.
+            if creator != 0
+                && !liveness::is_alive(creator, 0)
+                && h.init_state
+                    .compare_exchange(state, INIT_ABANDONED, SeqCst, SeqCst)
+                    .is_ok()
+            {
+                // The creator died half-way: remove the remains (only the one who marked them
+                // abandoned does) and start over.
                 seg.unlink_on_drop();
                 return Ok(None);
             }
@@ -333,20 +354,14 @@ impl Channel {
         if magic != MAGIC {
             return Err(bad_magic(&os_id, magic));
         }
-        let (lv, pv) = (
-            h.layout_version.load(SeqCst),
-            h.protocol_version.load(SeqCst),
-        );
+        let (lv, pv) = (h.layout_version.load(SeqCst), h.protocol_version.load(SeqCst));
         if lv != LAYOUT_VERSION || pv != PROTOCOL_VERSION {
             return Err(Error::Protocol(format!(
                 "channel segment {os_id} has layout version {lv} and protocol version {pv}; this sharmipc speaks layout {LAYOUT_VERSION} and protocol {PROTOCOL_VERSION}"
             )));
         }
         let cap = h.capacity.load(SeqCst);
-        if cap > usize::MAX as u64
-            || !capacity_is_valid(cap as usize)
-            || seg.len() < segment_bytes(cap as usize)
-        {
+        if cap > usize::MAX as u64 || !capacity_is_valid(cap as usize) || seg.len() < segment_bytes(cap as usize) {
             return Err(Error::Protocol(format!(
                 "channel segment {os_id} claims a ring capacity of {cap} bytes but is {} bytes long",
                 seg.len()
@@ -354,13 +369,11 @@ impl Channel {
         }
         match Self::claim(h)? {
             Claim::Side(side) => Self::attach_side(seg, side, cap as usize, opts.clone()).map(Some),
-            Claim::Retry => {
-                if h.attach.load(SeqCst) & ATTACH_DEAD != 0
-                    && h.attach.load(SeqCst) & (ATTACH_SIDE[0] | ATTACH_SIDE[1]) == 0
-                {
-                    // We may be the ones who marked it stale: make sure the name goes.
-                    seg.unlink_on_drop();
-                }
+            Claim::Retry => Ok(None),
+            Claim::Stale => {
+                // Only the process whose CAS marked it dead removes the name, so a newer
+                // segment under the same name can never be removed by a latecomer.
+                seg.unlink_on_drop();
                 Ok(None)
             }
         }
@@ -376,11 +389,8 @@ impl Channel {
             }
             if a == 0 {
                 // Nobody alive holds it: a stale segment. Mark it dead; the caller unlinks it.
-                if h.attach
-                    .compare_exchange(0, ATTACH_DEAD, SeqCst, SeqCst)
-                    .is_ok()
-                {
-                    return Ok(Claim::Retry);
+                if h.attach.compare_exchange(0, ATTACH_DEAD, SeqCst, SeqCst).is_ok() {
+                    return Ok(Claim::Stale);
                 }
                 continue;
             }
@@ -403,12 +413,7 @@ impl Channel {
         }
     }
 
-    fn attach_side(
-        seg: Segment,
-        side: usize,
-        cap: usize,
-        opts: ChannelOptions,
-    ) -> Result<Channel, Error> {
+    fn attach_side(seg: Segment, side: usize, cap: usize, opts: ChannelOptions) -> Result<Channel, Error> {
         let base = seg.as_ptr();
         // SAFETY: the segment is segment_bytes(cap) long (checked by the caller or created so);
         // ring offsets are multiples of 128 from a page-aligned base.
@@ -437,10 +442,12 @@ impl Channel {
         let (pid, start) = liveness::current();
         slot.start_time.store(start, SeqCst);
         slot.pid.store(pid, SeqCst);
-        let rx = Consumer::new(rx_mem, true);
-        // The peer's HELLO may have been in the backlog we just skipped: its generation is also
-        // in its slot, bumped before that HELLO was written. A later HELLO overrides it.
+        // The peer's HELLO may be in the backlog we are about to skip: its generation is also in
+        // its slot, bumped before that HELLO was written. Read it first, so that requests of a
+        // process that attaches after this point are never labelled with an older generation; a
+        // later HELLO overrides it.
         let rx_gen = hr.slots[1 - side].generation.load(SeqCst);
+        let rx = Consumer::new(rx_mem, true);
         tx_mem.control().producer.writer_waiting.store(0, SeqCst);
         let tx = Producer::new(tx_mem);
         let last_tx_read = tx.consumer_index();
@@ -550,14 +557,11 @@ impl Channel {
 
     /// Sends a message. `gen` is the generation to echo for answers (see [`Delivered::gen`]),
     /// 0 otherwise.
-    pub fn send(
-        &mut self,
-        kind: Kind,
-        id: u64,
-        gen: u16,
-        data: &[u8],
-    ) -> Result<SendOutcome, Error> {
+    pub fn send(&mut self, kind: Kind, id: u64, gen: u16, data: &[u8]) -> Result<SendOutcome, Error> {
         self.usable()?;
+        // A peer replaced since the last poll must not get the rest of a message begun for its
+        // predecessor (it would skip those chunks): look at its slot first.
+        self.refresh_peer();
         assert!(matches!(
             kind,
             Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message
@@ -671,21 +675,14 @@ impl Channel {
             }
             self.publish();
             let waiting = self.peer_connected && !self.queue.is_empty();
-            self.shared
-                .last_tx_read
-                .store(self.tx.consumer_index(), SeqCst);
+            self.shared.last_tx_read.store(self.tx.consumer_index(), SeqCst);
             self.shared.tx_waiting.store(waiting, SeqCst);
             if !waiting {
                 return Ok(());
             }
             // Ask the reader to ring us when it frees space, then look once more: it may have
             // freed space before it could see the flag.
-            self.tx
-                .mem()
-                .control()
-                .producer
-                .writer_waiting
-                .store(1, SeqCst);
+            self.tx.mem().control().producer.writer_waiting.store(1, SeqCst);
             let head = self.queue.front().unwrap();
             let next_len = head
                 .data
@@ -743,7 +740,13 @@ impl Channel {
         let mut last_release = self.rx.read_index();
         let mut answer = None;
         let mut batch_bytes = self.pending.data.len();
-        while batch_bytes < BATCH_BYTES && self.pending.messages.len() < BATCH_MESSAGES {
+        let started_at = self.rx.read_index();
+        // Limits count bytes delivered and bytes consumed: records that deliver nothing (stale
+        // answers, chunks) must not keep this loop, and the JS thread, busy forever.
+        while batch_bytes < BATCH_BYTES
+            && self.pending.messages.len() < BATCH_MESSAGES
+            && self.rx.read_index().wrapping_sub(started_at) < BATCH_BYTES as u64
+        {
             let Some(p) = self.rx.peek()? else { break };
             let h = p.header;
             if h.kind == Kind::Hello {
@@ -752,13 +755,8 @@ impl Channel {
                 self.rx.consume(&p);
                 continue;
             }
-            let stale = matches!(h.kind, Kind::Response | Kind::ErrorResponse)
-                && h.gen != self.my_gen as u16;
-            let gen = if h.kind == Kind::Request {
-                self.rx_gen as u16
-            } else {
-                0
-            };
+            let stale = matches!(h.kind, Kind::Response | Kind::ErrorResponse) && h.gen != self.my_gen as u16;
+            let gen = if h.kind == Kind::Request { self.rx_gen as u16 } else { 0 };
             let payload = self.rx.payload(&p);
             match self.asm.push(&h, payload)? {
                 Step::Whole(bytes) if !stale => {
@@ -796,7 +794,7 @@ impl Channel {
                 _ => {}
             }
             self.rx.consume(&p);
-            if self.rx.read_index() - last_release >= release_every {
+            if self.rx.read_index().wrapping_sub(last_release) >= release_every {
                 last_release = self.rx.read_index();
                 if self.rx.release() {
                     self.shared.peer_bell.ring();
@@ -852,12 +850,7 @@ impl Channel {
     /// leaves, or `timeout` passes. Everything else that arrives meanwhile is kept for the next
     /// `poll`. The peer's requests are not answered while this blocks: two sides that call this
     /// at each other at once both time out.
-    pub fn request_sync(
-        &mut self,
-        id: u64,
-        data: &[u8],
-        timeout: Duration,
-    ) -> Result<Vec<u8>, Error> {
+    pub fn request_sync(&mut self, id: u64, data: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
         self.send(Kind::Request, id, 0, data)?;
         let deadline = Instant::now() + timeout;
         let disconnects = self.disconnects;
@@ -871,18 +864,14 @@ impl Channel {
             let before = self.rx.read_index();
             match self.drain(Some(id)).map_err(|e| self.broken(e))? {
                 Some((Kind::Response, v)) => return Ok(v),
-                Some((_, v)) => {
-                    return Err(Error::Remote(String::from_utf8_lossy(&v).into_owned()))
-                }
+                Some((_, v)) => return Err(Error::Remote(String::from_utf8_lossy(&v).into_owned())),
                 None => {}
             }
             self.flush()?;
             let now = Instant::now();
             if now >= deadline {
                 self.cancel(id);
-                return Err(Error::Timeout(
-                    timeout.as_millis().min(u32::MAX as u128) as u32
-                ));
+                return Err(Error::Timeout(timeout.as_millis().min(u32::MAX as u128) as u32));
             }
             if self.rx.read_index() != before {
                 idle_rounds = 0;
@@ -974,6 +963,7 @@ impl Waker {
         let _ = sh.thread.set(std::thread::current());
         let mut last_peer = (false, u32::MAX);
         let mut next_check = Instant::now();
+        let mut notified_at = Instant::now();
         while !sh.stop.load(SeqCst) {
             let now = Instant::now();
             if now >= next_check {
@@ -982,10 +972,17 @@ impl Waker {
             }
             if sh.notified.load(SeqCst) {
                 std::thread::park_timeout(LIVENESS_INTERVAL);
+                // The driving thread may be busy for long; if a notification could have been
+                // lost, one more costs only an empty poll.
+                if sh.notified.load(SeqCst) && notified_at.elapsed() >= RENOTIFY_AFTER {
+                    notified_at = Instant::now();
+                    notify();
+                }
                 continue;
             }
             if sh.has_work(last_peer) || self.spin_for_work(last_peer) {
                 last_peer = sh.peer_view();
+                notified_at = Instant::now();
                 sh.notified.store(true, SeqCst);
                 notify();
                 continue;

@@ -70,17 +70,7 @@ mod futex {
         pub fn ring(&self) {
             if self.word().swap(1, SeqCst) == 0 {
                 // SAFETY: FUTEX_WAKE on an aligned u32 in a shared mapping; no memory is written.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_futex,
-                        self.word,
-                        libc::FUTEX_WAKE,
-                        1,
-                        0usize,
-                        0usize,
-                        0u32,
-                    )
-                };
+                unsafe { libc::syscall(libc::SYS_futex, self.word, libc::FUTEX_WAKE, 1, 0usize, 0usize, 0u32) };
             }
         }
 
@@ -139,8 +129,8 @@ mod event {
             let need = Event::size_of(Some(mem));
             assert!(need <= DOORBELL_BYTES, "raw_sync event needs {need} bytes");
             // SAFETY: per the caller's contract.
-            let (event, _) = unsafe { Event::new(mem, true) }
-                .map_err(|e| Error::Os(format!("cannot create doorbell: {e}")))?;
+            let (event, _) =
+                unsafe { Event::new(mem, true) }.map_err(|e| Error::Os(format!("cannot create doorbell: {e}")))?;
             Ok(Doorbell { event })
         }
 
@@ -182,10 +172,7 @@ mod tests {
         let bell = Arc::new(unsafe { Doorbell::init(mem.0.as_mut_ptr()) }.unwrap());
         assert!(!bell.wait(Duration::from_millis(10)), "nobody rang");
         bell.ring();
-        assert!(
-            bell.wait(Duration::from_secs(5)),
-            "a ring before the wait is kept"
-        );
+        assert!(bell.wait(Duration::from_secs(5)), "a ring before the wait is kept");
         assert!(!bell.wait(Duration::from_millis(10)), "and consumed once");
         let b2 = bell.clone();
         let started = Instant::now();

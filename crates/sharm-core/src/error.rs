@@ -40,20 +40,17 @@ impl fmt::Display for ProtocolError {
                 )
             }
             ProtocolError::RecordOverrun { need, available } => {
-                write!(
-                    f,
-                    "record needs {need} bytes but only {available} are there"
-                )
+                write!(f, "record needs {need} bytes but only {available} are there")
             }
             ProtocolError::BadIndex { distance, capacity } => {
-                write!(f, "ring index is {distance} bytes away from ours, more than the capacity {capacity}")
+                write!(
+                    f,
+                    "ring index is {distance} bytes away from ours, more than the capacity {capacity}"
+                )
             }
             ProtocolError::BadChunk(why) => write!(f, "bad chunk sequence: {why}"),
             ProtocolError::MessageTooLarge { len, max } => {
-                write!(
-                    f,
-                    "message claims {len} bytes, more than maxMessageBytes ({max})"
-                )
+                write!(f, "message claims {len} bytes, more than maxMessageBytes ({max})")
             }
         }
     }
@@ -105,20 +102,12 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Busy(m) | Error::Protocol(m) | Error::Invalid(m) | Error::Os(m) => {
-                f.write_str(m)
-            }
+            Error::Busy(m) | Error::Protocol(m) | Error::Invalid(m) | Error::Os(m) => f.write_str(m),
             Error::QueueFull { queued, limit } => {
-                write!(
-                    f,
-                    "send queue is full: {queued} bytes queued, maxQueueBytes is {limit}"
-                )
+                write!(f, "send queue is full: {queued} bytes queued, maxQueueBytes is {limit}")
             }
             Error::TooLarge { len, max } => {
-                write!(
-                    f,
-                    "message of {len} bytes is larger than maxMessageBytes ({max})"
-                )
+                write!(f, "message of {len} bytes is larger than maxMessageBytes ({max})")
             }
             Error::Closed => f.write_str("channel is closed"),
             Error::Timeout(ms) => write!(f, "no answer within {ms} ms"),

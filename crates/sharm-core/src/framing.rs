@@ -59,11 +59,7 @@ impl Reassembler {
     }
 
     /// Takes one record. `payload` is the record's payload (`h.len` bytes).
-    pub fn push<'a>(
-        &mut self,
-        h: &RecordHeader,
-        payload: &'a [u8],
-    ) -> Result<Step<'a>, ProtocolError> {
+    pub fn push<'a>(&mut self, h: &RecordHeader, payload: &'a [u8]) -> Result<Step<'a>, ProtocolError> {
         debug_assert_eq!(payload.len(), h.len as usize);
         let is_cont = h.flags & FLAG_CONT != 0;
         if !is_cont {
@@ -146,11 +142,7 @@ impl Reassembler {
 
 /// Splits a message into the records a producer writes, for a ring whose records carry at most
 /// `max_payload` bytes. Yields (flags, prefix, body range).
-pub fn chunk_plan(
-    total: usize,
-    sent: usize,
-    max_payload: usize,
-) -> (u8, Option<[u8; 8]>, std::ops::Range<usize>) {
+pub fn chunk_plan(total: usize, sent: usize, max_payload: usize) -> (u8, Option<[u8; 8]>, std::ops::Range<usize>) {
     if total <= max_payload {
         return (0, None, 0..total);
     }
@@ -162,11 +154,7 @@ pub fn chunk_plan(
         );
     }
     let end = (sent + max_payload).min(total);
-    let flags = if end < total {
-        FLAG_CONT | FLAG_MORE
-    } else {
-        FLAG_CONT
-    };
+    let flags = if end < total { FLAG_CONT | FLAG_MORE } else { FLAG_CONT };
     (flags, None, sent..end)
 }
 
@@ -195,10 +183,7 @@ mod tests {
             payload.extend_from_slice(&msg[range.clone()]);
             assert!(payload.len() <= max_payload);
             sent = range.end;
-            match r
-                .push(&h(Kind::Message, flags, 7, payload.len()), &payload)
-                .unwrap()
-            {
+            match r.push(&h(Kind::Message, flags, 7, payload.len()), &payload).unwrap() {
                 Step::Whole(p) => return p.to_vec(),
                 Step::Done(v) => return v,
                 Step::Partial => {}
@@ -239,52 +224,35 @@ mod tests {
             r.push(&h(Kind::Message, FLAG_CONT, 1, 2), b"xy").unwrap(),
             Step::Skipped
         );
-        assert_eq!(
-            r.push(&h(Kind::Message, 0, 2, 2), b"ok").unwrap(),
-            Step::Whole(b"ok")
-        );
+        assert_eq!(r.push(&h(Kind::Message, 0, 2, 2), b"ok").unwrap(), Step::Whole(b"ok"));
         assert!(r.push(&h(Kind::Message, FLAG_CONT, 1, 2), b"xy").is_err());
 
         let mut r = Reassembler::new(1000);
         let mut first = 20u64.to_le_bytes().to_vec();
         first.extend_from_slice(b"0123456789");
-        r.push(
-            &h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()),
-            &first,
-        )
-        .unwrap();
+        r.push(&h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()), &first)
+            .unwrap();
         assert!(
-            r.push(&h(Kind::Message, FLAG_CONT, 6, 10), b"0123456789")
-                .is_err(),
+            r.push(&h(Kind::Message, FLAG_CONT, 6, 10), b"0123456789").is_err(),
             "other id"
         );
         let mut r2 = Reassembler::new(1000);
-        r2.push(
-            &h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()),
-            &first,
-        )
-        .unwrap();
+        r2.push(&h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()), &first)
+            .unwrap();
         assert!(
-            r2.push(&h(Kind::Message, FLAG_CONT, 5, 11), b"0123456789a")
-                .is_err(),
+            r2.push(&h(Kind::Message, FLAG_CONT, 5, 11), b"0123456789a").is_err(),
             "too long"
         );
         let mut r3 = Reassembler::new(1000);
-        r3.push(
-            &h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()),
-            &first,
-        )
-        .unwrap();
+        r3.push(&h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()), &first)
+            .unwrap();
         assert!(
             r3.push(&h(Kind::Message, FLAG_CONT, 5, 3), b"012").is_err(),
             "too short"
         );
         let mut r4 = Reassembler::new(1000);
-        r4.push(
-            &h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()),
-            &first,
-        )
-        .unwrap();
+        r4.push(&h(Kind::Message, FLAG_FIRST | FLAG_MORE, 5, first.len()), &first)
+            .unwrap();
         assert!(
             r4.push(&h(Kind::Message, 0, 9, 1), b"z").is_err(),
             "interleaved message"

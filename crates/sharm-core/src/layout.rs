@@ -37,6 +37,8 @@ pub const MAX_CAPACITY: usize = 1 << 30;
 pub const INIT_PENDING: u32 = 0;
 /// `init_state`: header, rings and doorbells are ready.
 pub const INIT_READY: u32 = 0x5EAD_1E55;
+/// `init_state`: the creator died before finishing; the opener that set this removes the segment.
+pub const INIT_ABANDONED: u32 = 0xDEAD_0001;
 
 /// Bits of the `attach` word: which sides are taken, and whether the segment is being removed.
 pub const ATTACH_SIDE: [u32; 2] = [1, 2];

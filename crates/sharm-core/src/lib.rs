@@ -22,8 +22,6 @@ pub mod record;
 pub mod ring;
 pub mod segment;
 
-pub use channel::{
-    Batch, Channel, ChannelOptions, Delivered, Payload, PeerEvents, SendOutcome, Waker,
-};
+pub use channel::{Batch, Channel, ChannelOptions, Delivered, Payload, PeerEvents, SendOutcome, Waker};
 pub use error::{Error, ProtocolError};
 pub use record::Kind;

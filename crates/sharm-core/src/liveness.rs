@@ -54,10 +54,7 @@ mod tests {
 
     #[test]
     fn a_reaped_child_is_dead() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
         let pid = child.id();
         let start = start_time(pid).expect("a running child has a start time");
         assert!(is_alive(pid, start));

@@ -101,6 +101,8 @@ pub struct Producer {
     mem: RingMem,
     write: u64,
     cached_read: u64,
+    /// Records pushed since the last publish.
+    dirty: bool,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -117,6 +119,7 @@ impl Producer {
             mem,
             write,
             cached_read,
+            dirty: false,
             _not_sync: PhantomData,
         }
     }
@@ -155,10 +158,12 @@ impl Producer {
     pub fn fits(&mut self, len: usize) -> Result<bool, ProtocolError> {
         let (pad, rec) = self.needed(len);
         let cap = self.mem.capacity as u64;
-        if self.write.wrapping_sub(self.cached_read) + (pad + rec) as u64 <= cap {
+        let need = (pad + rec) as u64;
+        let used = self.write.wrapping_sub(self.cached_read);
+        if used <= cap && used + need <= cap {
             return Ok(true);
         }
-        Ok(self.used()? + (pad + rec) as u64 <= cap)
+        Ok(self.used()? + need <= cap)
     }
 
     /// Writes one record whose payload is `prefix` followed by `body`, without publishing it.
@@ -166,12 +171,7 @@ impl Producer {
     /// one or more pushes.
     ///
     /// `prefix.len() + body.len()` must not exceed [`RingMem::max_record_payload`].
-    pub fn try_push(
-        &mut self,
-        mut hdr: RecordHeader,
-        prefix: &[u8],
-        body: &[u8],
-    ) -> Result<bool, ProtocolError> {
+    pub fn try_push(&mut self, mut hdr: RecordHeader, prefix: &[u8], body: &[u8]) -> Result<bool, ProtocolError> {
         let len = prefix.len() + body.len();
         assert!(
             len <= self.mem.max_record_payload(),
@@ -193,14 +193,15 @@ impl Producer {
                 };
                 self.write_bytes(self.write as usize & (cap - 1), &p.encode());
             }
-            self.write += pad as u64;
+            self.write = self.write.wrapping_add(pad as u64);
         }
         let pos = self.write as usize & (cap - 1);
         hdr.len = len as u32;
         self.write_bytes(pos, &hdr.encode());
         self.write_bytes(pos + HEADER_LEN, prefix);
         self.write_bytes(pos + HEADER_LEN + prefix.len(), body);
-        self.write += rec as u64;
+        self.write = self.write.wrapping_add(rec as u64);
+        self.dirty = true;
         Ok(true)
     }
 
@@ -210,23 +211,22 @@ impl Producer {
         // SAFETY: `pos + len <= capacity` (a record never straddles the end, checked by `needed`),
         // and the region between `write` and `read + capacity` belongs to the producer until it
         // publishes; the consumer does not read it.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.mem.data.add(pos), bytes.len())
-        }
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.mem.data.add(pos), bytes.len()) }
     }
 
     /// Makes everything pushed so far visible to the consumer. Returns `true` when the consumer
     /// said it is asleep (the caller must ring its doorbell); the flag is cleared.
     pub fn publish(&mut self) -> bool {
         let c = self.mem.control();
+        self.dirty = false;
         c.producer.write.store(self.write, Ordering::SeqCst);
-        c.consumer.reader_asleep.load(Ordering::SeqCst) != 0
-            && c.consumer.reader_asleep.swap(0, Ordering::SeqCst) != 0
+        c.consumer.reader_asleep.load(Ordering::SeqCst) != 0 && c.consumer.reader_asleep.swap(0, Ordering::SeqCst) != 0
     }
 
-    /// Unpublished bytes pushed since the last publish?
+    /// Records pushed since the last publish? (A local flag: the shared index is never
+    /// compared, so an idle producer does not store it again.)
     pub fn has_unpublished(&self) -> bool {
-        self.write != self.mem.control().producer.write.load(Ordering::Relaxed)
+        self.dirty
     }
 
     /// Consumer's index as last loaded; changes when the consumer frees space.
@@ -331,7 +331,7 @@ impl Consumer {
                         available: avail,
                     });
                 }
-                self.read += to_end as u64;
+                self.read = self.read.wrapping_add(to_end as u64);
                 continue;
             }
             if avail < HEADER_LEN as u64 {
@@ -343,9 +343,7 @@ impl Consumer {
             let mut raw = [0u8; HEADER_LEN];
             // SAFETY: `pos + HEADER_LEN <= capacity` (checked above) and the bytes were published
             // (avail >= HEADER_LEN). We copy them once and only use the copy.
-            unsafe {
-                std::ptr::copy_nonoverlapping(self.mem.data.add(pos), raw.as_mut_ptr(), HEADER_LEN)
-            };
+            unsafe { std::ptr::copy_nonoverlapping(self.mem.data.add(pos), raw.as_mut_ptr(), HEADER_LEN) };
             let header = RecordHeader::decode(&raw)?;
             if header.kind == Kind::Pad {
                 if header.len as usize != to_end - HEADER_LEN || avail < to_end as u64 {
@@ -355,7 +353,7 @@ impl Consumer {
                     });
                 }
                 header.validate(0)?;
-                self.read += to_end as u64;
+                self.read = self.read.wrapping_add(to_end as u64);
                 continue;
             }
             header.validate(self.mem.max_record_payload())?;
@@ -368,11 +366,7 @@ impl Consumer {
             }
             // SAFETY: pos + size <= capacity, checked just above.
             let payload = unsafe { self.mem.data.add(pos + HEADER_LEN) };
-            return Ok(Some(Peeked {
-                header,
-                payload,
-                size,
-            }));
+            return Ok(Some(Peeked { header, payload, size }));
         }
     }
 
@@ -388,7 +382,7 @@ impl Consumer {
 
     /// Moves past a peeked record (locally; [`Consumer::release`] publishes).
     pub fn consume(&mut self, p: &Peeked) {
-        self.read += p.size as u64;
+        self.read = self.read.wrapping_add(p.size as u64);
     }
 
     /// Publishes the consumer index, freeing space for the producer. Returns `true` when the
@@ -430,12 +424,7 @@ pub(crate) mod tests {
             unsafe { RingMem::new(self.base, self.cap) }
         }
         pub fn data(&mut self) -> &mut [u8] {
-            unsafe {
-                std::slice::from_raw_parts_mut(
-                    self.base.add(crate::layout::RING_CONTROL_BYTES),
-                    self.cap,
-                )
-            }
+            unsafe { std::slice::from_raw_parts_mut(self.base.add(crate::layout::RING_CONTROL_BYTES), self.cap) }
         }
     }
 
@@ -510,18 +499,10 @@ pub(crate) mod tests {
         let mut p = Producer::new(t.mem());
         let mut c = Consumer::new(t.mem(), false);
         p.try_push(hdr(Kind::Message, 1), &[], b"x").unwrap();
-        t.mem()
-            .control()
-            .consumer
-            .reader_asleep
-            .store(1, Ordering::SeqCst);
+        t.mem().control().consumer.reader_asleep.store(1, Ordering::SeqCst);
         assert!(p.publish(), "the sleeping reader must be rung");
         assert!(!p.publish(), "and only once");
-        t.mem()
-            .control()
-            .producer
-            .writer_waiting
-            .store(1, Ordering::SeqCst);
+        t.mem().control().producer.writer_waiting.store(1, Ordering::SeqCst);
         let r = c.peek().unwrap().unwrap();
         c.consume(&r);
         assert!(c.release());
@@ -568,11 +549,7 @@ pub(crate) mod tests {
         t.data()[5] = FLAG_CONT | FLAG_FIRST;
         assert!(matches!(c.peek(), Err(ProtocolError::BadFlags(_))));
         // Producer index beyond the capacity.
-        t.mem()
-            .control()
-            .producer
-            .write
-            .store(1 << 40, Ordering::SeqCst);
+        t.mem().control().producer.write.store(1 << 40, Ordering::SeqCst);
         let mut c = Consumer::new(t.mem(), false);
         assert!(matches!(c.peek(), Err(ProtocolError::BadIndex { .. })));
         // Length longer than what was published.

@@ -115,6 +115,31 @@ impl Segment {
         self.shmem.get_os_id()
     }
 
+    /// Sets the access mode of a segment we created (default 0600, owner only).
+    pub fn set_mode(&self, mode: u32) -> Result<(), Error> {
+        if mode & !0o777 != 0 {
+            return Err(Error::Invalid(format!(
+                "mode must be a permission mask like 0o660, got {mode:#o}"
+            )));
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = format!("/dev/shm{}", self.os_id());
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::Os(format!("cannot set mode {mode:#o} on {path}: {e}")))
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            if mode == 0o600 {
+                return Ok(());
+            }
+            Err(Error::Invalid(format!(
+                "mode {mode:#o}: only the default 0o600 is supported on this platform"
+            )))
+        }
+    }
+
     /// Removes the name when this mapping is dropped (the mapping itself stays valid until then).
     pub fn unlink_on_drop(&mut self) {
         self.shmem.set_owner(true);
@@ -133,13 +158,7 @@ mod tests {
         assert!(os_id_for(&"x".repeat(129)).is_err());
         let long = os_id_for("a-rather-long-channel-name-for-macos").unwrap();
         assert!(long.len() <= 30, "{long}");
-        assert_eq!(
-            long,
-            os_id_for("a-rather-long-channel-name-for-macos").unwrap()
-        );
-        assert_ne!(
-            long,
-            os_id_for("a-rather-long-channel-name-for-macOS").unwrap()
-        );
+        assert_eq!(long, os_id_for("a-rather-long-channel-name-for-macos").unwrap());
+        assert_ne!(long, os_id_for("a-rather-long-channel-name-for-macOS").unwrap());
     }
 }
