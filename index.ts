@@ -518,8 +518,9 @@ export class Channel extends EventEmitter {
 
   /**
    * Closes the channel: pending requests reject with `ClosedError` and every later call throws
-   * it. Messages already accepted are given up to 2 s to reach the ring while a peer is attached;
-   * any that could not are reported by an `'error'` event. The wake-up thread stops and, if the
+   * it. Messages already accepted go on into the ring while a peer is attached and takes them
+   * (close gives up after 2 s without progress); any that could not go are reported by an
+   * `'error'` event. The wake-up thread stops and, if the
    * peer is gone too, the segment is removed. Resolves when done; calling it again returns the
    * same promise.
    */
@@ -536,8 +537,10 @@ export class Channel extends EventEmitter {
     this.#rejectAll(reason)
     const native = this.#native
     if (native === null) return
-    const until = performance.now() + 2000
-    while (native.queuedBytes > 0 && this.#connected && performance.now() < until) {
+    // Wait while the queue drains; give up after 2 s without progress (or when the peer leaves).
+    let queued = native.queuedBytes
+    let progressAt = performance.now()
+    while (queued > 0 && this.#connected && performance.now() - progressAt < 2000) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 50)
         this.#drainWaiters.push(() => {
@@ -545,6 +548,8 @@ export class Channel extends EventEmitter {
           resolve()
         })
       })
+      if (native.queuedBytes < queued) progressAt = performance.now()
+      queued = native.queuedBytes
     }
     const undelivered = native.queuedBytes
     this.#closeNative()

@@ -16,6 +16,8 @@ pub mod channel;
 pub mod doorbell;
 pub mod error;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layout;
 pub mod liveness;
 pub mod record;
