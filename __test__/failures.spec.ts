@@ -162,6 +162,69 @@ test('a record with a huge claimed length closes the reader with ERR_SHARM_PROTO
   await ch.close()
 })
 
+test.serial(
+  'a peer killed in the middle of a 64 MiB exchange: the request rejects within a second, disconnect fires once',
+  async (t) => {
+    const name = uniqueName(PREFIX)
+    const ch = open(name, { capacity: 64 * 1024 })
+    const peer = await spawnPeer(name, 'echo')
+    await ch.waitForPeer(5000)
+    let disconnects = 0
+    ch.on('disconnect', () => disconnects++)
+    const big = ch.request(Buffer.alloc(64 << 20, 1), { timeoutMs: 60_000 })
+    const rejected = t.throwsAsync(big, { instanceOf: PeerGoneError })
+    // Let the transfer get going through the 64 KiB ring, then kill the peer mid-way.
+    await new Promise((r) => setTimeout(r, 30))
+    await peer.kill()
+    const dead = Date.now()
+    await rejected
+    t.true(Date.now() - dead < 1000, `took ${Date.now() - dead} ms after the peer was gone`)
+    t.is(disconnects, 1)
+    t.false(ch.closed, 'the surviving side keeps its channel')
+    const next = await spawnPeer(name, 'echo')
+    t.is((await ch.request(Buffer.from('after the kill'))).toString(), 'after the kill')
+    t.is(disconnects, 1)
+    await next.close()
+    await ch.close()
+  },
+)
+
+test('answering an id twice throws, and the second answer is not sent', async (t) => {
+  const name = uniqueName(PREFIX)
+  let id = 0
+  const ch = open(name, {
+    onRequest: (_data, ctx) => {
+      id = ctx.answerLater()
+    },
+  })
+  const peer = await spawnPeer(name, 'sink')
+  await ch.waitForPeer(5000)
+  const asked = peer.cmd({ op: 'request', data: 'q', timeoutMs: 5000 })
+  while (id === 0) await new Promise((r) => setTimeout(r, 5))
+  t.true(ch.answer(id, Buffer.from('first')))
+  t.throws(() => ch.answer(id, Buffer.from('second')), { instanceOf: RangeError, message: /no request with id/ })
+  t.deepEqual(await asked, { answer: 'first' })
+  await peer.close()
+  await ch.close()
+})
+
+test('sending into a full queue in a tight loop keeps the queue within maxQueueBytes and raises no errors', async (t) => {
+  const ch = open(uniqueName(PREFIX), { maxQueueBytes: 1 << 20 })
+  let events = 0
+  ch.on('error', () => events++)
+  const onWarning = () => events++
+  process.on('warning', onWarning)
+  let accepted = 0
+  const chunk = Buffer.alloc(1000)
+  for (let i = 0; i < 1_000_000; i++) if (ch.send(chunk)) accepted++
+  t.is(accepted, 1048, 'about 1 MiB was taken, the rest refused')
+  t.true(ch.queuedBytes <= 1 << 20)
+  await new Promise((r) => setImmediate(r))
+  process.off('warning', onWarning)
+  t.is(events, 0)
+  await ch.close().catch(() => {})
+})
+
 test.after.always('no segment of these tests is left in /dev/shm', async (t) => {
   await killAllPeers()
   await Promise.all([...opened].map((ch) => ch.close()))
