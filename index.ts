@@ -470,7 +470,7 @@ export class Channel extends EventEmitter {
     if (this.#orphaned.delete(id)) return false
     const a = this.#awaiting.get(id)
     if (a === undefined) throw new RangeError(`no request with id ${describe(id)} is waiting for an answer`)
-    this.#reply(id, a, result, true)
+    this.#reply(id, a, result, result instanceof Error, true)
     return true
   }
 
@@ -708,7 +708,7 @@ export class Channel extends EventEmitter {
     this.#awaiting.set(handle, a)
     const handler = this.#onRequest
     if (handler === undefined) {
-      this.#reply(handle, a, new Error('the peer has no onRequest handler'), false)
+      this.#reply(handle, a, new Error('the peer has no onRequest handler'), true, false)
       return
     }
     const ctx = new RequestContext(handle)
@@ -716,22 +716,25 @@ export class Channel extends EventEmitter {
     try {
       result = handler(data, ctx)
     } catch (e) {
-      this.#reply(handle, a, e, false)
+      this.#reply(handle, a, e, true, false)
       return
     }
     if (ctx.deferred) return
     if (result !== null && typeof result === 'object' && typeof (result as Promise<Answer>).then === 'function') {
       ;(result as Promise<Answer>).then(
-        (v) => ctx.deferred || this.#reply(handle, a, v, false),
-        (e) => this.#reply(handle, a, e, false),
+        (v) => ctx.deferred || this.#reply(handle, a, v, false, false),
+        (e) => this.#reply(handle, a, e, true, false),
       )
     } else {
-      this.#reply(handle, a, result as Answer, false)
+      this.#reply(handle, a, result as Answer, false, false)
     }
   }
 
-  /** Sends the answer to request `handle`. `explicit`: called by `answer()` (errors throw). */
-  #reply(handle: number, a: Awaiting, result: unknown, explicit: boolean): void {
+  /**
+   * Sends the answer to request `handle`: `failed` says `result` was thrown/rejected (or is the
+   * Error given to `answer()`); `explicit`: called by `answer()`, so errors throw.
+   */
+  #reply(handle: number, a: Awaiting, result: unknown, failed: boolean, explicit: boolean): void {
     if (this.#awaiting.get(handle) !== a) {
       this.#orphaned.delete(handle) // its asker left: drop the answer
       return
@@ -741,22 +744,16 @@ export class Channel extends EventEmitter {
     if (native === null) return
     let kind = KIND_RESPONSE
     let bytes: Uint8Array
-    if (result === undefined || result === null) {
+    if (failed) {
+      kind = KIND_ERROR
+      bytes = Buffer.from(result instanceof Error ? result.message : String(result))
+    } else if (result === undefined || result === null) {
       bytes = Buffer.alloc(0)
     } else if (result instanceof Uint8Array) {
       bytes = result
-    } else if (result instanceof Error) {
-      kind = KIND_ERROR
-      bytes = Buffer.from(result.message)
-    } else if (typeof result === 'object' || typeof result === 'function' || typeof result === 'symbol') {
-      kind = KIND_ERROR
-      bytes = Buffer.from(`handler answered with ${describe(result)}, expected a Buffer or Uint8Array`)
     } else {
       kind = KIND_ERROR
-      bytes = Buffer.from(String(result))
-      if (typeof result !== 'string') {
-        bytes = Buffer.from(`handler answered with ${describe(result)}, expected a Buffer or Uint8Array`)
-      }
+      bytes = Buffer.from(`handler answered with ${describe(result)}, expected a Buffer or Uint8Array`)
     }
     let r: number
     try {

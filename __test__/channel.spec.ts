@@ -134,6 +134,16 @@ test('a handler that throws rejects the request with ERR_SHARM_REMOTE and its me
   await done(ch, peer)
 })
 
+test('a handler that answers with something other than bytes rejects the request with ERR_SHARM_REMOTE', async (t) => {
+  const { ch, peer } = await pair('string')
+  const err = await t.throwsAsync(ch.request(Buffer.from('?')), { instanceOf: RemoteError })
+  t.regex(
+    (err as RemoteError).remoteMessage,
+    /handler answered with a string \("not bytes"\), expected a Buffer or Uint8Array/,
+  )
+  await done(ch, peer)
+})
+
 test('a request nobody answers rejects with ERR_SHARM_TIMEOUT after its timeout', async (t) => {
   const { ch, peer } = await pair('silent')
   const started = Date.now()

@@ -25,6 +25,8 @@ function handlerFor(m: string): OpenOptions['onRequest'] {
         ctx.answerLater()
         setTimeout(() => ch!.answer(ctx.id, Buffer.concat([Buffer.from('later:'), data])), 5)
       }
+    case 'string':
+      return () => 'not bytes' as unknown as Buffer
     case 'silent':
       return (_data, ctx) => {
         ctx.answerLater()
