@@ -755,12 +755,14 @@ impl Channel {
                 self.rx.consume(&p);
                 continue;
             }
-            let stale = matches!(h.kind, Kind::Response | Kind::ErrorResponse) && h.gen != self.my_gen as u16;
+            let is_answer = matches!(h.kind, Kind::Response | Kind::ErrorResponse);
+            let stale = is_answer && h.gen != self.my_gen as u16;
+            let wanted = is_answer && want == Some(h.id);
             let gen = if h.kind == Kind::Request { self.rx_gen as u16 } else { 0 };
             let payload = self.rx.payload(&p);
             match self.asm.push(&h, payload)? {
                 Step::Whole(bytes) if !stale => {
-                    if want == Some(h.id) && h.kind != Kind::Request && h.kind != Kind::Message {
+                    if wanted {
                         answer = Some((h.kind, bytes.to_vec()));
                     } else {
                         let offset = self.pending.data.len();
@@ -779,7 +781,7 @@ impl Channel {
                     }
                 }
                 Step::Done(v) if !stale => {
-                    if want == Some(h.id) && h.kind != Kind::Request && h.kind != Kind::Message {
+                    if wanted {
                         answer = Some((h.kind, v));
                     } else {
                         batch_bytes += v.len();
@@ -804,7 +806,7 @@ impl Channel {
                 break;
             }
         }
-        if (self.rx.read_index() != last_release || answer.is_some()) && self.rx.release() {
+        if self.rx.read_index() != last_release && self.rx.release() {
             self.shared.peer_bell.ring();
         }
         Ok(answer)
