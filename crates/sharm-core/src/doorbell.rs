@@ -8,7 +8,14 @@
 //! It holds no state but the word itself, so a process killed while sleeping or ringing leaves
 //! nothing behind, and its timeout runs on the monotonic clock.
 //!
-//! Elsewhere: `raw_sync`'s `Event` (auto-reset), a process-shared pthread mutex + condition
+//! Windows: a named auto-reset event (`CreateEventW`). The doorbell memory holds a random 64-bit
+//! id; both `init` and `attach` create-or-open the event `Local\sharm.bell.<id>`. We do not use
+//! `raw_sync`'s Windows event for this: it stores the same kind of id but only its creator may
+//! create the event, and a named event lives only while some process holds a handle to it, so the
+//! creator dropping its handle before the first attach (which `channel` does: it initialises both
+//! doorbells, then attaches) would leave nothing to open.
+//!
+//! Other Unix systems (macOS): `raw_sync`'s `Event` (auto-reset), a process-shared pthread mutex + condition
 //! variable + "signalled" byte. We do not use it on Linux because it does not survive a process
 //! that dies inside it: with glibc, a waiter killed in `pthread_cond_timedwait` stays counted in
 //! the condition variable, and the next `pthread_cond_signal` can block for good waiting for it to
@@ -17,10 +24,12 @@
 //! Also, raw_sync's timed wait computes its deadline from the wall clock; we only use short
 //! timeouts (100 ms), so a clock step at worst shortens or lengthens one nap.
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(all(unix, not(target_os = "linux")))]
 pub use self::event::Doorbell;
 #[cfg(target_os = "linux")]
 pub use self::futex::Doorbell;
+#[cfg(windows)]
+pub use self::windows::Doorbell;
 
 #[cfg(target_os = "linux")]
 mod futex {
@@ -101,7 +110,7 @@ mod futex {
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(all(unix, not(target_os = "linux")))]
 mod event {
     use std::time::Duration;
 
@@ -153,6 +162,108 @@ mod event {
         /// Sleeps until rung or until `timeout` passes. Returns `true` when rung.
         pub fn wait(&self, timeout: Duration) -> bool {
             self.event.wait(Timeout::Val(timeout)).is_ok()
+        }
+    }
+}
+
+#[cfg(windows)]
+mod windows {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    use std::time::Duration;
+
+    use windows_sys::Win32::Foundation::{CloseHandle, GetLastError, HANDLE, WAIT_OBJECT_0};
+    use windows_sys::Win32::System::Threading::{CreateEventW, SetEvent, WaitForSingleObject};
+
+    use crate::error::Error;
+
+    pub struct Doorbell {
+        handle: HANDLE,
+    }
+
+    // SAFETY: an event handle may be used from any thread; we close it once, in `drop`.
+    unsafe impl Send for Doorbell {}
+    unsafe impl Sync for Doorbell {}
+
+    /// A new nonzero id: randomly keyed hash of the pid, a per-process counter and the time.
+    fn fresh_id() -> u64 {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u64(COUNTER.fetch_add(1, SeqCst));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        h.write_u128(now.map_or(0, |d| d.as_nanos()));
+        h.finish() | 1
+    }
+
+    /// Creates the auto-reset event `Local\sharm.bell.<id>`, or opens it if it exists.
+    fn create_or_open(id: u64) -> Result<Doorbell, Error> {
+        let name: Vec<u16> = format!("Local\\sharm.bell.{id:016x}")
+            .encode_utf16()
+            .chain(std::iter::once(0))
+            .collect();
+        // SAFETY: `name` is a NUL-terminated UTF-16 string that outlives the call; no security
+        // attributes (the default: the creator's user); auto-reset, initially not signalled.
+        let handle = unsafe { CreateEventW(std::ptr::null(), 0, 0, name.as_ptr()) };
+        if handle.is_null() {
+            // SAFETY: reads this thread's last error code.
+            let code = unsafe { GetLastError() };
+            return Err(Error::Os(format!(
+                "cannot create or open doorbell event sharm.bell.{id:016x}: Windows error {code}"
+            )));
+        }
+        Ok(Doorbell { handle })
+    }
+
+    impl Doorbell {
+        /// Initialises a doorbell in zeroed shared memory.
+        ///
+        /// # Safety
+        /// `mem` must point to 8-byte-aligned shared memory that stays mapped while the doorbell
+        /// lives.
+        pub unsafe fn init(mem: *mut u8) -> Result<Doorbell, Error> {
+            debug_assert_eq!(mem as usize % 8, 0);
+            let id = fresh_id();
+            // SAFETY: per the caller's contract.
+            unsafe { &*(mem as *const AtomicU64) }.store(id, SeqCst);
+            create_or_open(id)
+        }
+
+        /// Opens a doorbell another process initialised.
+        ///
+        /// # Safety
+        /// As for [`Doorbell::init`].
+        pub unsafe fn attach(mem: *mut u8) -> Result<Doorbell, Error> {
+            debug_assert_eq!(mem as usize % 8, 0);
+            // SAFETY: per the caller's contract.
+            let id = unsafe { &*(mem as *const AtomicU64) }.load(SeqCst);
+            if id == 0 {
+                return Err(Error::Protocol(
+                    "doorbell in the segment is corrupt: expected a nonzero event id, found 0".into(),
+                ));
+            }
+            create_or_open(id)
+        }
+
+        /// Wakes the side sleeping on this doorbell (or the next wait, if nobody sleeps yet).
+        pub fn ring(&self) {
+            // SAFETY: the handle is a live event handle owned by this doorbell.
+            unsafe { SetEvent(self.handle) };
+        }
+
+        /// Sleeps until rung or until `timeout` passes. Returns `true` when rung.
+        pub fn wait(&self, timeout: Duration) -> bool {
+            // Round up to whole milliseconds; stay below INFINITE (u32::MAX).
+            let ms = timeout.as_nanos().div_ceil(1_000_000).min(u128::from(u32::MAX - 1)) as u32;
+            // SAFETY: the handle is a live event handle owned by this doorbell.
+            unsafe { WaitForSingleObject(self.handle, ms) == WAIT_OBJECT_0 }
+        }
+    }
+
+    impl Drop for Doorbell {
+        fn drop(&mut self) {
+            // SAFETY: closed exactly once; the event itself lives on while the peer holds it.
+            unsafe { CloseHandle(self.handle) };
         }
     }
 }

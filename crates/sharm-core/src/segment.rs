@@ -9,6 +9,11 @@
 //!   on its own: ownership is cleared at once and set again only by the last side to leave, which
 //!   is decided in shared memory by `channel`.
 //! - `Shmem` is neither `Send` nor `Sync`; the mapping itself is plain memory, so we wrap it.
+//! - Windows (its `windows.rs`): the segment is a file mapping backed by a file under
+//!   `%TEMP%\shared_memory-rs\`, named like the Unix object. Opening a name whose file is missing
+//!   (or cannot be opened) fails with `ERROR_FILE_NOT_FOUND`; a mapping error carries the Win32
+//!   code. "Unlinking" renames the file and marks it delete-on-close, so it goes away with the
+//!   last handle. The mode of the segment cannot be set there: it is the user's temp directory.
 //!
 //! Names: a channel name is 1..=128 bytes of `[A-Za-z0-9._-]`. The OS name is `/sharm.<name>`,
 //! or, when that would exceed 30 bytes (macOS allows 31 including the slash), `/sharm.` + the
@@ -17,6 +22,16 @@
 use shared_memory::{Shmem, ShmemConf, ShmemError};
 
 use crate::error::Error;
+
+/// OS error codes `shared_memory` reports for "no such segment" and "permission denied".
+#[cfg(unix)]
+const NOT_FOUND: u32 = libc::ENOENT as u32;
+#[cfg(unix)]
+const ACCESS_DENIED: u32 = libc::EACCES as u32;
+#[cfg(windows)]
+const NOT_FOUND: u32 = windows_sys::Win32::Foundation::ERROR_FILE_NOT_FOUND;
+#[cfg(windows)]
+const ACCESS_DENIED: u32 = windows_sys::Win32::Foundation::ERROR_ACCESS_DENIED;
 
 /// Longest channel name accepted.
 pub const MAX_NAME_BYTES: usize = 128;
@@ -89,8 +104,8 @@ impl Segment {
                 shmem.set_owner(false);
                 Ok(Some(Segment { shmem }))
             }
-            Err(ShmemError::MapOpenFailed(code)) if code as i32 == libc::ENOENT => Ok(None),
-            Err(ShmemError::MapOpenFailed(code)) if code as i32 == libc::EACCES => Err(Error::Os(format!(
+            Err(ShmemError::MapOpenFailed(NOT_FOUND)) => Ok(None),
+            Err(ShmemError::MapOpenFailed(ACCESS_DENIED)) => Err(Error::Os(format!(
                 "permission denied opening shared memory {os_id:?}: it belongs to another user (channels are owner-only)"
             ))),
             // A segment still being sized by its creator maps as empty.
