@@ -197,6 +197,20 @@ impl NativeChannel {
         Ok(Buffer::from(v))
     }
 
+    /// Latency mode: busy-waits up to `micros` µs on this thread for something for `poll()` to do
+    /// and says whether there is. Call `setDriving(true)` first.
+    #[napi]
+    pub fn spin(&mut self, micros: u32) -> Result<bool> {
+        Ok(self.ch()?.spin_for_work(Duration::from_micros(micros as u64)))
+    }
+
+    /// Latency mode on (`true`: this thread polls by itself, the wake-up thread rests) or off.
+    #[napi]
+    pub fn set_driving(&mut self, on: bool) -> Result<()> {
+        self.ch()?.set_driving(on);
+        Ok(())
+    }
+
     /// Removes request `id` from the send queue if it has not started to go out.
     #[napi]
     pub fn cancel(&mut self, id: f64) -> Result<bool> {

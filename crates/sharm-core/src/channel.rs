@@ -144,6 +144,8 @@ struct Shared {
     last_tx_read: AtomicU64,
     /// A notification is out and the driving thread has not polled since.
     notified: AtomicBool,
+    /// The driving thread polls the rings itself (latency mode): the wake-up thread stays parked.
+    driving: AtomicBool,
     thread: OnceLock<std::thread::Thread>,
     unlink: AtomicBool,
     seg: Segment,
@@ -464,6 +466,7 @@ impl Channel {
             tx_waiting: AtomicBool::new(false),
             last_tx_read: AtomicU64::new(last_tx_read),
             notified: AtomicBool::new(false),
+            driving: AtomicBool::new(false),
             thread: OnceLock::new(),
             unlink: AtomicBool::new(false),
             seg,
@@ -815,10 +818,14 @@ impl Channel {
     /// Takes what arrived: messages, peer events. Also moves queued messages into the ring.
     /// Call it whenever the waker's `notify` fires (and whenever else you like).
     pub fn poll(&mut self) -> Result<Batch, Error> {
-        self.shared.notified.store(false, SeqCst);
+        // The wake-up thread waits for this poll only after it notified, and not at all while
+        // the driving thread polls by itself: wake it only then (a wake is a system call).
+        let was_notified = self.shared.notified.swap(false, SeqCst);
         let r = self.poll_inner();
-        if let Some(t) = self.shared.thread.get() {
-            t.unpark();
+        if was_notified && !self.shared.driving.load(SeqCst) {
+            if let Some(t) = self.shared.thread.get() {
+                t.unpark();
+            }
         }
         r
     }
@@ -889,6 +896,41 @@ impl Channel {
             } else {
                 let nap = Duration::from_micros(((idle_rounds - 400) as u64 * 10).min(1000));
                 std::thread::sleep(nap.min(deadline.saturating_duration_since(now)));
+            }
+        }
+    }
+
+    /// Says whether the driving thread polls by itself (see [`Channel::spin_for_work`]). While it
+    /// does, the wake-up thread does not spin or notify, so the two do not compete for a core;
+    /// when it stops, the wake-up thread takes over at once.
+    pub fn set_driving(&self, on: bool) {
+        let sh = &self.shared;
+        if sh.driving.swap(on, SeqCst) != on {
+            if let Some(t) = sh.thread.get() {
+                t.unpark();
+            }
+            if !on {
+                sh.own_bell.ring();
+            }
+        }
+    }
+
+    /// Busy-waits up to `limit` on the calling (driving) thread for something for `poll` to do:
+    /// records in the incoming ring, ring space for queued messages, or a change of the peer.
+    /// Returns whether there is. No system call while it waits.
+    pub fn spin_for_work(&self, limit: Duration) -> bool {
+        let sh = &*self.shared;
+        let last_peer = (self.peer_connected, self.peer_gen);
+        let start = Instant::now();
+        loop {
+            if sh.has_work(last_peer) {
+                return true;
+            }
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= limit {
+                return sh.has_work(last_peer);
             }
         }
     }
@@ -971,6 +1013,11 @@ impl Waker {
             if now >= next_check {
                 reap_if_dead(sh.header(), 1 - sh.side);
                 next_check = now + LIVENESS_INTERVAL;
+            }
+            if sh.driving.load(SeqCst) {
+                // The driving thread polls by itself; look only after the peer's liveness.
+                std::thread::park_timeout(LIVENESS_INTERVAL);
+                continue;
             }
             if sh.notified.load(SeqCst) {
                 std::thread::park_timeout(LIVENESS_INTERVAL);

@@ -1,0 +1,363 @@
+// sharmipc benchmarks, side by side with the baselines, in one invocation.
+//
+//   npm run bench [-- --quick] [--rounds N] [--ms N] [--only ID[,ID...]] [--out DIR] [--svg FILE]
+//   (--only keeps the scenarios with one of the given ids, or whose id contains one of the strings)
+//   npx sharmipc bench [same options]
+//
+// Every scenario runs between two real processes (this one and benches/peer.mjs), for sharmipc and
+// for each baseline in turn, interleaved round by round; each figure is the median of the rounds.
+// A message counts when the receiving process has it.
+import { fork } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { counter, now, pump, rpcLoop, sequential } from './loops.mjs'
+import { transports } from './transports.mjs'
+import { chart } from './chart.mjs'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const MiB = 1 << 20
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+const IPC_ALL = ['sharmipc', 'uds', 'ipc']
+
+/**
+ * kind: send | send-duplex | rpc | rpc-duplex | seq. `goal`: the ratio sharmipc / best baseline
+ * aimed at; `memcpyGoal`: the fraction of memcpy bandwidth aimed at.
+ */
+export const SCENARIOS = [
+  { id: 'send-1', kind: 'send', size: 1, goal: 10 },
+  { id: 'send-512', kind: 'send', size: 512 },
+  { id: 'send-10000', kind: 'send', size: 10_000, goal: 3, memcpy: true },
+  { id: 'send-1MiB', kind: 'send', size: MiB, memcpy: true, memcpyGoal: 0.5 },
+  { id: 'duplex-send-1', kind: 'send-duplex', size: 1, goalVs: 'send-1' },
+  { id: 'duplex-send-512', kind: 'send-duplex', size: 512, goalVs: 'send-512' },
+  { id: 'duplex-send-10000', kind: 'send-duplex', size: 10_000, goalVs: 'send-10000' },
+  { id: 'rpc-1', kind: 'rpc', size: 1, inflight: 256, goal: 10 },
+  { id: 'rpc-512', kind: 'rpc', size: 512, inflight: 256 },
+  { id: 'rpc-10000', kind: 'rpc', size: 10_000, inflight: 256 },
+  { id: 'rpc-1MiB', kind: 'rpc', size: MiB, inflight: 4 },
+  { id: 'duplex-rpc-1', kind: 'rpc-duplex', size: 1, inflight: 256, goalVs: 'rpc-1' },
+  { id: 'duplex-rpc-10000', kind: 'rpc-duplex', size: 10_000, inflight: 256, goalVs: 'rpc-10000' },
+  { id: 'seq-1', kind: 'seq', size: 1, goal: 2 },
+  { id: 'seq-1-latency', kind: 'seq', size: 1, goal: 5, transports: ['sharmipc-latency', 'uds', 'ipc'] },
+]
+
+function label(s) {
+  const size = s.size >= MiB ? `${s.size / MiB} MiB` : `${s.size.toLocaleString('en-US')} B`
+  switch (s.kind) {
+    case 'send':
+      return `send-and-forget ${size}`
+    case 'send-duplex':
+      return `send-and-forget ${size}, full duplex (per direction)`
+    case 'rpc':
+      return `RPC ${size}, ${s.inflight} in flight`
+    case 'rpc-duplex':
+      return `RPC ${size}, ${s.inflight} in flight, full duplex (per direction)`
+    case 'seq':
+      return `RPC ${size}, sequential await${s.transports?.[0] === 'sharmipc-latency' ? ', latency mode' : ''}`
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One run: a fresh peer process, one transport, one scenario
+// ---------------------------------------------------------------------------------------------
+
+class Peer {
+  constructor() {
+    this.child = fork(path.join(here, 'peer.mjs'), [], { serialization: 'advanced', stdio: 'inherit' })
+    this.waiters = new Map()
+    this.child.on('message', (m) => {
+      if (m?.ctl === undefined) return
+      if (m.ctl === 'failed') {
+        for (const w of this.waiters.values()) w.reject(new Error(`peer failed: ${m.error}`))
+        this.waiters.clear()
+        return
+      }
+      const w = this.waiters.get(m.ctl)
+      if (w) {
+        this.waiters.delete(m.ctl)
+        w.resolve(m)
+      }
+    })
+    this.exited = once(this.child, 'exit')
+  }
+  /** Resolves with the next control message `ctl` from the peer. */
+  next(ctl) {
+    return new Promise((resolve, reject) => this.waiters.set(ctl, { resolve, reject }))
+  }
+  send(m) {
+    this.child.send({ ...m })
+  }
+}
+
+let runNo = 0
+
+async function runOne(transportId, s, ms) {
+  const kind = transports[transportId]
+  const peer = new Peer()
+  await peer.next('started')
+  runNo++
+  const setup = {
+    name: `bench-${process.pid}-${runNo}`,
+    path: path.join(os.tmpdir(), `sharmipc-bench-${process.pid}-${runNo}.sock`),
+  }
+  const recv = counter()
+  const payload = Buffer.alloc(s.size, 7)
+  const connecting = kind.connect('a', { ...setup, port: peer.child }, { onMessage: recv.onMessage })
+  const ready = peer.next('ready')
+  peer.send({ ctl: 'setup', transport: transportId, setup })
+  const t = await connecting
+  await ready
+  try {
+    switch (s.kind) {
+      case 'send': {
+        peer.send({ ctl: 'recv' })
+        await peer.next('receiving')
+        const received = peer.next('received')
+        const { sent, startNs } = await pump(t, payload, ms, kind.sendTakesOnFalse)
+        const r = await received
+        if (r.count !== sent) throw new Error(`${kind.name}: sent ${sent}, the peer received ${r.count}`)
+        return { value: rate(sent, r.atNs - startNs), unit: 'msg/s' }
+      }
+      case 'send-duplex': {
+        peer.send({ ctl: 'recv' })
+        await peer.next('receiving')
+        const received = peer.next('received')
+        const pumped = peer.next('pumped')
+        peer.send({ ctl: 'pump', size: s.size, ms })
+        const mine = await pump(t, payload, ms, kind.sendTakesOnFalse)
+        const [theirs, gotThere, gotHere] = await Promise.all([pumped, received, recv.done])
+        if (gotThere.count !== mine.sent || gotHere.count !== theirs.sent) {
+          throw new Error(`${kind.name}: a message was lost in full duplex`)
+        }
+        const a = rate(mine.sent, gotThere.atNs - mine.startNs)
+        const b = rate(theirs.sent, gotHere.atNs - BigInt(theirs.startNs))
+        return { value: (a + b) / 2, unit: 'msg/s', detail: { aToB: a, bToA: b } }
+      }
+      case 'rpc': {
+        const r = await rpcLoop(t, payload, s.inflight, ms)
+        return { value: rate(r.calls, r.elapsedNs), unit: 'calls/s' }
+      }
+      case 'rpc-duplex': {
+        const theirs = peer.next('rpcDone')
+        peer.send({ ctl: 'rpc', size: s.size, inflight: s.inflight, ms })
+        const mine = await rpcLoop(t, payload, s.inflight, ms)
+        const other = await theirs
+        const a = rate(mine.calls, mine.elapsedNs)
+        const b = rate(other.calls, BigInt(other.elapsedNs))
+        return { value: (a + b) / 2, unit: 'calls/s', detail: { aToB: a, bToA: b } }
+      }
+      case 'seq': {
+        for (let i = 0; i < 200; i++) await t.request(payload) // warm-up
+        const { lat, elapsedNs } = await sequential(t, payload, ms)
+        lat.sort((x, y) => x - y)
+        const pct = (p) => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))]
+        return {
+          value: rate(lat.length, elapsedNs),
+          unit: 'calls/s',
+          detail: { p50: pct(0.5), p99: pct(0.99), p999: pct(0.999) },
+        }
+      }
+    }
+  } finally {
+    const closed = peer.next('closed')
+    peer.send({ ctl: 'close' })
+    await Promise.race([closed, peer.exited])
+    await t.close()
+    await peer.exited
+    rmSync(setup.path, { force: true })
+  }
+}
+
+const rate = (n, ns) => (n * 1e9) / Number(ns)
+
+/** Single-thread copy bandwidth of `size`-byte messages into a ring-sized buffer, MB/s. */
+function memcpy(size, ms) {
+  const ring = Buffer.alloc(Math.max(MiB, size))
+  const src = Buffer.alloc(size, 7)
+  let off = 0
+  let bytes = 0
+  const stop = now() + BigInt(ms * 1e6)
+  const start = now()
+  while (now() < stop) {
+    for (let i = 0; i < 64; i++) {
+      if (off + size > ring.length) off = 0
+      src.copy(ring, off)
+      off += size
+    }
+    bytes += 64 * size
+  }
+  return rate(bytes, now() - start) / 1e6
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+function parseArgs(argv) {
+  const o = { quick: false, rounds: null, ms: null, only: null, out: '.bench-out', svg: null }
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    const value = () => {
+      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`)
+      return argv[++i]
+    }
+    if (a === '--quick') o.quick = true
+    else if (a === '--rounds') o.rounds = positive(value(), a)
+    else if (a === '--ms') o.ms = positive(value(), a)
+    else if (a === '--only') o.only = value()
+    else if (a === '--out') o.out = value()
+    else if (a === '--svg') o.svg = value()
+    else throw new Error(`unknown option ${a}; expected --quick, --rounds N, --ms N, --only ID, --out DIR, --svg FILE`)
+  }
+  o.rounds ??= o.quick ? 1 : 3
+  o.ms ??= o.quick ? 150 : 1000
+  return o
+}
+
+function positive(v, what) {
+  const n = Number(v)
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${what} must be a positive integer, got ${JSON.stringify(v)}`)
+  return n
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+
+function fmt(v) {
+  if (v >= 1e6) return `${(v / 1e6).toFixed(2)} M`
+  if (v >= 1e3) return `${(v / 1e3).toFixed(1)} k`
+  return v.toFixed(1)
+}
+
+function progress(text) {
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`)
+  else process.stderr.write(`${text}\n`)
+}
+
+export async function main(argv = process.argv.slice(2)) {
+  const o = parseArgs(argv)
+  const only = o.only?.split(',') ?? null
+  const exact = (w) => SCENARIOS.some((s) => s.id === w)
+  const scenarios = SCENARIOS.filter(
+    (s) => only === null || only.some((w) => (exact(w) ? s.id === w : s.id.includes(w))),
+  )
+  if (scenarios.length === 0)
+    throw new Error(`--only ${o.only} matches no scenario; ids: ${SCENARIOS.map((s) => s.id).join(', ')}`)
+  const machine = {
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.availableParallelism?.() ?? os.cpus().length,
+    node: process.version,
+    os: `${os.type()} ${os.release()} ${process.arch}`,
+  }
+  const steps = scenarios.reduce((n, s) => n + (s.transports ?? IPC_ALL).length * o.rounds, 0)
+  let step = 0
+  const rows = []
+  const started = Date.now()
+  for (const s of scenarios) {
+    const ids = s.transports ?? IPC_ALL
+    const values = Object.fromEntries(ids.map((id) => [id, []]))
+    for (let round = 0; round < o.rounds; round++) {
+      // Interleave: rotate the order every round so no transport always runs first.
+      for (let k = 0; k < ids.length; k++) {
+        const id = ids[(k + round) % ids.length]
+        step++
+        progress(`[${step}/${steps}] ${label(s)} · ${transports[id].name} · round ${round + 1}/${o.rounds}`)
+        values[id].push(await runOne(id, s, o.ms))
+      }
+    }
+    const row = { id: s.id, label: label(s), unit: values[ids[0]][0].unit, results: {} }
+    for (const id of ids) {
+      const v = values[id]
+      row.results[id] = { median: median(v.map((r) => r.value)), runs: v.map((r) => r.value) }
+      if (v[0].detail) {
+        row.results[id].detail = Object.fromEntries(
+          Object.keys(v[0].detail).map((k) => [k, median(v.map((r) => r.detail[k]))]),
+        )
+      }
+    }
+    const ours = row.results[ids[0]].median
+    const baselines = ids.slice(1)
+    const best = baselines.reduce((b, id) => (row.results[id].median > row.results[b].median ? id : b), baselines[0])
+    row.best = best
+    row.ratio = ours / row.results[best].median
+    if (s.memcpy) {
+      row.memcpyMBps = memcpy(s.size, Math.min(o.ms, 300))
+      row.ofMemcpy = (ours * s.size) / 1e6 / row.memcpyMBps
+    }
+    if (s.goal) row.goal = `≥ ${s.goal}x`
+    if (s.goal) row.met = row.ratio >= s.goal
+    if (s.memcpyGoal) {
+      row.goal = `≥ ${s.memcpyGoal * 100}% of memcpy`
+      row.met = row.ofMemcpy >= s.memcpyGoal
+    }
+    rows.push(row)
+  }
+  // Full duplex: per direction at least as good as half duplex.
+  for (const s of scenarios.filter((x) => x.goalVs)) {
+    const row = rows.find((r) => r.id === s.id)
+    const half = rows.find((r) => r.id === s.goalVs)
+    if (!half) continue
+    row.goal = `≥ half duplex`
+    row.met = row.results.sharmipc.median >= half.results.sharmipc.median
+  }
+  progress(`done in ${((Date.now() - started) / 1000).toFixed(0)} s\n`)
+
+  const report = { machine, date: new Date().toISOString(), options: o, rows }
+  printTable(report)
+  mkdirSync(o.out, { recursive: true })
+  const jsonPath = path.join(o.out, 'bench.json')
+  writeFileSync(jsonPath, JSON.stringify(report, null, 2) + '\n')
+  const svgPath = o.svg ?? path.join(o.out, 'bench.svg')
+  mkdirSync(path.dirname(svgPath), { recursive: true })
+  writeFileSync(svgPath, chart(report))
+  console.log(`\nwrote ${jsonPath} and ${svgPath}`)
+}
+
+function printTable(report) {
+  const { machine, rows, options } = report
+  const head = ['scenario', 'sharmipc', 'Unix socket', 'child IPC', 'ratio', 'memcpy', 'goal']
+  const lines = rows.map((r) => {
+    const ours = Object.keys(r.results)[0]
+    const d = r.results[ours].detail
+    let first = `${fmt(r.results[ours].median)} ${r.unit}`
+    if (d?.p50 !== undefined)
+      first += ` (p50 ${d.p50.toFixed(1)} / p99 ${d.p99.toFixed(1)} / p99.9 ${d.p999.toFixed(1)} µs)`
+    const base = (id) => {
+      const x = r.results[id]
+      if (!x) return '-'
+      let s = fmt(x.median)
+      if (x.detail?.p50 !== undefined) s += ` (p50 ${x.detail.p50.toFixed(1)} µs)`
+      return s
+    }
+    const ratio = `${r.ratio.toFixed(2)}x vs ${r.best === 'uds' ? 'socket' : 'IPC'}`
+    const mem = r.memcpyMBps ? `${(r.ofMemcpy * 100).toFixed(0)}% of ${fmt(r.memcpyMBps)}B/s` : '-'
+    const goal = r.goal ? `${r.goal} ${r.met ? 'met' : 'NOT met'}` : '-'
+    return [r.label, first, base('uds'), base('ipc'), ratio, mem, goal]
+  })
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
+  const row = (cells) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`
+  console.log(`\n${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.os}`)
+  console.log(
+    `${options.rounds} round(s) of ${options.ms} ms per transport and scenario, medians; two processes each\n`,
+  )
+  console.log(row(head))
+  console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`)
+  for (const l of lines) console.log(row(l))
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  main().catch((e) => {
+    console.error(`\nbench failed: ${e?.stack ?? e}`)
+    process.exit(1)
+  })
+}
