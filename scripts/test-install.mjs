@@ -1,0 +1,293 @@
+// Installs sharmipc the way a user gets it, without a compiler, and runs it.
+//
+// Uses the release build in the repository (builds it when missing), packs the main package and
+// this platform's package (npm/<platform>/ plus the .node file) with `npm pack`, installs both
+// tarballs into a fresh directory outside the repository with an empty npm cache, --offline, and
+// a PATH without cargo or rustc, then, from there, runs two processes that talk over a channel
+// (requests and send-and-forget), once with the main side loaded by `import` and the peer by
+// `require`, once the other way round, and type-checks an .mts and a .cts file against the
+// installed types. Exits non-zero with a message saying what failed; removes its directory.
+//
+// Usage: node scripts/test-install.mjs   (npm run test:install)
+import { spawnSync } from 'node:child_process'
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'))
+const win = process.platform === 'win32'
+const REQUESTS = 300
+const MESSAGES = 2000
+
+class Failure extends Error {}
+const fail = (msg) => {
+  throw new Failure(msg)
+}
+const step = (msg) => console.log(`== test:install: ${msg}`)
+
+/** Runs a command; fails with its output when it exits non-zero. Returns stdout. */
+function run(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, {
+    encoding: 'utf8',
+    shell: win && cmd === 'npm',
+    timeout: 300_000,
+    maxBuffer: 64 * 1024 * 1024,
+    ...opts,
+  })
+  if (r.error) fail(`${cmd} ${args.join(' ')} could not run: ${r.error.message}`)
+  if (r.status !== 0) {
+    fail(
+      `${cmd} ${args.join(' ')} exited with ${r.status ?? r.signal} (expected 0)\n` +
+        `--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`,
+    )
+  }
+  return r.stdout
+}
+
+/** The npm/<dir> name of this host, as napi names it: linux-x64-gnu, darwin-arm64, win32-x64-msvc. */
+function platformDir() {
+  if (process.platform === 'linux') {
+    const glibc = process.report.getReport().header.glibcVersionRuntime
+    return `linux-${process.arch}-${glibc ? 'gnu' : 'musl'}`
+  }
+  return `${process.platform}-${process.arch}${win ? '-msvc' : ''}`
+}
+
+/** PATH without the directories that hold cargo, rustc or rustup. */
+function pathWithoutRust() {
+  const names = ['cargo', 'rustc', 'rustup'].flatMap((n) => (win ? [`${n}.exe`, n] : [n]))
+  const dirs = (process.env.PATH ?? '').split(path.delimiter).filter(Boolean)
+  const kept = dirs.filter((d) => !names.some((n) => existsSync(path.join(d, n))))
+  return kept.join(path.delimiter)
+}
+
+/** The environment of the install and the smoke test: no npm_* variables of an outer `npm run`. */
+function cleanEnv(cache, PATH) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)))
+  for (const k of Object.keys(env)) if (k.toUpperCase() === 'PATH') delete env[k]
+  return { ...env, PATH, npm_config_cache: cache, npm_config_offline: 'true', npm_config_update_notifier: 'false' }
+}
+
+function packOne(dir, dest, env) {
+  const out = run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', dest], { cwd: dir, env })
+  const [report] = JSON.parse(out.slice(out.indexOf('[')))
+  return report
+}
+
+// The two sides of the smoke test, written into the install directory. `main` opens the channel,
+// starts the peer as a second process, asks REQUESTS requests (one at a time, then all at once),
+// sends MESSAGES numbered messages and asks the peer what it got.
+const mainSource = (load, peerFile) => `${load}
+const name = 'install-' + process.pid
+const fail = (m) => { console.error('smoke: ' + m); process.exit(1) }
+const ch = open(name)
+const peer = fork(${JSON.stringify(peerFile)}, [name], { stdio: 'inherit' })
+const peerExit = new Promise((resolve) => peer.once('exit', (code, signal) => resolve(code ?? signal)))
+ch.waitForPeer(20000).then(async () => {
+  if (!(ch instanceof Channel)) fail('open() did not return a Channel')
+  for (let i = 0; i < ${REQUESTS} / 2; i++) {
+    const a = (await ch.request(Buffer.from('ping ' + i), { timeoutMs: 10000 })).toString()
+    if (a !== 'pong ping ' + i) fail('request ' + i + ': expected "pong ping ' + i + '", got ' + JSON.stringify(a))
+  }
+  const all = await Promise.all(Array.from({ length: ${REQUESTS} / 2 }, (_, i) => ch.request(Buffer.from('many ' + i), { timeoutMs: 10000 })))
+  all.forEach((a, i) => { if (a.toString() !== 'pong many ' + i) fail('concurrent request ' + i + ' got ' + a) })
+  let sent = 0
+  for (let i = 0; i < ${MESSAGES}; i++) {
+    const b = Buffer.alloc(100)
+    b.writeUInt32LE(i, 0)
+    while (!ch.send(b)) await new Promise((r) => setTimeout(r, 1))
+    sent++
+  }
+  const count = JSON.parse((await ch.request(Buffer.from('count'), { timeoutMs: 10000 })).toString())
+  if (count.received !== sent || !count.inOrder) fail('peer got ' + JSON.stringify(count) + ', expected ' + sent + ' in order')
+  try { await ch.request(Buffer.from('throw'), { timeoutMs: 10000 }); fail('a throwing handler must reject') }
+  catch (e) { if (!(e instanceof SharmError) || e.code !== 'ERR_SHARM_REMOTE') fail('expected ERR_SHARM_REMOTE, got ' + e) }
+  await ch.close()
+  const code = await peerExit
+  if (code !== 0) fail('peer exited with ' + code + ', expected 0')
+  console.log('smoke ok: ${REQUESTS} requests answered, ' + sent + ' messages delivered in order, peer exited cleanly')
+}).catch((e) => fail(e && e.stack || String(e)))
+`
+
+const peerSource = (load) => `${load}
+const name = process.argv[2]
+let received = 0
+let inOrder = true
+setTimeout(() => { console.error('smoke peer: no end after 60 s'); process.exit(2) }, 60000).unref()
+const ch = open(name, {
+  onRequest: (data) => {
+    const s = data.toString()
+    if (s === 'count') return Buffer.from(JSON.stringify({ received, inOrder }))
+    if (s === 'throw') throw new Error('asked to throw')
+    return Buffer.from('pong ' + s)
+  },
+})
+ch.on('message', (d) => { if (d.readUInt32LE(0) !== received) inOrder = false; received++ })
+ch.on('disconnect', () => ch.close().then(() => process.exit(0)))
+`
+
+const ESM_LOAD = `import { fork } from 'node:child_process'\nimport { open, Channel, SharmError } from 'sharmipc'`
+const CJS_LOAD = `const { fork } = require('node:child_process')\nconst { open, Channel, SharmError } = require('sharmipc')`
+
+const typesMts = `import { open, Channel, SharmError, TimeoutError, type OpenOptions } from 'sharmipc'
+import sharmipc from 'sharmipc'
+const options: OpenOptions = { capacity: 65536, onRequest: (data: Buffer) => data }
+const ch: Channel = open('types', options)
+const answer: Promise<Buffer> = ch.request(Buffer.from('x'), { timeoutMs: 10 })
+const sent: boolean = sharmipc.open('types2').send(new Uint8Array(1))
+export const checks = [answer, sent, new SharmError('ERR_SHARM_X', 'x') instanceof Error, TimeoutError.name]
+// @ts-expect-error: a string is not a payload
+ch.send('text')
+`
+const typesCts = `import sharmipc = require('sharmipc')
+const ch: sharmipc.Channel = sharmipc.open('types')
+const answer: Promise<Buffer> = ch.request(Buffer.from('x'))
+export const checks = [answer, ch.requestSync(Buffer.alloc(1), { timeoutMs: 10 }) satisfies Buffer]
+// @ts-expect-error: open needs a name
+sharmipc.open()
+`
+
+function main() {
+  const dir = platformDir()
+  const npmDir = path.join(root, 'npm', dir)
+  const binaryName = `${pkg.napi.binaryName}.${dir}.node`
+  if (!existsSync(path.join(npmDir, 'package.json'))) {
+    fail(
+      `no platform package for this host: expected ${path.relative(root, npmDir)}/package.json (napi create-npm-dirs)`,
+    )
+  }
+  const binary = path.join(root, binaryName)
+  if (!existsSync(binary) || !existsSync(path.join(root, 'binding.js'))) {
+    step(`${binaryName} or binding.js missing: npm run build:native`)
+    run('npm', ['run', 'build:native'], { cwd: root, stdio: 'inherit' })
+  }
+  if (!existsSync(path.join(root, 'index.js')) || !existsSync(path.join(root, 'index.d.ts'))) {
+    step('index.js missing: npm run build:ts')
+    run('npm', ['run', 'build:ts'], { cwd: root, stdio: 'inherit' })
+  }
+
+  const tmp = mkdtempSync(path.join(tmpdir(), 'sharmipc-install-'))
+  const rel = path.relative(root, tmp)
+  if (!rel.startsWith('..') && !path.isAbsolute(rel)) fail(`temporary directory ${tmp} is inside the repository`)
+  try {
+    const cache = path.join(tmp, 'empty-cache')
+    const packs = path.join(tmp, 'packs')
+    const stage = path.join(tmp, 'platform-package')
+    const app = path.join(tmp, 'app')
+    for (const d of [cache, packs, stage, app]) mkdirSync(d)
+
+    const PATH = pathWithoutRust()
+    const env = cleanEnv(cache, PATH)
+    for (const tool of ['cargo', 'rustc']) {
+      const r = spawnSync(tool, ['--version'], { env, encoding: 'utf8', shell: false })
+      if (!r.error) fail(`${tool} is still on the reduced PATH (${PATH}): ${r.stdout.trim()}`)
+    }
+    const nodeCheck = spawnSync('node', ['--version'], { env, encoding: 'utf8', shell: win })
+    if (nodeCheck.status !== 0) fail(`node is not on the PATH once cargo and rustc are removed: ${PATH}`)
+
+    step(`packing sharmipc and ${pkg.name}-${dir} into ${packs}`)
+    for (const f of readdirSync(npmDir)) copyFileSync(path.join(npmDir, f), path.join(stage, f))
+    copyFileSync(binary, path.join(stage, binaryName))
+    const mainPack = packOne(root, packs, env)
+    const platformPack = packOne(stage, packs, env)
+    const mainFiles = mainPack.files.map((f) => f.path)
+    if (mainFiles.some((f) => f.endsWith('.node'))) fail(`the main package carries a binary: ${mainFiles.join(', ')}`)
+    const platformFiles = platformPack.files.map((f) => f.path).sort()
+    const wantPlatform = ['README.md', binaryName, 'package.json'].sort()
+    if (JSON.stringify(platformFiles) !== JSON.stringify(wantPlatform)) {
+      fail(`platform package holds ${platformFiles.join(', ')}, expected ${wantPlatform.join(', ')}`)
+    }
+
+    step(`npm install --offline with an empty cache and no cargo/rustc on PATH, in ${app}`)
+    writeFileSync(
+      path.join(app, 'package.json'),
+      JSON.stringify({ name: 'sharmipc-install-check', version: '1.0.0', private: true }, null, 2),
+    )
+    run(
+      'npm',
+      [
+        'install',
+        '--offline',
+        '--cache',
+        cache,
+        '--no-audit',
+        '--no-fund',
+        path.join(packs, mainPack.filename),
+        path.join(packs, platformPack.filename),
+      ],
+      { cwd: app, env },
+    )
+    const installed = path.join(app, 'node_modules', pkg.name)
+    const installedNative = readdirSync(installed).filter((f) => f.endsWith('.node'))
+    if (installedNative.length > 0) fail(`node_modules/${pkg.name} holds ${installedNative.join(', ')}`)
+    if (!existsSync(path.join(app, 'node_modules', `${pkg.name}-${dir}`, binaryName))) {
+      fail(`node_modules/${pkg.name}-${dir}/${binaryName} is missing after the install`)
+    }
+
+    writeFileSync(path.join(app, 'main.mjs'), mainSource(ESM_LOAD, 'peer.cjs'))
+    writeFileSync(path.join(app, 'peer.cjs'), peerSource(CJS_LOAD))
+    writeFileSync(path.join(app, 'main.cjs'), mainSource(CJS_LOAD, 'peer.mjs'))
+    writeFileSync(path.join(app, 'peer.mjs'), peerSource(ESM_LOAD))
+    for (const [file, what] of [
+      ['main.mjs', 'import (ESM), peer by require (CommonJS)'],
+      ['main.cjs', 'require (CommonJS), peer by import (ESM)'],
+    ]) {
+      step(`two-process smoke test: ${what}`)
+      const out = run(process.execPath, [file], { cwd: app, env, timeout: 120_000 })
+      process.stdout.write(out)
+      if (!out.includes('smoke ok:')) fail(`${file} ended without reporting success`)
+    }
+
+    step('type check of an .mts and a .cts file against the installed types (module nodenext)')
+    const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc')
+    if (!existsSync(tsc)) fail(`typescript is not installed in the repository (${tsc}): run npm ci`)
+    writeFileSync(path.join(app, 'types.mts'), typesMts)
+    writeFileSync(path.join(app, 'types.cts'), typesCts)
+    writeFileSync(
+      path.join(app, 'tsconfig.json'),
+      JSON.stringify(
+        {
+          compilerOptions: {
+            module: 'nodenext',
+            moduleResolution: 'nodenext',
+            target: 'ES2022',
+            strict: true,
+            noEmit: true,
+            typeRoots: [path.join(root, 'node_modules', '@types')],
+            types: ['node'],
+          },
+          files: ['types.mts', 'types.cts'],
+        },
+        null,
+        2,
+      ),
+    )
+    run(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: app, env })
+
+    if (process.platform === 'linux') {
+      const left = readdirSync('/dev/shm').filter((f) => f.startsWith('sharm.install-'))
+      if (left.length > 0) fail(`segments left in /dev/shm: ${left.join(', ')}`)
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true })
+  }
+  console.log(`test:install: OK (${pkg.name}@${pkg.version} and ${pkg.name}-${dir} installed offline without Rust)`)
+}
+
+try {
+  main()
+} catch (e) {
+  console.error(`test:install FAILED: ${e instanceof Failure ? e.message : e.stack}`)
+  process.exit(1)
+}
