@@ -13,7 +13,6 @@ import { performance } from 'node:perf_hooks'
 import type * as Binding from './binding'
 
 type NativeChannel = Binding.NativeChannel
-type PollResult = Binding.PollResult
 const { NativeChannel } = loadBinding()
 
 /**
@@ -61,7 +60,15 @@ const MAX_NAME_BYTES = 128
 const NAME_PATTERN = /^[A-Za-z0-9._-]+$/
 /** Rounds of polling one wake-up may take before it yields to the event loop. */
 const DRAIN_ROUNDS = 16
-/** Latency mode: longest busy-wait (µs) in one turn of the event loop. */
+/** Words at the start of pollInto's meta array, before the per-message entries. */
+const META_HEAD = 8
+/** Messages one pollInto may deliver. */
+const META_MESSAGES = 8192
+/** Incoming payloads are copied into arenas of this size; a message is a view into one. */
+const ARENA_BYTES = 256 * 1024
+/** Larger payloads get a buffer of their own (the native side's limit: min(arena / 4, 64 KiB)). */
+const ARENA_INLINE_MAX = 64 * 1024
+/** Longest busy-wait (µs) in one turn of the event loop. */
 const SPIN_SLICE_MICROS = 50
 
 // ---------------------------------------------------------------------------------------------
@@ -254,17 +261,21 @@ export interface OpenOptions {
   maxMessageBytes?: number
   /** Default timeout of `request` and `requestSync`, in ms. Default 30,000. */
   timeoutMs?: number
-  /** Microseconds the wake-up thread spins before sleeping. Default 20. Higher: lower latency, more CPU. */
+  /**
+   * After a message went either way, this side's JS thread keeps polling the rings for this many
+   * microseconds (between turns of the event loop, at most 50 µs per turn) before it sleeps and
+   * waits to be woken. An answer or message that comes meanwhile costs no wake-up at all. While
+   * traffic flows the thread is busy; once it stops, at most this much CPU time is spent.
+   * `0`: never poll, always sleep (least CPU, highest latency). Default 50, or 2000 in
+   * `latencyMode`.
+   */
   spinMicros?: number
   /**
-   * Latency mode: while messages flow, and for `latencyIdleMs` after the last one, this side's
-   * JS thread polls the rings itself (between turns of the event loop, at most 50 µs per turn)
-   * instead of sleeping until woken. Cuts a round trip to a few µs when both sides use it, at the
-   * price of one CPU core kept busy per side meanwhile. Default `false`.
+   * Latency mode: `spinMicros` defaults to 2000, so a side keeps polling for 2 ms after each
+   * message and round trips stay at a few µs when both sides use it, at the price of a CPU core
+   * kept busy per side while requests come more often than every 2 ms. Default `false`.
    */
   latencyMode?: boolean
-  /** How long latency mode keeps polling after the last message, in ms. Default 2. */
-  latencyIdleMs?: number
   /**
    * Access mode of the segment if this side creates it. Default `0o600`: only processes of the
    * same user can open the channel. `0o660` or `0o666` widen it (Linux only).
@@ -292,7 +303,6 @@ const OPTION_KEYS = new Set([
   'timeoutMs',
   'spinMicros',
   'latencyMode',
-  'latencyIdleMs',
   'mode',
 ])
 
@@ -380,8 +390,11 @@ export class Channel extends EventEmitter {
   #referenced = true
   /** A send was refused for a full queue: emit 'drain' when the queue is empty again. */
   #wantDrain = false
-  #latencyMode: boolean
-  #latencyIdleMs: number
+  /** How long (ms) to keep polling after the last message; 0: never. */
+  #spinMs: number
+  #meta = new Uint32Array(META_HEAD + 4 * META_MESSAGES)
+  #arena: Buffer = Buffer.allocUnsafeSlow(0)
+  #arenaUsed = 0
   /** Latency mode is polling (a spin turn is scheduled). */
   #hot = false
   #lastWork = 0
@@ -405,19 +418,19 @@ export class Channel extends EventEmitter {
     if ((capacity & (capacity - 1)) !== 0) throw new RangeError(`capacity must be a power of two, got ${capacity}`)
     const maxQueueBytes = checkInt(options.maxQueueBytes ?? 20_000_000, 'maxQueueBytes', 0, Number.MAX_SAFE_INTEGER)
     const maxMessageBytes = checkInt(options.maxMessageBytes ?? 256 * 1024 * 1024, 'maxMessageBytes', 1, 2 ** 32 - 1)
-    const spinMicros = checkInt(options.spinMicros ?? 20, 'spinMicros', 0, 1_000_000)
     const mode = checkInt(options.mode ?? 0o600, 'mode', 0, 0o777)
     this.#timeoutMs = checkTimeout(options.timeoutMs ?? 30_000, 'timeoutMs')
     if (options.latencyMode !== undefined && typeof options.latencyMode !== 'boolean') {
       throw new TypeError(`latencyMode must be a boolean, got ${describe(options.latencyMode)}`)
     }
-    this.#latencyMode = options.latencyMode ?? false
-    this.#latencyIdleMs = checkInt(options.latencyIdleMs ?? 2, 'latencyIdleMs', 0, 60_000)
+    const spinMicros = checkInt(options.spinMicros ?? (options.latencyMode ? 2000 : 50), 'spinMicros', 0, 1_000_000)
+    this.#spinMs = spinMicros / 1000
     this.#onRequest = options.onRequest
     try {
       this.#native = new NativeChannel(
         name,
-        { capacity, maxQueueBytes, maxMessageBytes, spinMicros, mode },
+        // The wake-up thread does not spin: the JS thread does (see #heat).
+        { capacity, maxQueueBytes, maxMessageBytes, spinMicros: 0, mode },
         this.#drain,
       )
     } catch (e) {
@@ -483,7 +496,7 @@ export class Channel extends EventEmitter {
       this.#wantDrain = true
       return Promise.reject(this.#queueFull())
     }
-    if (this.#latencyMode) this.#heat()
+    if (this.#spinMs > 0) this.#heat()
     return new Promise<Buffer>((resolve, reject) => {
       const deadline = performance.now() + timeoutMs
       this.#pending.set(id, { resolve, reject, deadline })
@@ -529,7 +542,7 @@ export class Channel extends EventEmitter {
       throw fromNative(e)
     }
     if (r !== SEND_QUEUED_FULL) {
-      if (this.#latencyMode) this.#heat()
+      if (this.#spinMs > 0) this.#heat()
       return true
     }
     this.#wantDrain = true
@@ -717,7 +730,7 @@ export class Channel extends EventEmitter {
     if (next !== Infinity && this.#native !== null) this.#armTimer(next)
   }
 
-  // --- latency mode: poll between turns of the event loop while traffic flows ---------------
+  // --- polling between turns of the event loop while traffic flows (spinMicros) --------------
 
   #heat(): void {
     this.#lastWork = performance.now()
@@ -735,14 +748,15 @@ export class Channel extends EventEmitter {
     }
     let work = true
     try {
-      work = native.spin(SPIN_SLICE_MICROS)
+      const left = (this.#spinMs - (performance.now() - this.#lastWork)) * 1000
+      work = native.spin(Math.max(0, Math.min(SPIN_SLICE_MICROS, Math.ceil(left))))
     } catch {
       // closed or broken: the drain below reports it
     }
     if (work) {
       this.#lastWork = performance.now()
       this.#drain()
-    } else if (performance.now() - this.#lastWork >= this.#latencyIdleMs) {
+    } else if (performance.now() - this.#lastWork >= this.#spinMs) {
       // Idle: hand over to the wake-up thread, which looks at once.
       this.#hot = false
       native.setDriving(false)
@@ -757,27 +771,36 @@ export class Channel extends EventEmitter {
   /** Called by the wake-up thread (and after requestSync): takes everything that arrived. */
   #drain = (): void => {
     for (let round = 0; round < DRAIN_ROUNDS && this.#native !== null; round++) {
-      let r: PollResult
+      const meta = this.#meta
+      if (this.#arena.length - this.#arenaUsed < ARENA_INLINE_MAX) {
+        this.#arena = Buffer.allocUnsafeSlow(ARENA_BYTES)
+        this.#arenaUsed = 0
+      }
+      const arena = this.#arena
+      const start = this.#arenaUsed
+      let count: number
       try {
-        r = this.#native.poll()
+        count = this.#native.pollInto(meta, arena, start)
       } catch (e) {
         this.#fail(fromNative(e))
         return
       }
-      if (r.events & 1) this.#pendingDisconnect = { unconfirmed: r.unconfirmed }
-      if (r.events & 2) {
+      this.#arenaUsed = meta[5]
+      const more = meta[4] !== 0
+      if (meta[0] & 1) this.#pendingDisconnect = { unconfirmed: meta[2] + meta[3] * 0x1_0000_0000 }
+      if (meta[0] & 2) {
         // A new peer: the old one's leaving comes first.
         if (this.#pendingDisconnect) this.#onDisconnect(this.#pendingDisconnect)
         this.#onConnect()
       }
-      if (r.meta.length > 0) {
-        if (this.#latencyMode) this.#heat()
-        this.#deliver(r)
+      if (count > 0) {
+        if (this.#spinMs > 0) this.#heat()
+        this.#deliver(meta, count, arena, start)
       }
       // A disconnect is applied once everything the peer wrote before leaving was read, so its
       // last answers still resolve their requests.
-      if (this.#pendingDisconnect && !r.more) this.#onDisconnect(this.#pendingDisconnect)
-      if (!r.more) break
+      if (this.#pendingDisconnect && !more) this.#onDisconnect(this.#pendingDisconnect)
+      if (!more) break
     }
     if (this.#wantDrain && this.#native !== null && this.#native.queuedBytes === 0) {
       this.#wantDrain = false
@@ -786,20 +809,24 @@ export class Channel extends EventEmitter {
     for (const w of this.#drainWaiters.splice(0)) w()
   }
 
-  #deliver(r: PollResult): void {
-    const { meta, data, large } = r
-    let offset = 0
-    let li = 0
-    for (let i = 0; i < meta.length; i += 4) {
-      const kind = meta[i] & 0xff
-      const gen = meta[i] >>> 16
-      const id = meta[i + 1] + meta[i + 2] * 0x1_0000_0000
-      const len = meta[i + 3]
+  /**
+   * Delivers `count` messages described in `meta` (after its head) whose payloads lie in `arena`
+   * from `offset` on. (Handlers never poll synchronously, so `meta` stays as it is meanwhile.)
+   */
+  #deliver(meta: Uint32Array, count: number, arena: Buffer, offset: number): void {
+    const m = meta
+    const stop = META_HEAD + count * 4
+    for (let i = META_HEAD; i < stop; i += 4) {
+      const kind = m[i] & 0xff
+      const gen = m[i] >>> 16
+      const id = m[i + 1] + m[i + 2] * 0x1_0000_0000
+      const len = m[i + 3]
       let payload: Buffer
       if (len === LARGE) {
-        payload = large[li++]
+        if (this.#native === null) return // a handler closed the channel
+        payload = this.#native.takeLarge()
       } else {
-        payload = data.subarray(offset, offset + len)
+        payload = arena.subarray(offset, offset + len)
         offset += len
       }
       switch (kind) {

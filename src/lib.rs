@@ -4,6 +4,7 @@
 //! Errors thrown from here carry a message of the form `ERR_SHARM_<CODE>: <text>`, which the facade
 //! turns into its error classes.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use sharm_core::{Channel, ChannelOptions, Kind, Payload};
+use sharm_core::{ArenaSink, Channel, ChannelOptions, Kind, Payload};
 
 fn js_err(e: sharm_core::Error) -> Error {
     Error::from_reason(format!("{}: {}", e.code(), e))
@@ -86,7 +87,14 @@ pub struct NativeChannel {
     thread: Option<JoinHandle<()>>,
     wake: Option<Arc<WakeFn>>,
     referenced: bool,
+    /// Payloads of messages too large for the arena, in order, until `takeLarge()`.
+    large: VecDeque<Vec<u8>>,
 }
+
+/// Words at the start of `pollInto`'s `meta`; the messages' entries follow.
+const META_HEAD: usize = 8;
+/// Largest payload `pollInto` copies into the arena; larger ones come from `takeLarge()`.
+const INLINE_MAX: usize = 64 * 1024;
 
 #[napi]
 impl NativeChannel {
@@ -130,6 +138,7 @@ impl NativeChannel {
             thread: Some(thread),
             wake: Some(tsfn),
             referenced: true,
+            large: VecDeque::new(),
         })
     }
 
@@ -179,6 +188,59 @@ impl NativeChannel {
             unconfirmed: b.events.unconfirmed as f64,
             more: b.more,
         })
+    }
+
+    /// Takes what arrived into memory the caller owns, with no allocation per batch. `meta`:
+    /// words 0..8 are filled with: peer events (bit 1 the peer left, bit 2 a peer attached),
+    /// the attached peer's generation, the unconfirmed count (low, high 32 bits), 1 if more is
+    /// waiting, and the arena offset after the payloads; then four words per message:
+    /// `kind | gen << 16`, id low and high 32 bits, and the length (0xffffffff: take the payload
+    /// from `takeLarge()`). Payloads are written back to back into `arena` from `used` on.
+    /// Returns the number of messages. The caller keeps `arena.length - used` at least
+    /// min(arena.length / 4, 64 KiB).
+    #[napi]
+    pub fn poll_into(&mut self, mut meta: Uint32ArraySlice, mut arena: Uint8ArraySlice, used: u32) -> Result<u32> {
+        // SAFETY: both are views the JS thread passed in and cannot touch while this call runs.
+        let (meta, arena) = unsafe { (meta.as_mut(), arena.as_mut()) };
+        let used = used as usize;
+        if meta.len() < META_HEAD + 4 || used > arena.len() {
+            return Err(invalid(format!(
+                "pollInto needs meta of at least {} words and used <= arena length, got {} words, used {} of {}",
+                META_HEAD + 4,
+                meta.len(),
+                used,
+                arena.len()
+            )));
+        }
+        let inline_max = (arena.len() / 4).min(INLINE_MAX);
+        let (head, entries) = meta.split_at_mut(META_HEAD);
+        let ch = self.ch.as_mut().ok_or_else(|| js_err(sharm_core::Error::Closed))?;
+        let mut sink = ArenaSink {
+            meta: entries,
+            arena,
+            used,
+            count: 0,
+            inline_max,
+            large: &mut self.large,
+        };
+        let info = ch.poll_into(&mut sink).map_err(js_err)?;
+        let e = info.events;
+        head[0] = (e.disconnected as u32) | (e.connected as u32) << 1;
+        head[1] = e.generation;
+        head[2] = e.unconfirmed as u32;
+        head[3] = (e.unconfirmed >> 32) as u32;
+        head[4] = info.more as u32;
+        head[5] = sink.used as u32;
+        Ok(sink.count as u32)
+    }
+
+    /// The payload of the next message `pollInto` marked as large.
+    #[napi]
+    pub fn take_large(&mut self) -> Result<Buffer> {
+        match self.large.pop_front() {
+            Some(v) => Ok(Buffer::from(v)),
+            None => Err(invalid("takeLarge: no large message is waiting".into())),
+        }
     }
 
     /// Sends request `id` and blocks until its answer, the peer's departure, or the timeout.

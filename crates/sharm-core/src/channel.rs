@@ -119,6 +119,91 @@ pub struct Batch {
     pub more: bool,
 }
 
+/// Where [`Channel`]'s drain puts whole messages.
+trait Sink {
+    /// Can it take one more message of up to `len` bytes (a record's payload length)?
+    fn has_room(&self, len: usize) -> bool;
+    fn put_inline(&mut self, kind: Kind, id: u64, gen: u16, bytes: &[u8]);
+    fn put_owned(&mut self, kind: Kind, id: u64, gen: u16, v: Vec<u8>);
+}
+
+impl Sink for Batch {
+    fn has_room(&self, _len: usize) -> bool {
+        self.data.len() < BATCH_BYTES && self.messages.len() < BATCH_MESSAGES
+    }
+    fn put_inline(&mut self, kind: Kind, id: u64, gen: u16, bytes: &[u8]) {
+        let offset = self.data.len();
+        self.data.extend_from_slice(bytes);
+        let payload = Payload::Inline {
+            offset,
+            len: bytes.len(),
+        };
+        self.messages.push(Delivered { kind, id, gen, payload });
+    }
+    fn put_owned(&mut self, kind: Kind, id: u64, gen: u16, v: Vec<u8>) {
+        self.messages.push(Delivered {
+            kind,
+            id,
+            gen,
+            payload: Payload::Owned(v),
+        });
+    }
+}
+
+/// Meta length of a message that does not lie in the arena (see [`ArenaSink`]).
+pub const LARGE: u32 = u32::MAX;
+
+/// Delivery into memory the caller owns, with no allocation for small messages: four `u32`
+/// per message in `meta` (`kind | gen << 16`, id low 32 bits, id high 32 bits, length), payloads
+/// back to back in `arena` from `used` on. A payload over `inline_max` bytes goes to `large`
+/// instead, and its length reads [`LARGE`].
+pub struct ArenaSink<'a> {
+    pub meta: &'a mut [u32],
+    pub arena: &'a mut [u8],
+    pub used: usize,
+    pub count: usize,
+    pub inline_max: usize,
+    pub large: &'a mut VecDeque<Vec<u8>>,
+}
+
+impl ArenaSink<'_> {
+    fn entry(&mut self, kind: Kind, id: u64, gen: u16, len: u32) {
+        let m = &mut self.meta[self.count * 4..self.count * 4 + 4];
+        m[0] = kind as u32 | (gen as u32) << 16;
+        m[1] = id as u32;
+        m[2] = (id >> 32) as u32;
+        m[3] = len;
+        self.count += 1;
+    }
+}
+
+impl Sink for ArenaSink<'_> {
+    fn has_room(&self, len: usize) -> bool {
+        (self.count + 1) * 4 <= self.meta.len() && (len > self.inline_max || self.used + len <= self.arena.len())
+    }
+    fn put_inline(&mut self, kind: Kind, id: u64, gen: u16, bytes: &[u8]) {
+        if bytes.len() > self.inline_max {
+            self.put_owned(kind, id, gen, bytes.to_vec());
+            return;
+        }
+        self.arena[self.used..self.used + bytes.len()].copy_from_slice(bytes);
+        self.used += bytes.len();
+        self.entry(kind, id, gen, bytes.len() as u32);
+    }
+    fn put_owned(&mut self, kind: Kind, id: u64, gen: u16, v: Vec<u8>) {
+        self.large.push_back(v);
+        self.entry(kind, id, gen, LARGE);
+    }
+}
+
+/// What [`Channel::poll_into`] says besides the messages.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PollInfo {
+    pub events: PeerEvents,
+    /// More is waiting: poll again.
+    pub more: bool,
+}
+
 struct Outgoing {
     kind: Kind,
     id: u64,
@@ -241,6 +326,8 @@ pub struct Channel {
     rx_gen: u32,
     peer_connected: bool,
     peer_gen: u32,
+    /// The peer slot as the last `refresh_peer` saw it (spin_for_work watches for changes).
+    seen_peer: (bool, u32),
     disconnects: u64,
     pending: Batch,
     events: PeerEvents,
@@ -483,6 +570,7 @@ impl Channel {
             rx_gen,
             peer_connected: false,
             peer_gen: 0,
+            seen_peer: (false, u32::MAX),
             disconnects: 0,
             pending: Batch::default(),
             events: PeerEvents::default(),
@@ -702,6 +790,7 @@ impl Channel {
     /// Looks at the peer's slot and records connect/disconnect events.
     fn refresh_peer(&mut self) {
         let (connected, gen) = self.shared.peer_view();
+        self.seen_peer = (connected, gen);
         if self.peer_connected && (!connected || gen != self.peer_gen) {
             self.peer_connected = false;
             self.disconnects += 1;
@@ -736,20 +825,16 @@ impl Channel {
         n
     }
 
-    /// Reads records into the pending batch. With `want`, stops at the answer to request `want`
-    /// and returns it instead of batching it.
-    fn drain(&mut self, want: Option<u64>) -> Result<Option<(Kind, Vec<u8>)>, ProtocolError> {
+    /// Reads records into `sink` until it is full or the batch limits are reached. With `want`,
+    /// stops at the answer to request `want` and returns it instead of passing it on.
+    fn drain(&mut self, want: Option<u64>, sink: &mut dyn Sink) -> Result<Option<(Kind, Vec<u8>)>, ProtocolError> {
         let release_every = self.rx.mem().capacity() as u64 / 4;
         let mut last_release = self.rx.read_index();
         let mut answer = None;
-        let mut batch_bytes = self.pending.data.len();
         let started_at = self.rx.read_index();
         // Limits count bytes delivered and bytes consumed: records that deliver nothing (stale
         // answers, chunks) must not keep this loop, and the JS thread, busy forever.
-        while batch_bytes < BATCH_BYTES
-            && self.pending.messages.len() < BATCH_MESSAGES
-            && self.rx.read_index().wrapping_sub(started_at) < BATCH_BYTES as u64
-        {
+        while self.rx.read_index().wrapping_sub(started_at) < BATCH_BYTES as u64 {
             let Some(p) = self.rx.peek()? else { break };
             let h = p.header;
             if h.kind == Kind::Hello {
@@ -762,38 +847,26 @@ impl Channel {
             let stale = is_answer && h.gen != self.my_gen as u16;
             let wanted = is_answer && want == Some(h.id);
             let gen = if h.kind == Kind::Request { self.rx_gen as u16 } else { 0 };
+            // A record that completes a message needs room in the sink; leave it in the ring
+            // when there is none (chunks that only add to a reassembly need none).
+            let completes = h.flags & FLAG_MORE == 0;
+            if completes && !stale && !wanted && !sink.has_room(p.header.len as usize) {
+                break;
+            }
             let payload = self.rx.payload(&p);
             match self.asm.push(&h, payload)? {
                 Step::Whole(bytes) if !stale => {
                     if wanted {
                         answer = Some((h.kind, bytes.to_vec()));
                     } else {
-                        let offset = self.pending.data.len();
-                        self.pending.data.extend_from_slice(bytes);
-                        batch_bytes += bytes.len();
-                        let payload = Payload::Inline {
-                            offset,
-                            len: bytes.len(),
-                        };
-                        self.pending.messages.push(Delivered {
-                            kind: h.kind,
-                            id: h.id,
-                            gen,
-                            payload,
-                        });
+                        sink.put_inline(h.kind, h.id, gen, bytes);
                     }
                 }
                 Step::Done(v) if !stale => {
                     if wanted {
                         answer = Some((h.kind, v));
                     } else {
-                        batch_bytes += v.len();
-                        self.pending.messages.push(Delivered {
-                            kind: h.kind,
-                            id: h.id,
-                            gen,
-                            payload: Payload::Owned(v),
-                        });
+                        sink.put_owned(h.kind, h.id, gen, v);
                     }
                 }
                 _ => {}
@@ -833,12 +906,64 @@ impl Channel {
     fn poll_inner(&mut self) -> Result<Batch, Error> {
         self.usable()?;
         self.refresh_peer();
-        self.drain(None).map_err(|e| self.broken(e))?;
+        let mut pending = std::mem::take(&mut self.pending);
+        let r = self.drain(None, &mut pending);
+        self.pending = pending;
+        r.map_err(|e| self.broken(e))?;
         self.flush()?;
         let mut b = std::mem::take(&mut self.pending);
         b.events = std::mem::take(&mut self.events);
         b.more = self.rx.has_data();
         Ok(b)
+    }
+
+    /// Like [`Channel::poll`], but delivers into `sink` (see [`ArenaSink`]) until it is full.
+    pub fn poll_into(&mut self, sink: &mut ArenaSink) -> Result<PollInfo, Error> {
+        let was_notified = self.shared.notified.swap(false, SeqCst);
+        let r = self.poll_into_inner(sink);
+        if was_notified && !self.shared.driving.load(SeqCst) {
+            if let Some(t) = self.shared.thread.get() {
+                t.unpark();
+            }
+        }
+        r
+    }
+
+    fn poll_into_inner(&mut self, sink: &mut ArenaSink) -> Result<PollInfo, Error> {
+        self.usable()?;
+        self.refresh_peer();
+        // What arrived during a requestSync comes first.
+        if !self.pending.messages.is_empty() {
+            let mut taken = 0;
+            for m in self.pending.messages.iter_mut() {
+                let len = match &m.payload {
+                    Payload::Inline { len, .. } => *len,
+                    Payload::Owned(_) => usize::MAX,
+                };
+                if !sink.has_room(len) {
+                    break;
+                }
+                match std::mem::replace(&mut m.payload, Payload::Owned(Vec::new())) {
+                    Payload::Inline { offset, len } => {
+                        sink.put_inline(m.kind, m.id, m.gen, &self.pending.data[offset..offset + len])
+                    }
+                    Payload::Owned(v) => sink.put_owned(m.kind, m.id, m.gen, v),
+                }
+                taken += 1;
+            }
+            self.pending.messages.drain(..taken);
+            if self.pending.messages.is_empty() {
+                self.pending.data = Vec::new();
+            }
+        }
+        if self.pending.messages.is_empty() {
+            self.drain(None, sink).map_err(|e| self.broken(e))?;
+        }
+        self.flush()?;
+        Ok(PollInfo {
+            events: std::mem::take(&mut self.events),
+            more: !self.pending.messages.is_empty() || self.rx.has_data(),
+        })
     }
 
     /// Removes a request that has not started to go out from the queue. Returns whether it did.
@@ -871,7 +996,10 @@ impl Channel {
                 return Err(Error::PeerGone);
             }
             let before = self.rx.read_index();
-            match self.drain(Some(id)).map_err(|e| self.broken(e))? {
+            let mut pending = std::mem::take(&mut self.pending);
+            let r = self.drain(Some(id), &mut pending);
+            self.pending = pending;
+            match r.map_err(|e| self.broken(e))? {
                 Some((Kind::Response, v)) => return Ok(v),
                 Some((_, v)) => return Err(Error::Remote(String::from_utf8_lossy(&v).into_owned())),
                 None => {}
@@ -920,7 +1048,7 @@ impl Channel {
     /// Returns whether there is. No system call while it waits.
     pub fn spin_for_work(&self, limit: Duration) -> bool {
         let sh = &*self.shared;
-        let last_peer = (self.peer_connected, self.peer_gen);
+        let last_peer = self.seen_peer;
         let start = Instant::now();
         loop {
             if sh.has_work(last_peer) {

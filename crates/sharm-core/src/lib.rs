@@ -24,6 +24,8 @@ pub mod record;
 pub mod ring;
 pub mod segment;
 
-pub use channel::{Batch, Channel, ChannelOptions, Delivered, Payload, PeerEvents, SendOutcome, Waker};
+pub use channel::{
+    ArenaSink, Batch, Channel, ChannelOptions, Delivered, Payload, PeerEvents, PollInfo, SendOutcome, Waker, LARGE,
+};
 pub use error::{Error, ProtocolError};
 pub use record::Kind;
