@@ -68,6 +68,12 @@ const META_MESSAGES = 8192
 const ARENA_BYTES = 256 * 1024
 /** Larger payloads get a buffer of their own (the native side's limit: min(arena / 4, 64 KiB)). */
 const ARENA_INLINE_MAX = 64 * 1024
+/** Small messages are encoded into a send buffer of this size and go to the ring in batches. */
+const STAGE_BYTES = 64 * 1024
+/** Larger messages go straight to the native side (after what is in the send buffer). */
+const STAGE_MAX_MESSAGE = 4096
+/** Header of a message in the send buffer: length, kind | gen << 16, id low, id high (u32 LE). */
+const STAGED_HEADER = 16
 /** Longest busy-wait (µs) in one turn of the event loop. */
 const SPIN_SLICE_MICROS = 50
 
@@ -395,6 +401,16 @@ export class Channel extends EventEmitter {
   #meta = new Uint32Array(META_HEAD + 4 * META_MESSAGES)
   #arena: Buffer = Buffer.allocUnsafeSlow(0)
   #arenaUsed = 0
+  /** Send buffer: messages accepted in this tick, written to the ring together (#flushStage). */
+  #stage = Buffer.allocUnsafeSlow(STAGE_BYTES)
+  #stage32 = new Uint32Array(this.#stage.buffer, this.#stage.byteOffset, STAGE_BYTES / 4)
+  #stageLen = 0
+  #stagedBytes = 0
+  #flushScheduled = false
+  /** Bytes in the native queue as of the last native call (only native calls change it). */
+  #nativeQueued = 0
+  #maxQueueBytes: number
+  #maxMessageBytes: number
   /** Latency mode is polling (a spin turn is scheduled). */
   #hot = false
   #lastWork = 0
@@ -420,6 +436,8 @@ export class Channel extends EventEmitter {
     const maxMessageBytes = checkInt(options.maxMessageBytes ?? 256 * 1024 * 1024, 'maxMessageBytes', 1, 2 ** 32 - 1)
     const mode = checkInt(options.mode ?? 0o600, 'mode', 0, 0o777)
     this.#timeoutMs = checkTimeout(options.timeoutMs ?? 30_000, 'timeoutMs')
+    this.#maxQueueBytes = maxQueueBytes
+    this.#maxMessageBytes = maxMessageBytes
     if (options.latencyMode !== undefined && typeof options.latencyMode !== 'boolean') {
       throw new TypeError(`latencyMode must be a boolean, got ${describe(options.latencyMode)}`)
     }
@@ -461,7 +479,7 @@ export class Channel extends EventEmitter {
 
   /** Bytes accepted but not yet written into the ring. */
   get queuedBytes(): number {
-    return this.#native?.queuedBytes ?? 0
+    return this.#native === null ? 0 : this.#native.queuedBytes + this.#stagedBytes
   }
 
   /** OS name of the shared-memory segment (under /dev/shm on Linux). */
@@ -488,7 +506,7 @@ export class Channel extends EventEmitter {
     const id = this.#nextId++
     let r: number
     try {
-      r = native.send(KIND_REQUEST, id, 0, bytes)
+      r = this.#submit(native, KIND_REQUEST, id, 0, bytes)
     } catch (e) {
       return Promise.reject(fromNative(e))
     }
@@ -516,6 +534,7 @@ export class Channel extends EventEmitter {
     const timeoutMs = checkTimeout(options?.timeoutMs ?? this.#timeoutMs, 'timeoutMs')
     const id = this.#nextId++
     try {
+      this.#flushStage()
       return native.requestSync(id, bytes, timeoutMs)
     } catch (e) {
       const err = fromNative(e)
@@ -537,7 +556,7 @@ export class Channel extends EventEmitter {
     const bytes = toBytes(data, 'data')
     let r: number
     try {
-      r = native.send(KIND_MESSAGE, 0, 0, bytes)
+      r = this.#submit(native, KIND_MESSAGE, 0, 0, bytes)
     } catch (e) {
       throw fromNative(e)
     }
@@ -628,6 +647,11 @@ export class Channel extends EventEmitter {
     this.#rejectAll(reason)
     const native = this.#native
     if (native === null) return
+    try {
+      this.#flushStage()
+    } catch {
+      // a broken channel: nothing more can go out
+    }
     // Wait while the queue drains; give up after 2 s without progress (or when the peer leaves).
     let queued = native.queuedBytes
     let progressAt = performance.now()
@@ -697,6 +721,8 @@ export class Channel extends EventEmitter {
 
   /** A protocol error: fail everything, close at once. */
   #fail(err: Error): void {
+    this.#stageLen = 0
+    this.#stagedBytes = 0
     if (this.#closing === null) this.#closing = Promise.resolve()
     this.#rejectAll(err)
     this.#closeNative()
@@ -728,6 +754,70 @@ export class Channel extends EventEmitter {
       }
     }
     if (next !== Infinity && this.#native !== null) this.#armTimer(next)
+  }
+
+  // --- sending: small messages are batched per tick -----------------------------------------
+
+  /**
+   * Sends one message, with the contract of the native `send`: 0 or 1 when taken, 2
+   * (`SEND_QUEUED_FULL`) when the queue is over `maxQueueBytes`; throws native errors. Small
+   * messages are encoded into the send buffer, which goes to the ring at the end of the tick (or
+   * when full); larger ones go straight to the native side, after what is in the send buffer.
+   */
+  #submit(native: NativeChannel, kind: number, id: number, gen: number, bytes: Uint8Array): number {
+    const len = bytes.length
+    if (len > STAGE_MAX_MESSAGE || len > this.#maxMessageBytes) {
+      this.#flushStage()
+      const r = native.send(kind, id, gen, bytes)
+      this.#nativeQueued = native.queuedBytes
+      return r
+    }
+    // The queue limit counts what waits here and natively. An empty queue takes any message.
+    let queued = this.#nativeQueued + this.#stagedBytes
+    if (queued > 0 && queued + len > this.#maxQueueBytes) {
+      if (this.#stagedBytes === 0) return SEND_QUEUED_FULL
+      this.#flushStage() // what is staged may fit the ring: look again with the native count
+      queued = this.#nativeQueued
+      if (queued > 0 && queued + len > this.#maxQueueBytes) return SEND_QUEUED_FULL
+    }
+    const need = STAGED_HEADER + ((len + 7) & ~7)
+    if (this.#stageLen + need > STAGE_BYTES) this.#flushStage()
+    const o = this.#stageLen
+    const w = o >>> 2
+    const s32 = this.#stage32
+    s32[w] = len
+    s32[w + 1] = kind | (gen << 16)
+    s32[w + 2] = id >>> 0
+    s32[w + 3] = (id / 0x1_0000_0000) >>> 0
+    const stage = this.#stage
+    if (len <= 16) for (let i = 0; i < len; i++) stage[o + STAGED_HEADER + i] = bytes[i]
+    else stage.set(bytes, o + STAGED_HEADER)
+    this.#stageLen = o + need
+    this.#stagedBytes += len
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true
+      process.nextTick(this.#flushTick)
+    }
+    return 0
+  }
+
+  /** Writes the send buffer to the ring (what does not fit goes to the native queue). */
+  #flushStage(): void {
+    const len = this.#stageLen
+    if (len === 0) return
+    this.#stageLen = 0
+    this.#stagedBytes = 0
+    const native = this.#native
+    if (native !== null) this.#nativeQueued = native.sendStaged(this.#stage, len)
+  }
+
+  #flushTick = (): void => {
+    this.#flushScheduled = false
+    try {
+      this.#flushStage()
+    } catch (e) {
+      this.#fail(fromNative(e))
+    }
   }
 
   // --- polling between turns of the event loop while traffic flows (spinMicros) --------------
@@ -770,6 +860,12 @@ export class Channel extends EventEmitter {
 
   /** Called by the wake-up thread (and after requestSync): takes everything that arrived. */
   #drain = (): void => {
+    try {
+      this.#flushStage()
+    } catch (e) {
+      this.#fail(fromNative(e))
+      return
+    }
     for (let round = 0; round < DRAIN_ROUNDS && this.#native !== null; round++) {
       const meta = this.#meta
       if (this.#arena.length - this.#arenaUsed < ARENA_INLINE_MAX) {
@@ -786,6 +882,7 @@ export class Channel extends EventEmitter {
         return
       }
       this.#arenaUsed = meta[5]
+      this.#nativeQueued = meta[6] + meta[7] * 0x1_0000_0000
       const more = meta[4] !== 0
       if (meta[0] & 1) this.#pendingDisconnect = { unconfirmed: meta[2] + meta[3] * 0x1_0000_0000 }
       if (meta[0] & 2) {
@@ -802,7 +899,7 @@ export class Channel extends EventEmitter {
       if (this.#pendingDisconnect && !more) this.#onDisconnect(this.#pendingDisconnect)
       if (!more) break
     }
-    if (this.#wantDrain && this.#native !== null && this.#native.queuedBytes === 0) {
+    if (this.#wantDrain && this.#native !== null && this.#nativeQueued + this.#stagedBytes === 0) {
       this.#wantDrain = false
       this.#emitSafely('drain')
     }
@@ -904,11 +1001,11 @@ export class Channel extends EventEmitter {
     }
     let r: number
     try {
-      r = native.send(kind, a.wireId, a.gen, bytes)
+      r = this.#submit(native, kind, a.wireId, a.gen, bytes)
     } catch (e) {
       const err = fromNative(e)
       if (err instanceof TooLargeError) {
-        r = native.send(KIND_ERROR, a.wireId, a.gen, Buffer.from(`answer not sent: ${err.message}`))
+        r = this.#submit(native, KIND_ERROR, a.wireId, a.gen, Buffer.from(`answer not sent: ${err.message}`))
       } else {
         if (explicit) throw err
         this.#emitError(err)

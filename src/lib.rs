@@ -190,10 +190,27 @@ impl NativeChannel {
         })
     }
 
+    /// Sends the first `len` bytes of `stage`: messages encoded as `Channel::send_batch` takes
+    /// them (the facade's send buffer). Returns the bytes then queued, not yet in the ring.
+    #[napi]
+    pub fn send_staged(&mut self, stage: Uint8ArraySlice, len: u32) -> Result<f64> {
+        let len = len as usize;
+        if len > stage.len() {
+            return Err(invalid(format!(
+                "sendStaged: len {len} is over the buffer's {} bytes",
+                stage.len()
+            )));
+        }
+        let ch = self.ch()?;
+        ch.send_batch(&stage[..len]).map_err(js_err)?;
+        Ok(ch.queued_bytes() as f64)
+    }
+
     /// Takes what arrived into memory the caller owns, with no allocation per batch. `meta`:
     /// words 0..8 are filled with: peer events (bit 1 the peer left, bit 2 a peer attached),
     /// the attached peer's generation, the unconfirmed count (low, high 32 bits), 1 if more is
-    /// waiting, and the arena offset after the payloads; then four words per message:
+    /// waiting, the arena offset after the payloads, and the bytes queued for the ring (low, high
+    /// 32 bits); then four words per message:
     /// `kind | gen << 16`, id low and high 32 bits, and the length (0xffffffff: take the payload
     /// from `takeLarge()`). Payloads are written back to back into `arena` from `used` on.
     /// Returns the number of messages. The caller keeps `arena.length - used` at least
@@ -231,6 +248,9 @@ impl NativeChannel {
         head[3] = (e.unconfirmed >> 32) as u32;
         head[4] = info.more as u32;
         head[5] = sink.used as u32;
+        let queued = ch.queued_bytes() as u64;
+        head[6] = queued as u32;
+        head[7] = (queued >> 32) as u32;
         Ok(sink.count as u32)
     }
 

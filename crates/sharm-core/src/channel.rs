@@ -653,6 +653,62 @@ impl Channel {
         // A peer replaced since the last poll must not get the rest of a message begun for its
         // predecessor (it would skip those chunks): look at its slot first.
         self.refresh_peer();
+        let r = self.send_one(kind, id, gen, data, true)?;
+        self.publish();
+        if r == SendOutcome::Queued && self.peer_connected {
+            self.flush()?;
+        }
+        Ok(r)
+    }
+
+    /// Sends a batch of messages encoded back to back, each as a 16-byte header (payload
+    /// length, `kind | gen << 16`, id low and high 32 bits; `u32` little-endian) and the payload,
+    /// padded to 8 bytes. All are accepted whatever the queue holds (the caller applied the
+    /// queue limit when it accepted them); the ring is published once, at the end.
+    pub fn send_batch(&mut self, records: &[u8]) -> Result<(), Error> {
+        self.usable()?;
+        self.refresh_peer();
+        let word = |at: usize| u32::from_le_bytes(records[at..at + 4].try_into().unwrap());
+        let mut off = 0;
+        let mut queued = false;
+        let result = loop {
+            if off == records.len() {
+                break Ok(());
+            }
+            if records.len() - off < STAGED_HEADER {
+                break Err(bad_batch(format!(
+                    "{} bytes left at offset {off}, less than a header",
+                    records.len() - off
+                )));
+            }
+            let len = word(off) as usize;
+            let kind_gen = word(off + 4);
+            let id = word(off + 8) as u64 | (word(off + 12) as u64) << 32;
+            let body = off + STAGED_HEADER;
+            let kind = Kind::from_u8(kind_gen as u8)
+                .filter(|k| matches!(k, Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message));
+            let Some(kind) = kind else {
+                break Err(bad_batch(format!("kind {} at offset {off}", kind_gen & 0xff)));
+            };
+            if records.len() - body < len {
+                break Err(bad_batch(format!("length {len} at offset {off} runs past the end")));
+            }
+            match self.send_one(kind, id, (kind_gen >> 16) as u16, &records[body..body + len], false) {
+                Ok(r) => queued |= r == SendOutcome::Queued,
+                Err(e) => break Err(e),
+            }
+            off = (body + len + 7) & !7;
+            off = off.min(records.len());
+        };
+        self.publish();
+        if queued && self.peer_connected {
+            self.flush()?;
+        }
+        result
+    }
+
+    /// Writes one message into the ring, or what does not fit into the queue; publishes nothing.
+    fn send_one(&mut self, kind: Kind, id: u64, gen: u16, data: &[u8], limit: bool) -> Result<SendOutcome, Error> {
         assert!(matches!(
             kind,
             Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message
@@ -668,24 +724,19 @@ impl Channel {
             let done = self
                 .write_chunks(kind, id, gen, data, &mut sent)
                 .map_err(|e| self.broken(e))?;
-            self.publish();
             if done {
                 return Ok(SendOutcome::Written);
             }
             self.enqueue(kind, id, gen, data, sent);
-            self.flush()?;
             return Ok(SendOutcome::Queued);
         }
-        if self.queued_bytes > 0 && self.queued_bytes + data.len() > self.opts.max_queue_bytes {
+        if limit && self.queued_bytes > 0 && self.queued_bytes + data.len() > self.opts.max_queue_bytes {
             return Err(Error::QueueFull {
                 queued: self.queued_bytes,
                 limit: self.opts.max_queue_bytes,
             });
         }
         self.enqueue(kind, id, gen, data, 0);
-        if self.peer_connected {
-            self.flush()?;
-        }
         Ok(SendOutcome::Queued)
     }
 
@@ -1113,6 +1164,13 @@ impl Drop for Channel {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Bytes of the header of each message in [`Channel::send_batch`]'s input.
+pub const STAGED_HEADER: usize = 16;
+
+fn bad_batch(what: String) -> Error {
+    Error::Invalid(format!("send_batch: bad input: {what}"))
 }
 
 fn bad_magic(os_id: &str, magic: u64) -> Error {
