@@ -74,6 +74,8 @@ const STAGE_BYTES = 64 * 1024
 const STAGE_MAX_MESSAGE = 4096
 /** Header of a message in the send buffer: length, kind | gen << 16, id low, id high (u32 LE). */
 const STAGED_HEADER = 16
+/** A gap between two spin turns longer than this (ms) means the event loop has other work. */
+const BUSY_GAP_MS = 0.02
 /** Longest busy-wait (µs) in one turn of the event loop. */
 const SPIN_SLICE_MICROS = 50
 
@@ -414,6 +416,10 @@ export class Channel extends EventEmitter {
   /** Latency mode is polling (a spin turn is scheduled). */
   #hot = false
   #lastWork = 0
+  /** Something was sent or delivered since the last spin turn. */
+  #active = false
+  /** When the last spin turn ended (ms, performance.now()). */
+  #turnEnd = 0
 
   /** @internal Use {@link open}. */
   constructor(name: string, options: OpenOptions = {}) {
@@ -823,9 +829,10 @@ export class Channel extends EventEmitter {
   // --- polling between turns of the event loop while traffic flows (spinMicros) --------------
 
   #heat(): void {
-    this.#lastWork = performance.now()
+    this.#active = true
     if (this.#hot || this.#native === null) return
     this.#hot = true
+    this.#lastWork = this.#turnEnd = performance.now()
     this.#native.setDriving(true)
     setImmediate(this.#spinTurn)
   }
@@ -836,24 +843,36 @@ export class Channel extends EventEmitter {
       this.#hot = false
       return
     }
+    const t = performance.now()
+    if (this.#active) {
+      this.#active = false
+      this.#lastWork = t
+    }
+    // Busy-wait only while the event loop has nothing else to do. When other work ran since the
+    // last turn (a sending loop, other I/O), look once and let it go on.
+    const othersBusy = t - this.#turnEnd > BUSY_GAP_MS
+    const left = this.#spinMs - (t - this.#lastWork)
     let work = true
     try {
-      const left = (this.#spinMs - (performance.now() - this.#lastWork)) * 1000
-      work = native.spin(Math.max(0, Math.min(SPIN_SLICE_MICROS, Math.ceil(left))))
+      work = native.spin(othersBusy ? 0 : Math.max(0, Math.min(SPIN_SLICE_MICROS, Math.ceil(left * 1000))))
     } catch {
       // closed or broken: the drain below reports it
     }
     if (work) {
-      this.#lastWork = performance.now()
+      this.#active = true
       this.#drain()
-    } else if (performance.now() - this.#lastWork >= this.#spinMs) {
-      // Idle: hand over to the wake-up thread, which looks at once.
+    } else if (left <= 0) {
+      // Quiet for spinMicros: hand over to the wake-up thread, which looks at once.
       this.#hot = false
       native.setDriving(false)
       return
     }
-    if (this.#native === null) this.#hot = false
-    else setImmediate(this.#spinTurn)
+    if (this.#native === null) {
+      this.#hot = false
+      return
+    }
+    this.#turnEnd = performance.now()
+    setImmediate(this.#spinTurn)
   }
 
   // --- delivery ---------------------------------------------------------------------------
@@ -923,7 +942,7 @@ export class Channel extends EventEmitter {
         if (this.#native === null) return // a handler closed the channel
         payload = this.#native.takeLarge()
       } else {
-        payload = arena.subarray(offset, offset + len)
+        payload = Buffer.from(arena.buffer, arena.byteOffset + offset, len)
         offset += len
       }
       switch (kind) {

@@ -34,6 +34,9 @@ process.on('message', async (m) => {
         process.send({ ctl: 'rpcDone', ...r })
         break
       }
+      case 'cpu':
+        process.send({ ctl: 'cpuIs', usage: process.cpuUsage() })
+        break
       case 'close':
         await t?.close()
         process.send({ ctl: 'closed' }, () => process.exit(0))

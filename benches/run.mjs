@@ -46,6 +46,7 @@ export const SCENARIOS = [
   { id: 'duplex-rpc-1', kind: 'rpc-duplex', size: 1, inflight: 256, goalVs: 'rpc-1' },
   { id: 'duplex-rpc-10000', kind: 'rpc-duplex', size: 10_000, inflight: 256, goalVs: 'rpc-10000' },
   { id: 'seq-1', kind: 'seq', size: 1, goal: 2 },
+  { id: 'idle', kind: 'idle', size: 0, lowerIsBetter: true, transports: ['sharmipc', 'uds'] },
   { id: 'seq-1-latency', kind: 'seq', size: 1, goal: 5, transports: ['sharmipc-latency', 'uds', 'ipc'] },
 ]
 
@@ -60,6 +61,8 @@ function label(s) {
       return `RPC ${size}, ${s.inflight} in flight`
     case 'rpc-duplex':
       return `RPC ${size}, ${s.inflight} in flight, full duplex (per direction)`
+    case 'idle':
+      return 'idle channel: CPU of both processes, % of one core'
     case 'seq':
       return `RPC ${size}, sequential await${s.transports?.[0] === 'sharmipc-latency' ? ', latency mode' : ''}`
   }
@@ -154,6 +157,23 @@ async function runOne(transportId, s, ms) {
         const b = rate(other.calls, BigInt(other.elapsedNs))
         return { value: (a + b) / 2, unit: 'calls/s', detail: { aToB: a, bToA: b } }
       }
+      case 'idle': {
+        // Nothing is sent: CPU time both processes spend on an open, connected channel.
+        await new Promise((r) => setTimeout(r, 200))
+        const asked = peer.next('cpuIs')
+        peer.send({ ctl: 'cpu' })
+        const theirs0 = (await asked).usage
+        const mine0 = process.cpuUsage()
+        const t0 = now()
+        await new Promise((r) => setTimeout(r, ms))
+        const asked1 = peer.next('cpuIs')
+        peer.send({ ctl: 'cpu' })
+        const theirs1 = (await asked1).usage
+        const mine1 = process.cpuUsage(mine0)
+        const elapsedUs = Number(now() - t0) / 1000
+        const peerUs = theirs1.user + theirs1.system - theirs0.user - theirs0.system
+        return { value: ((peerUs + mine1.user + mine1.system) / elapsedUs) * 100, unit: '% CPU' }
+      }
       case 'seq': {
         for (let i = 0; i < 200; i++) await t.request(payload) // warm-up
         const { lat, elapsedNs } = await sequential(t, payload, ms)
@@ -178,21 +198,25 @@ async function runOne(transportId, s, ms) {
 
 const rate = (n, ns) => (n * 1e9) / Number(ns)
 
-/** Single-thread copy bandwidth of `size`-byte messages into a ring-sized buffer, MB/s. */
+/**
+ * Single-thread copy bandwidth, MB/s: `size`-byte messages copied one after another into a 64 MiB
+ * destination (cycled), as a receiver that keeps what it gets would write them.
+ */
 function memcpy(size, ms) {
-  const ring = Buffer.alloc(Math.max(MiB, size))
+  const dest = Buffer.alloc(64 * MiB)
   const src = Buffer.alloc(size, 7)
+  const batch = Math.max(1, Math.floor(MiB / size))
   let off = 0
   let bytes = 0
-  const stop = now() + BigInt(ms * 1e6)
   const start = now()
+  const stop = start + BigInt(ms * 1e6)
   while (now() < stop) {
-    for (let i = 0; i < 64; i++) {
-      if (off + size > ring.length) off = 0
-      src.copy(ring, off)
+    for (let i = 0; i < batch; i++) {
+      if (off + size > dest.length) off = 0
+      src.copy(dest, off)
       off += size
     }
-    bytes += 64 * size
+    bytes += batch * size
   }
   return rate(bytes, now() - start) / 1e6
 }
@@ -286,6 +310,10 @@ export async function main(argv = process.argv.slice(2)) {
       }
     }
     const ours = row.results[ids[0]].median
+    if (s.lowerIsBetter) {
+      rows.push(row)
+      continue
+    }
     const baselines = ids.slice(1)
     const best = baselines.reduce((b, id) => (row.results[id].median > row.results[b].median ? id : b), baselines[0])
     row.best = best
@@ -339,8 +367,8 @@ function printTable(report) {
       if (x.detail?.p50 !== undefined) s += ` (p50 ${x.detail.p50.toFixed(1)} µs)`
       return s
     }
-    const ratio = `${r.ratio.toFixed(2)}x vs ${r.best === 'uds' ? 'socket' : 'IPC'}`
-    const mem = r.memcpyMBps ? `${(r.ofMemcpy * 100).toFixed(0)}% of ${fmt(r.memcpyMBps)}B/s` : '-'
+    const ratio = r.ratio === undefined ? '-' : `${r.ratio.toFixed(2)}x vs ${r.best === 'uds' ? 'socket' : 'IPC'}`
+    const mem = r.memcpyMBps ? `${(r.ofMemcpy * 100).toFixed(0)}% of ${(r.memcpyMBps / 1000).toFixed(1)} GB/s` : '-'
     const goal = r.goal ? `${r.goal} ${r.met ? 'met' : 'NOT met'}` : '-'
     return [r.label, first, base('uds'), base('ipc'), ratio, mem, goal]
   })

@@ -665,46 +665,62 @@ impl Channel {
     /// length, `kind | gen << 16`, id low and high 32 bits; `u32` little-endian) and the payload,
     /// padded to 8 bytes. All are accepted whatever the queue holds (the caller applied the
     /// queue limit when it accepted them); the ring is published once, at the end.
+    ///
+    /// Records that need no chunking are already in ring format: while nothing waits in the
+    /// queue they are copied to the ring in runs, and what does not fit is queued as one block.
     pub fn send_batch(&mut self, records: &[u8]) -> Result<(), Error> {
         self.usable()?;
         self.refresh_peer();
-        let word = |at: usize| u32::from_le_bytes(records[at..at + 4].try_into().unwrap());
+        let max = self.plain_max();
         let mut off = 0;
         let mut queued = false;
         let result = loop {
+            if self.queue.is_empty() && self.peer_connected {
+                match push_runs(&mut self.tx, &records[off..], max) {
+                    Ok((n, _)) => off += n,
+                    Err(e) => break Err(self.broken(e)),
+                }
+            }
             if off == records.len() {
                 break Ok(());
             }
-            if records.len() - off < STAGED_HEADER {
-                break Err(bad_batch(format!(
-                    "{} bytes left at offset {off}, less than a header",
-                    records.len() - off
-                )));
-            }
-            let len = word(off) as usize;
-            let kind_gen = word(off + 4);
-            let id = word(off + 8) as u64 | (word(off + 12) as u64) << 32;
-            let body = off + STAGED_HEADER;
-            let kind = Kind::from_u8(kind_gen as u8)
-                .filter(|k| matches!(k, Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message));
-            let Some(kind) = kind else {
-                break Err(bad_batch(format!("kind {} at offset {off}", kind_gen & 0xff)));
+            let (kind, gen, id, len) = match staged_header(records, off) {
+                Ok(h) => h,
+                Err(e) => break Err(e),
             };
-            if records.len() - body < len {
-                break Err(bad_batch(format!("length {len} at offset {off} runs past the end")));
+            let end = plain_run(records, off, max);
+            if end > off && !(self.queue.is_empty() && self.peer_connected) {
+                // Plain records behind others (or with no peer yet): one queued block.
+                let bytes = block_payload(&records[off..end]);
+                self.queued_bytes += bytes;
+                self.queue.push_back(Outgoing {
+                    kind: Kind::Pad,
+                    id: 0,
+                    gen: 0,
+                    sent: 0,
+                    data: records[off..end].to_vec(),
+                });
+                queued = true;
+                off = end;
+                continue;
             }
-            match self.send_one(kind, id, (kind_gen >> 16) as u16, &records[body..body + len], false) {
+            let body = off + STAGED_HEADER;
+            match self.send_one(kind, id, gen, &records[body..body + len], false) {
                 Ok(r) => queued |= r == SendOutcome::Queued,
                 Err(e) => break Err(e),
             }
-            off = (body + len + 7) & !7;
-            off = off.min(records.len());
+            off = ((body + len + 7) & !7).min(records.len());
         };
         self.publish();
         if queued && self.peer_connected {
             self.flush()?;
         }
         result
+    }
+
+    /// Largest payload of a record that goes to the ring as it is.
+    fn plain_max(&self) -> usize {
+        self.tx.mem().max_record_payload().min(self.opts.max_message_bytes)
     }
 
     /// Writes one message into the ring, or what does not fit into the queue; publishes nothing.
@@ -798,6 +814,26 @@ impl Channel {
                     self.queue.push_front(item);
                     break;
                 }
+                if item.kind == Kind::Pad {
+                    // A block of plain records.
+                    let max = self.plain_max();
+                    let r = push_runs(&mut self.tx, &item.data[item.sent..], max);
+                    match r {
+                        Ok((n, payload)) => {
+                            item.sent += n;
+                            self.queued_bytes -= payload;
+                            if item.sent < item.data.len() {
+                                self.queue.push_front(item);
+                                break;
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            self.queue.push_front(item);
+                            return Err(self.broken(e));
+                        }
+                    }
+                }
                 let before = item.sent;
                 let data = std::mem::take(&mut item.data);
                 let r = self.write_chunks(item.kind, item.id, item.gen, &data, &mut item.sent);
@@ -826,11 +862,12 @@ impl Channel {
             // freed space before it could see the flag.
             self.tx.mem().control().producer.writer_waiting.store(1, SeqCst);
             let head = self.queue.front().unwrap();
-            let next_len = head
-                .data
-                .len()
-                .saturating_sub(head.sent)
-                .min(self.tx.mem().max_record_payload())
+            let next_len = if head.kind == Kind::Pad {
+                u32::from_le_bytes(head.data[head.sent..head.sent + 4].try_into().unwrap()) as usize
+            } else {
+                head.data.len().saturating_sub(head.sent)
+            }
+            .min(self.tx.mem().max_record_payload())
                 + 8;
             if !self.tx.fits(next_len).map_err(|e| self.broken(e))? {
                 return Ok(());
@@ -850,10 +887,26 @@ impl Channel {
             // Answers and requests were meant for the process that left: drop them. Messages
             // wait for the next peer; one that was partly written starts over.
             self.queue.retain_mut(|o| {
+                if o.kind == Kind::Pad {
+                    // A block: what was written is gone; of the rest, only messages stay.
+                    o.data = keep_messages(&o.data[o.sent..]);
+                    o.sent = 0;
+                    return !o.data.is_empty();
+                }
                 o.sent = 0;
                 o.kind == Kind::Message || o.kind == Kind::Hello
             });
-            self.queued_bytes = self.queue.iter().map(|o| o.data.len()).sum();
+            self.queued_bytes = self
+                .queue
+                .iter()
+                .map(|o| {
+                    if o.kind == Kind::Pad {
+                        block_payload(&o.data)
+                    } else {
+                        o.data.len()
+                    }
+                })
+                .sum();
         }
         if connected && !self.peer_connected {
             self.peer_connected = true;
@@ -1019,16 +1072,29 @@ impl Channel {
 
     /// Removes a request that has not started to go out from the queue. Returns whether it did.
     pub fn cancel(&mut self, id: u64) -> bool {
-        let Some(i) = self
-            .queue
-            .iter()
-            .position(|o| o.kind == Kind::Request && o.id == id && o.sent == 0)
-        else {
-            return false;
-        };
-        let o = self.queue.remove(i).unwrap();
-        self.queued_bytes -= o.data.len();
-        true
+        for i in 0..self.queue.len() {
+            let o = &mut self.queue[i];
+            if o.kind == Kind::Request && o.id == id && o.sent == 0 {
+                let o = self.queue.remove(i).unwrap();
+                self.queued_bytes -= o.data.len();
+                return true;
+            }
+            if o.kind == Kind::Pad {
+                let mut off = o.sent;
+                while off + STAGED_HEADER <= o.data.len() {
+                    let h = &o.data[off..off + STAGED_HEADER];
+                    let len = u32::from_le_bytes(h[0..4].try_into().unwrap()) as usize;
+                    let size = STAGED_HEADER + ((len + 7) & !7);
+                    if h[4] == Kind::Request as u8 && u64::from_le_bytes(h[8..16].try_into().unwrap()) == id {
+                        o.data.drain(off..(off + size).min(o.data.len()));
+                        self.queued_bytes -= len;
+                        return true;
+                    }
+                    off += size;
+                }
+            }
+        }
+        false
     }
 
     /// Sends request `id` and blocks the calling thread until its answer arrives, the peer
@@ -1169,6 +1235,111 @@ impl Drop for Channel {
 /// Bytes of the header of each message in [`Channel::send_batch`]'s input.
 pub const STAGED_HEADER: usize = 16;
 
+/// Kind, generation, id and payload length of the message encoded at `off`, checked.
+fn staged_header(records: &[u8], off: usize) -> Result<(Kind, u16, u64, usize), Error> {
+    let Some(h) = records.get(off..off + STAGED_HEADER) else {
+        return Err(bad_batch(format!(
+            "{} bytes left at offset {off}, less than a header",
+            records.len() - off
+        )));
+    };
+    let word = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap());
+    let len = word(0) as usize;
+    let kind = Kind::from_u8(h[4])
+        .filter(|k| matches!(k, Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message));
+    let Some(kind) = kind else {
+        return Err(bad_batch(format!("kind {} at offset {off}", h[4])));
+    };
+    if h[5] != 0 {
+        return Err(bad_batch(format!("flags {} at offset {off}", h[5])));
+    }
+    if records.len() - off - STAGED_HEADER < len {
+        return Err(bad_batch(format!("length {len} at offset {off} runs past the end")));
+    }
+    Ok((
+        kind,
+        u16::from_le_bytes([h[6], h[7]]),
+        word(8) as u64 | (word(12) as u64) << 32,
+        len,
+    ))
+}
+
+/// Size of the record at `at` if it can go to the ring as it is: a known kind, no flags, a
+/// payload of at most `max` bytes, wholly inside `records`.
+fn plain(records: &[u8], at: usize, max: usize) -> Option<usize> {
+    let h = records.get(at..at + STAGED_HEADER)?;
+    let len = u32::from_le_bytes(h[0..4].try_into().unwrap()) as usize;
+    let size = STAGED_HEADER + ((len + 7) & !7);
+    let known = matches!(h[4], 1..=4) && h[5] == 0;
+    (known && len <= max && records.len() - at >= size).then_some(size)
+}
+
+/// End of the run of plain records starting at `off`.
+fn plain_run(records: &[u8], mut off: usize, max: usize) -> usize {
+    while let Some(size) = plain(records, off, max) {
+        off += size;
+    }
+    off
+}
+
+/// Payload bytes of the (plain) records in `block`.
+fn block_payload(block: &[u8]) -> usize {
+    let mut off = 0;
+    let mut n = 0;
+    while off + STAGED_HEADER <= block.len() {
+        let len = u32::from_le_bytes(block[off..off + 4].try_into().unwrap()) as usize;
+        n += len;
+        off += STAGED_HEADER + ((len + 7) & !7);
+    }
+    n
+}
+
+/// Copies runs of plain records from the start of `records` into the ring as they are, padding
+/// at its end as needed; stops at the first record that is not plain or does not fit. Returns
+/// the bytes consumed and the payload bytes among them.
+fn push_runs(tx: &mut Producer, records: &[u8], max: usize) -> Result<(usize, usize), ProtocolError> {
+    let mut off = 0;
+    let mut payload = 0;
+    loop {
+        let (free, to_end) = tx.room()?;
+        let room = free.min(to_end);
+        let mut end = off;
+        let mut next = None;
+        while let Some(size) = plain(records, end, max) {
+            if end - off + size > room {
+                next = Some(size);
+                break;
+            }
+            payload += u32::from_le_bytes(records[end..end + 4].try_into().unwrap()) as usize;
+            end += size;
+        }
+        tx.push_encoded(&records[off..end]);
+        off = end;
+        let Some(size) = next else { return Ok((off, payload)) };
+        // A plain record that did not fit: if it would cross the end of the data area and there
+        // is room for padding plus the record, pad and go on from offset 0.
+        let (free, to_end) = tx.room()?;
+        if size <= to_end || to_end + size > free || !tx.pad_to_end()? {
+            return Ok((off, payload));
+        }
+    }
+}
+
+/// Keeps only the send-and-forget records of a queued block.
+fn keep_messages(block: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + STAGED_HEADER <= block.len() {
+        let len = u32::from_le_bytes(block[off..off + 4].try_into().unwrap()) as usize;
+        let size = (STAGED_HEADER + ((len + 7) & !7)).min(block.len() - off);
+        if block[off + 4] == Kind::Message as u8 {
+            out.extend_from_slice(&block[off..off + size]);
+        }
+        off += size;
+    }
+    out
+}
+
 fn bad_batch(what: String) -> Error {
     Error::Invalid(format!("send_batch: bad input: {what}"))
 }
@@ -1248,5 +1419,150 @@ impl Waker {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(records: &mut Vec<u8>, kind: Kind, id: u64, data: &[u8]) {
+        records.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        records.extend_from_slice(&(kind as u32).to_le_bytes());
+        records.extend_from_slice(&id.to_le_bytes());
+        records.extend_from_slice(data);
+        records.resize((records.len() + 7) & !7, 0);
+    }
+
+    fn pair(name: &str, capacity: usize) -> (Channel, Channel) {
+        let opts = ChannelOptions {
+            capacity,
+            ..Default::default()
+        };
+        let a = Channel::open(name, opts.clone()).unwrap();
+        let mut b = Channel::open(name, opts).unwrap();
+        b.poll().unwrap();
+        (a, b)
+    }
+
+    /// Payload of message `i`: lengths from 0 past the record limit of a 4 KiB ring (1008), so
+    /// runs are interrupted by messages that need chunking.
+    fn payload(i: u64) -> Vec<u8> {
+        let len = (i * 37 % 1300) as usize;
+        (0..len).map(|k| (i as usize + k) as u8).collect()
+    }
+
+    #[test]
+    fn batches_arrive_whole_and_in_order_through_a_small_ring_with_wraps_and_chunks() {
+        let (mut a, mut b) = pair(&format!("batch-test-{}", std::process::id()), 4096);
+        a.poll().unwrap();
+        let total = 3000u64;
+        let mut next_id = 0u64;
+        let mut got = 0u64;
+        let mut meta = vec![0u32; 4 * 64];
+        let mut arena = vec![0u8; 16 * 1024];
+        let mut large = VecDeque::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got < total {
+            assert!(Instant::now() < deadline, "only {got} of {total} arrived");
+            if next_id < total && a.queued_bytes() < 8192 {
+                let mut records = Vec::new();
+                for _ in 0..50 {
+                    if next_id < total {
+                        encode(&mut records, Kind::Message, next_id, &payload(next_id));
+                        next_id += 1;
+                    }
+                }
+                a.send_batch(&records).unwrap();
+            }
+            a.poll().unwrap();
+            let mut sink = ArenaSink {
+                meta: &mut meta,
+                arena: &mut arena,
+                used: 0,
+                count: 0,
+                inline_max: 4096,
+                large: &mut large,
+            };
+            b.poll_into(&mut sink).unwrap();
+            let (count, meta_now, arena_now) = (sink.count, sink.meta.to_vec(), sink.arena.to_vec());
+            let mut off = 0;
+            for m in meta_now.chunks(4).take(count) {
+                assert_eq!(m[0] & 0xff, Kind::Message as u32);
+                let id = m[1] as u64 | (m[2] as u64) << 32;
+                assert_eq!(id, got, "messages in order");
+                let data = if m[3] == LARGE {
+                    large.pop_front().unwrap()
+                } else {
+                    off += m[3] as usize;
+                    arena_now[off - m[3] as usize..off].to_vec()
+                };
+                assert_eq!(data, payload(id), "payload of message {id}");
+                got += 1;
+            }
+        }
+        assert!(large.is_empty());
+    }
+
+    #[test]
+    fn queued_blocks_can_lose_a_cancelled_request_and_keep_only_messages_for_a_new_peer() {
+        let name = format!("batch-queue-{}", std::process::id());
+        let opts = ChannelOptions {
+            capacity: 4096,
+            ..Default::default()
+        };
+        let mut a = Channel::open(&name, opts.clone()).unwrap();
+        let mut b = Channel::open(&name, opts.clone()).unwrap();
+        a.poll().unwrap();
+        // The peer does not read: fill the ring until messages queue up.
+        while a.queued_bytes() == 0 {
+            a.send(Kind::Message, 0, 0, b"fill").unwrap();
+        }
+        let mut records = Vec::new();
+        encode(&mut records, Kind::Message, 0, b"m1");
+        encode(&mut records, Kind::Request, 7, b"request");
+        encode(&mut records, Kind::Response, 3, b"answer");
+        encode(&mut records, Kind::Message, 0, b"m2");
+        let before = a.queued_bytes();
+        a.send_batch(&records).unwrap();
+        assert_eq!(a.queued_bytes() - before, 2 + 7 + 6 + 2, "the batch waits as a block");
+        assert!(a.cancel(7));
+        assert!(!a.cancel(7));
+        assert_eq!(a.queued_bytes() - before, 2 + 6 + 2);
+        // The peer leaves: the answer was for it; the messages wait for the next one.
+        b.close();
+        drop(b);
+        a.poll().unwrap();
+        let mut c = Channel::open(&name, opts).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        while a.queued_bytes() > 0 || !got.contains(&b"m2".to_vec()) {
+            assert!(Instant::now() < deadline, "got {got:?}");
+            a.poll().unwrap();
+            let batch = c.poll().unwrap();
+            for m in &batch.messages {
+                assert_eq!(m.kind, Kind::Message);
+                if let Payload::Inline { offset, len } = m.payload {
+                    got.push(batch.data[offset..offset + len].to_vec());
+                }
+            }
+        }
+        got.retain(|p| p != b"fill");
+        assert_eq!(got, vec![b"m1".to_vec(), b"m2".to_vec()]);
+    }
+
+    #[test]
+    fn a_bad_batch_is_refused_with_what_was_wrong() {
+        let (mut a, _b) = pair(&format!("batch-bad-{}", std::process::id()), 4096);
+        let mut records = Vec::new();
+        encode(&mut records, Kind::Message, 1, b"ok");
+        records.extend_from_slice(&[3, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let e = a.send_batch(&records).unwrap_err();
+        assert!(e.to_string().contains("kind 9 at offset 24"), "{e}");
+        let mut short = Vec::new();
+        encode(&mut short, Kind::Message, 1, &[1; 40]);
+        short.truncate(30);
+        let e = a.send_batch(&short).unwrap_err();
+        assert!(e.to_string().contains("runs past the end"), "{e}");
     }
 }

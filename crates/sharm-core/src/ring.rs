@@ -25,7 +25,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::ProtocolError;
-use crate::record::{record_size, Kind, RecordHeader, HEADER_LEN};
+use crate::record::{record_size, Kind, RecordHeader, ALIGN, HEADER_LEN};
 
 /// Producer cache lines (128 bytes: adjacent-line prefetchers pull pairs of lines).
 #[repr(C, align(128))]
@@ -203,6 +203,54 @@ impl Producer {
         self.write = self.write.wrapping_add(rec as u64);
         self.dirty = true;
         Ok(true)
+    }
+
+    /// Free bytes (re-reading the consumer's index) and bytes from the current position to the
+    /// end of the data area.
+    pub fn room(&mut self) -> Result<(usize, usize), ProtocolError> {
+        let cap = self.mem.capacity;
+        let to_end = cap - (self.write as usize & (cap - 1));
+        let free = cap - self.used()? as usize;
+        Ok((free, to_end))
+    }
+
+    /// Fills the rest of the data area with a pad record (or bare padding when less than a header
+    /// is left), so that the next record starts at offset 0. Returns `false` (and writes
+    /// nothing) when that room is not free.
+    pub fn pad_to_end(&mut self) -> Result<bool, ProtocolError> {
+        let cap = self.mem.capacity;
+        let pos = self.write as usize & (cap - 1);
+        let to_end = cap - pos;
+        if self.used()? as usize + to_end > cap {
+            return Ok(false);
+        }
+        if to_end >= HEADER_LEN {
+            let p = RecordHeader {
+                len: (to_end - HEADER_LEN) as u32,
+                kind: Kind::Pad,
+                flags: 0,
+                gen: 0,
+                id: 0,
+            };
+            self.write_bytes(pos, &p.encode());
+        }
+        self.write = self.write.wrapping_add(to_end as u64);
+        self.dirty = true;
+        Ok(true)
+    }
+
+    /// Copies `records`, complete records already encoded (headers checked by the caller, each
+    /// starting at a multiple of [`ALIGN`]), to the current position in one go, without
+    /// publishing. `records.len()` must be a multiple of [`ALIGN`] and at most both numbers of
+    /// [`Producer::room`].
+    pub fn push_encoded(&mut self, records: &[u8]) {
+        let cap = self.mem.capacity;
+        let pos = self.write as usize & (cap - 1);
+        assert!(records.len() % ALIGN == 0 && pos + records.len() <= cap);
+        assert!(self.write.wrapping_sub(self.cached_read) as usize + records.len() <= cap);
+        self.write_bytes(pos, records);
+        self.write = self.write.wrapping_add(records.len() as u64);
+        self.dirty = self.dirty || !records.is_empty();
     }
 
     #[inline]
