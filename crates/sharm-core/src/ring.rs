@@ -246,7 +246,7 @@ impl Producer {
     pub fn push_encoded(&mut self, records: &[u8]) {
         let cap = self.mem.capacity;
         let pos = self.write as usize & (cap - 1);
-        assert!(records.len() % ALIGN == 0 && pos + records.len() <= cap);
+        assert!(records.len().is_multiple_of(ALIGN) && pos + records.len() <= cap);
         assert!(self.write.wrapping_sub(self.cached_read) as usize + records.len() <= cap);
         self.write_bytes(pos, records);
         self.write = self.write.wrapping_add(records.len() as u64);
