@@ -76,6 +76,8 @@ const STAGE_MAX_MESSAGE = 4096
 const STAGED_HEADER = 16
 /** A gap between two spin turns longer than this (ms) means the event loop has other work. */
 const BUSY_GAP_MS = 0.02
+/** While answering a batch of requests, the answers go out every this many. */
+const ANSWER_FLUSH_EVERY = 32
 /** Longest busy-wait (µs) in one turn of the event loop. */
 const SPIN_SLICE_MICROS = 50
 
@@ -819,10 +821,17 @@ export class Channel extends EventEmitter {
 
   #flushTick = (): void => {
     this.#flushScheduled = false
+    this.#flushOrFail()
+  }
+
+  /** Flushes the send buffer; on failure (a broken channel) fails the channel and says false. */
+  #flushOrFail(): boolean {
     try {
       this.#flushStage()
+      return true
     } catch (e) {
       this.#fail(fromNative(e))
+      return false
     }
   }
 
@@ -879,12 +888,7 @@ export class Channel extends EventEmitter {
 
   /** Called by the wake-up thread (and after requestSync): takes everything that arrived. */
   #drain = (): void => {
-    try {
-      this.#flushStage()
-    } catch (e) {
-      this.#fail(fromNative(e))
-      return
-    }
+    if (!this.#flushOrFail()) return
     for (let round = 0; round < DRAIN_ROUNDS && this.#native !== null; round++) {
       const meta = this.#meta
       if (this.#arena.length - this.#arenaUsed < ARENA_INLINE_MAX) {
@@ -909,14 +913,20 @@ export class Channel extends EventEmitter {
         if (this.#pendingDisconnect) this.#onDisconnect(this.#pendingDisconnect)
         this.#onConnect()
       }
+      let settled = 0
       if (count > 0) {
         if (this.#spinMs > 0) this.#heat()
-        this.#deliver(meta, count, arena, start)
+        settled = this.#deliver(meta, count, arena, start)
       }
       // A disconnect is applied once everything the peer wrote before leaving was read, so its
       // last answers still resolve their requests.
       if (this.#pendingDisconnect && !more) this.#onDisconnect(this.#pendingDisconnect)
       if (!more) break
+      if (settled > 0) {
+        // Let the code waiting for these answers run (and send) before reading on.
+        setImmediate(this.#drain)
+        break
+      }
     }
     if (this.#wantDrain && this.#native !== null && this.#nativeQueued + this.#stagedBytes === 0) {
       this.#wantDrain = false
@@ -928,10 +938,13 @@ export class Channel extends EventEmitter {
   /**
    * Delivers `count` messages described in `meta` (after its head) whose payloads lie in `arena`
    * from `offset` on. (Handlers never poll synchronously, so `meta` stays as it is meanwhile.)
+   * Returns how many requests of ours it settled.
    */
-  #deliver(meta: Uint32Array, count: number, arena: Buffer, offset: number): void {
+  #deliver(meta: Uint32Array, count: number, arena: Buffer, offset: number): number {
     const m = meta
     const stop = META_HEAD + count * 4
+    let settled = 0
+    let handled = 0
     for (let i = META_HEAD; i < stop; i += 4) {
       const kind = m[i] & 0xff
       const gen = m[i] >>> 16
@@ -939,7 +952,7 @@ export class Channel extends EventEmitter {
       const len = m[i + 3]
       let payload: Buffer
       if (len === LARGE) {
-        if (this.#native === null) return // a handler closed the channel
+        if (this.#native === null) return settled // a handler closed the channel
         payload = this.#native.takeLarge()
       } else {
         payload = Buffer.from(arena.buffer, arena.byteOffset + offset, len)
@@ -951,18 +964,22 @@ export class Channel extends EventEmitter {
           break
         case KIND_REQUEST:
           this.#onPeerRequest(id, gen, payload)
+          // Stream the answers: the asker can go on with the first ones meanwhile.
+          if (++handled % ANSWER_FLUSH_EVERY === 0 && !this.#flushOrFail()) return settled
           break
         case KIND_RESPONSE:
         case KIND_ERROR: {
           const p = this.#pending.get(id)
           if (p === undefined) break // timed out or cancelled: a late answer is dropped
           this.#pending.delete(id)
+          settled++
           if (kind === KIND_RESPONSE) p.resolve(payload)
           else p.reject(new RemoteError(payload.toString('utf8')))
           break
         }
       }
     }
+    return settled
   }
 
   #onPeerRequest(wireId: number, gen: number, data: Buffer): void {
