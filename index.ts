@@ -230,15 +230,23 @@ function checkTimeout(v: unknown, what: string): number {
  * unref'd channels, or it called process.exit) detaches them on the way out, so the peer sees a
  * clean disconnect and the last side out still removes the segment.
  */
-const openNatives = new Set<NativeChannel>()
+const openNatives = new Map<NativeChannel, () => void>()
 let exitHookInstalled = false
 
-function trackNative(native: NativeChannel): void {
-  openNatives.add(native)
+/** `flush` writes out what the channel accepted but still holds in JS (its send buffer). */
+function trackNative(native: NativeChannel, flush: () => void): void {
+  openNatives.set(native, flush)
   if (exitHookInstalled) return
   exitHookInstalled = true
   process.on('exit', () => {
-    for (const n of openNatives) n.close()
+    for (const [n, flush] of openNatives) {
+      try {
+        flush()
+      } catch {
+        // The channel failed: close() below still detaches it.
+      }
+      n.close()
+    }
     openNatives.clear()
   })
 }
@@ -462,7 +470,7 @@ export class Channel extends EventEmitter {
     } catch (e) {
       throw fromNative(e)
     }
-    trackNative(this.#native)
+    trackNative(this.#native, () => this.#flushStage())
   }
 
   /** Is a peer attached? */

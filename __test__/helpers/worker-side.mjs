@@ -1,7 +1,11 @@
 // Runs in a worker_threads Worker: opens the channel named in workerData through the package's ES
 // module entry, asks the peer process one request, sends it `messages` numbered messages, reports,
-// then leaves the way workerData.leave says: 'close' (await close()), 'exit' (process.exit() inside
-// the worker, without close) or 'stay' (keeps the channel open until the parent terminates it).
+// then leaves the way workerData.leave says:
+// - 'close': await close();
+// - 'exit': process.exit() in the same tick as the sends, without close: the exit hook must write
+//   out what the channel still holds and detach it;
+// - 'stay': keeps the channel open until the parent terminates the worker. terminate() runs no JS,
+//   so the report waits one turn of the event loop: what send() accepted is out of JS by then.
 import { parentPort, threadId, workerData } from 'node:worker_threads'
 
 import { open } from 'sharmipc'
@@ -16,12 +20,15 @@ for (let i = 0; i < messages; i++) {
   b.writeUInt32LE(i, 0)
   if (ch.send(b)) sent++
 }
-parentPort.postMessage({ answer: answer.toString(), sent, pid: process.pid })
+const report = { answer: answer.toString(), sent, pid: process.pid }
 if (leave === 'close') {
+  parentPort.postMessage(report)
   await ch.close()
   parentPort.postMessage({ closed: true })
 } else if (leave === 'exit') {
-  // Let the messages reach the ring before leaving: exit only once nothing is queued.
-  while (ch.queuedBytes > 0) await new Promise((r) => setTimeout(r, 5))
+  parentPort.postMessage(report)
   process.exit(0)
+} else {
+  await new Promise((r) => setImmediate(r))
+  parentPort.postMessage(report)
 }
