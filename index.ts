@@ -280,12 +280,13 @@ export interface OpenOptions {
   /** Default timeout of `request` and `requestSync`, in ms. Default 30,000. */
   timeoutMs?: number
   /**
-   * After a message went either way, this side's JS thread keeps polling the rings for this many
-   * microseconds (between turns of the event loop, at most 50 µs per turn) before it sleeps and
-   * waits to be woken. An answer or message that comes meanwhile costs no wake-up at all. While
-   * traffic flows the thread is busy; once it stops, at most this much CPU time is spent.
-   * `0`: never poll, always sleep (least CPU, highest latency). Default 50, or 2000 in
-   * `latencyMode`.
+   * After something arrived from the peer, or a request went out, this side's JS thread keeps
+   * polling the rings for this many microseconds before it sleeps and waits to be woken: an
+   * answer or message that comes meanwhile costs no wake-up at all. It polls between turns of the
+   * event loop, busy-waiting (at most 50 µs at a time) only while the loop has nothing else to
+   * do. While traffic flows the thread is busy; once it stops, at most this much CPU time is
+   * spent. Sending messages alone does not start it. `0`: never poll, always sleep (least CPU,
+   * highest latency). Default 50, or 2000 in `latencyMode`.
    */
   spinMicros?: number
   /**
@@ -576,10 +577,9 @@ export class Channel extends EventEmitter {
     } catch (e) {
       throw fromNative(e)
     }
-    if (r !== SEND_QUEUED_FULL) {
-      if (this.#spinMs > 0) this.#heat()
-      return true
-    }
+    // Sending alone is no reason to poll: nothing is expected back (what the peer sends wakes
+    // this side as usual, and then it polls).
+    if (r !== SEND_QUEUED_FULL) return true
     this.#wantDrain = true
     return false
   }
@@ -845,13 +845,19 @@ export class Channel extends EventEmitter {
 
   // --- polling between turns of the event loop while traffic flows (spinMicros) --------------
 
+  /** Runs `fn` in the next turn of the event loop; an unref'd channel does not keep it alive. */
+  #later(fn: () => void): void {
+    const im = setImmediate(fn)
+    if (!this.#referenced) im.unref()
+  }
+
   #heat(): void {
     this.#active = true
     if (this.#hot || this.#native === null) return
     this.#hot = true
     this.#lastWork = this.#turnEnd = performance.now()
     this.#native.setDriving(true)
-    setImmediate(this.#spinTurn)
+    this.#later(this.#spinTurn)
   }
 
   #spinTurn = (): void => {
@@ -889,7 +895,7 @@ export class Channel extends EventEmitter {
       return
     }
     this.#turnEnd = performance.now()
-    setImmediate(this.#spinTurn)
+    this.#later(this.#spinTurn)
   }
 
   // --- delivery ---------------------------------------------------------------------------
@@ -932,7 +938,7 @@ export class Channel extends EventEmitter {
       if (!more) break
       if (settled > 0) {
         // Let the code waiting for these answers run (and send) before reading on.
-        setImmediate(this.#drain)
+        this.#later(this.#drain)
         break
       }
     }

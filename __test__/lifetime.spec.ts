@@ -4,7 +4,7 @@ import { promisify } from 'node:util'
 
 import test from 'ava'
 
-import { leftoverSegments, uniqueName } from './helpers'
+import { leftoverSegments, spawnPeer, uniqueName } from './helpers'
 
 const PREFIX = 'life'
 const script = path.join(__dirname, 'helpers', 'lifetime.ts')
@@ -26,6 +26,20 @@ for (const [title, mode, expected] of [
     t.deepEqual(leftoverSegments(name), [])
   })
 }
+
+test('an unref()ed channel in latency mode lets its process exit while the peer keeps sending', async (t) => {
+  const name = uniqueName(PREFIX)
+  const peer = await spawnPeer(name, 'echo')
+  t.deepEqual(await peer.cmd({ op: 'flood', ms: 15_000 }), { flooding: true })
+  const { stdout } = await run(name, 'unref-latency')
+  t.regex(stdout, /^got messages: true$/m)
+  const m = /^exit 0 after (\d+) ms/m.exec(stdout)
+  t.truthy(m, stdout)
+  // The peer sends for 15 s; a process held by the polling would live that long.
+  t.true(Number(m![1]) < 10_000, stdout)
+  await peer.close()
+  t.deepEqual(leftoverSegments(name), [])
+})
 
 test.after.always('no segment of these tests is left in /dev/shm', (t) => {
   t.deepEqual(leftoverSegments(PREFIX), [])

@@ -75,6 +75,19 @@ function serve(ch: Channel) {
           reply({ answer: r.toString() })
           break
         }
+        case 'flood': {
+          // Sends a small message every turn of the event loop for cmd.ms milliseconds.
+          const stop = Date.now() + cmd.ms
+          const tick = () => {
+            if (Date.now() < stop && !ch.closed) {
+              ch.send(Buffer.alloc(8))
+              setImmediate(tick)
+            }
+          }
+          tick()
+          reply({ flooding: true })
+          break
+        }
         case 'requestSyncAt':
           reply({ scheduled: true })
           setTimeout(() => {
