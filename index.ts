@@ -786,6 +786,8 @@ export class Channel extends EventEmitter {
       this.#flushStage()
       const r = native.send(kind, id, gen, bytes)
       this.#nativeQueued = native.queuedBytes
+      // Bytes wait for ring space, which the peer frees soon: poll for it rather than sleep.
+      if (this.#nativeQueued > 0 && this.#spinMs > 0) this.#heat()
       return r
     }
     // The queue limit counts what waits here and natively. An empty queue takes any message.
@@ -824,7 +826,9 @@ export class Channel extends EventEmitter {
     this.#stageLen = 0
     this.#stagedBytes = 0
     const native = this.#native
-    if (native !== null) this.#nativeQueued = native.sendStaged(this.#stage, len)
+    if (native === null) return
+    this.#nativeQueued = native.sendStaged(this.#stage, len)
+    if (this.#nativeQueued > 0 && this.#spinMs > 0) this.#heat()
   }
 
   #flushTick = (): void => {
