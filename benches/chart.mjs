@@ -4,7 +4,8 @@
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
 
 export function chart(report) {
-  const rows = report.rows
+  // Rows with a ratio to the socket (the idle-CPU row has none: lower is better there).
+  const rows = report.rows.filter((r) => r.ratio !== undefined)
   const left = 360
   const width = 980
   const plot = width - left - 90
@@ -13,7 +14,8 @@ export function chart(report) {
   const height = top + rows.length * rowH + 48
   const min = 0.01
   const max = 100
-  const x = (v) => left + (Math.log10(Math.min(max, Math.max(min, v)) / min) / Math.log10(max / min)) * plot
+  const x = (v) =>
+    Math.round((left + (Math.log10(Math.min(max, Math.max(min, v)) / min) / Math.log10(max / min)) * plot) * 10) / 10
   const out = []
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
@@ -47,7 +49,8 @@ export function chart(report) {
       const y0 = y + 4 + k * 13
       const x0 = x(Math.min(1, v))
       const x1 = x(Math.max(1, v))
-      out.push(`<rect x="${x0}" y="${y0}" width="${Math.max(1, x1 - x0)}" height="11" fill="${color}"/>`)
+      const w = Math.max(1, Math.round((x1 - x0) * 10) / 10)
+      out.push(`<rect x="${x0}" y="${y0}" width="${w}" height="11" fill="${color}"/>`)
       if (k === 0) out.push(`<text x="${x(Math.max(1, v)) + 4}" y="${y0 + 10}">${v.toFixed(v >= 10 ? 0 : 1)}x</text>`)
     })
     const goal = /^≥ ([\d.]+)x/.exec(r.goal ?? '')

@@ -1,6 +1,7 @@
 // sharmipc benchmarks, side by side with the baselines, in one invocation.
 //
 //   npm run bench [-- --quick] [--rounds N] [--ms N] [--only ID[,ID...]] [--out DIR] [--svg FILE]
+//   npm run bench -- --replot bench.json [--svg FILE]   (table and chart of an earlier run)
 //   (--only keeps the scenarios with one of the given ids, or whose id contains one of the strings)
 //   npx sharmipc bench [same options]
 //
@@ -9,7 +10,7 @@
 // A message counts when the receiving process has it.
 import { fork } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -226,7 +227,7 @@ function memcpy(size, ms) {
 // ---------------------------------------------------------------------------------------------
 
 function parseArgs(argv) {
-  const o = { quick: false, rounds: null, ms: null, only: null, out: '.bench-out', svg: null }
+  const o = { quick: false, rounds: null, ms: null, only: null, out: '.bench-out', svg: null, replot: null }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const value = () => {
@@ -239,7 +240,12 @@ function parseArgs(argv) {
     else if (a === '--only') o.only = value()
     else if (a === '--out') o.out = value()
     else if (a === '--svg') o.svg = value()
-    else throw new Error(`unknown option ${a}; expected --quick, --rounds N, --ms N, --only ID, --out DIR, --svg FILE`)
+    else if (a === '--replot') o.replot = value()
+    else {
+      throw new Error(
+        `unknown option ${a}; expected --quick, --rounds N, --ms N, --only ID, --out DIR, --svg FILE, --replot JSON`,
+      )
+    }
   }
   o.rounds ??= o.quick ? 1 : 3
   o.ms ??= o.quick ? 150 : 1000
@@ -270,6 +276,16 @@ function progress(text) {
 
 export async function main(argv = process.argv.slice(2)) {
   const o = parseArgs(argv)
+  if (o.replot !== null) {
+    // Table and chart again from an earlier run's JSON, without measuring.
+    const report = JSON.parse(readFileSync(o.replot, 'utf8'))
+    printTable(report)
+    const svgPath = o.svg ?? path.join(o.out, 'bench.svg')
+    mkdirSync(path.dirname(svgPath), { recursive: true })
+    writeFileSync(svgPath, chart(report))
+    console.log(`\nwrote ${svgPath}`)
+    return
+  }
   const only = o.only?.split(',') ?? null
   const exact = (w) => SCENARIOS.some((s) => s.id === w)
   const scenarios = SCENARIOS.filter(

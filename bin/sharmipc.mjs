@@ -3,7 +3,7 @@
 import { main } from '../benches/run.mjs'
 
 const [command, ...rest] = process.argv.slice(2)
-const usage = `usage: sharmipc bench [--quick] [--rounds N] [--ms N] [--only ID[,ID...]] [--out DIR] [--svg FILE]`
+const usage = `usage: sharmipc bench [--quick] [--rounds N] [--ms N] [--only ID[,ID...]] [--out DIR] [--svg FILE] [--replot JSON]`
 
 if (command === 'bench') {
   main(rest).catch((e) => {
