@@ -11,30 +11,13 @@ import {
   RemoteError,
   TimeoutError,
   TooLargeError,
-  open as openChannel,
   type Channel,
-  type OpenOptions,
 } from '../index'
-import { killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
+import { channelKit, killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
 
 const PREFIX = 'rpc'
 
-/** Every channel a test opens, so that a failed test cannot leave one open (and the run hanging). */
-const opened = new Set<Channel>()
-function open(name: string, options?: OpenOptions): Channel {
-  const ch = openChannel(name, options)
-  opened.add(ch)
-  return ch
-}
-
-/** Opens our side and starts a peer of `mode`, then waits until both see each other. */
-async function pair(mode: string, options: object = {}, peerOptions: object = options) {
-  const name = uniqueName(PREFIX)
-  const ch = open(name, options)
-  const peer = await spawnPeer(name, mode, peerOptions)
-  await ch.waitForPeer(5000)
-  return { name, ch, peer }
-}
+const { opened, open, pair } = channelKit(PREFIX)
 
 async function done(ch: Channel, peer: { close(): Promise<void> }) {
   await peer.close()

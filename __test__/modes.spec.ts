@@ -4,25 +4,11 @@ import { once } from 'node:events'
 
 import test from 'ava'
 
-import { open as openChannel, type Channel, type OpenOptions } from '../index'
-import { killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
+import { channelKit, killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
 
 const PREFIX = 'modes'
 
-const opened = new Set<Channel>()
-function open(name: string, options?: OpenOptions): Channel {
-  const ch = openChannel(name, options)
-  opened.add(ch)
-  return ch
-}
-
-async function pair(mode: string, options: OpenOptions = {}, peerOptions: object = options) {
-  const name = uniqueName(PREFIX)
-  const ch = open(name, options)
-  const peer = await spawnPeer(name, mode, peerOptions)
-  await ch.waitForPeer(5000)
-  return { name, ch, peer }
-}
+const { opened, open, pair } = channelKit(PREFIX)
 
 /** A message carrying its sequence number in its first 4 bytes (the peer checks the order). */
 function numbered(seq: number, size: number): Buffer {

@@ -4,6 +4,8 @@ import { once } from 'node:events'
 import { readdirSync } from 'node:fs'
 import path from 'node:path'
 
+import { open as openChannel, type Channel, type OpenOptions } from '../../index'
+
 const peerScript = path.join(__dirname, 'peer.ts')
 let counter = 0
 
@@ -86,4 +88,26 @@ export async function spawnPeer(name: string, mode: string, options: object = {}
       await exited
     },
   }
+}
+
+/**
+ * Channel helpers for one test file: `open` remembers every channel it opens (so that a failed
+ * test cannot leave one open, and the run hanging; close `opened` in an `after.always` hook), and
+ * `pair` opens our side and starts a peer of `mode`, then waits until both see each other.
+ */
+export function channelKit(prefix: string) {
+  const opened = new Set<Channel>()
+  const open = (name: string, options?: OpenOptions): Channel => {
+    const ch = openChannel(name, options)
+    opened.add(ch)
+    return ch
+  }
+  const pair = async (mode: string, options: OpenOptions = {}, peerOptions: object = options) => {
+    const name = uniqueName(prefix)
+    const ch = open(name, options)
+    const peer = await spawnPeer(name, mode, peerOptions)
+    await ch.waitForPeer(5000)
+    return { name, ch, peer }
+  }
+  return { opened, open, pair }
 }

@@ -183,17 +183,7 @@ impl Producer {
         let cap = self.mem.capacity;
         let (pad, rec) = self.needed(len);
         if pad > 0 {
-            if pad >= HEADER_LEN {
-                let p = RecordHeader {
-                    len: (pad - HEADER_LEN) as u32,
-                    kind: Kind::Pad,
-                    flags: 0,
-                    gen: 0,
-                    id: 0,
-                };
-                self.write_bytes(self.write as usize & (cap - 1), &p.encode());
-            }
-            self.write = self.write.wrapping_add(pad as u64);
+            self.write_pad(pad);
         }
         let pos = self.write as usize & (cap - 1);
         hdr.len = len as u32;
@@ -224,18 +214,7 @@ impl Producer {
         if self.used()? as usize + to_end > cap {
             return Ok(false);
         }
-        if to_end >= HEADER_LEN {
-            let p = RecordHeader {
-                len: (to_end - HEADER_LEN) as u32,
-                kind: Kind::Pad,
-                flags: 0,
-                gen: 0,
-                id: 0,
-            };
-            self.write_bytes(pos, &p.encode());
-        }
-        self.write = self.write.wrapping_add(to_end as u64);
-        self.dirty = true;
+        self.write_pad(to_end);
         Ok(true)
     }
 
@@ -251,6 +230,24 @@ impl Producer {
         self.write_bytes(pos, records);
         self.write = self.write.wrapping_add(records.len() as u64);
         self.dirty = self.dirty || !records.is_empty();
+    }
+
+    /// Skips the `pad` bytes up to the end of the data area: a pad record there, or bare padding
+    /// when less than a header fits (the consumer skips a remainder that small by itself).
+    fn write_pad(&mut self, pad: usize) {
+        let pos = self.write as usize & (self.mem.capacity - 1);
+        if pad >= HEADER_LEN {
+            let p = RecordHeader {
+                len: (pad - HEADER_LEN) as u32,
+                kind: Kind::Pad,
+                flags: 0,
+                gen: 0,
+                id: 0,
+            };
+            self.write_bytes(pos, &p.encode());
+        }
+        self.write = self.write.wrapping_add(pad as u64);
+        self.dirty = true;
     }
 
     #[inline]
