@@ -249,6 +249,16 @@ function main() {
       if (!out.includes('smoke ok:')) fail(`${file} ended without reporting success`)
     }
 
+    step('npx sharmipc bench --quick --only seq-1 (the command-line tool of the installed package)')
+    const bench = run('npx', ['--offline', 'sharmipc', 'bench', '--quick', '--only', 'seq-1', '--out', 'bench-out'], {
+      cwd: app,
+      env,
+      timeout: 120_000,
+    })
+    process.stdout.write(bench)
+    if (!/^\| RPC 1 B, sequential await .*calls\/s/m.test(bench)) fail('npx sharmipc bench printed no table row')
+    if (!existsSync(path.join(app, 'bench-out', 'bench.json'))) fail('npx sharmipc bench wrote no bench.json')
+
     step('type check of an .mts and a .cts file against the installed types (module nodenext)')
     const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc')
     if (!existsSync(tsc)) fail(`typescript is not installed in the repository (${tsc}): run npm ci`)
