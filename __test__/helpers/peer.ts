@@ -66,7 +66,7 @@ function serve(ch: Channel) {
     try {
       switch (cmd.op) {
         case 'report':
-          reply({ received, outOfOrder, bytesReceived, lastError, closedByError, closed: ch.closed })
+          reply({ received, outOfOrder, bytesReceived, lastError, closedByError, closed: ch.closed, stats: ch.stats() })
           break
         case 'request': {
           const r = await ch.request(Buffer.from(cmd.data), {
