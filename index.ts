@@ -308,6 +308,33 @@ export interface RequestOptions {
   timeoutMs?: number
 }
 
+/** Counts in one direction, see {@link Channel.stats}. */
+export interface DirectionStats {
+  /** Send-and-forget messages. */
+  messages: number
+  requests: number
+  /** Answers, error answers included. */
+  answers: number
+  /** Payload bytes of all of them. */
+  bytes: number
+}
+
+/** What {@link Channel.stats} returns. */
+export interface ChannelStats {
+  sent: DirectionStats
+  received: DirectionStats
+  pendingRequests: number
+  timeouts: number
+  queueFullRejections: number
+  errors: number
+  remoteErrors: number
+  wakeups: number
+  spinHits: number
+  batches: number
+  largestBatch: number
+  queuedBytes: number
+}
+
 /** Argument of the `'disconnect'` event. */
 export interface DisconnectInfo {
   /** Messages that were in the ring, not confirmed as read by the peer, when it left. */
@@ -424,6 +451,23 @@ export class Channel extends EventEmitter {
   #nativeQueued = 0
   #maxQueueBytes: number
   #maxMessageBytes: number
+  // Counters of stats().
+  #sentMessages = 0
+  #sentRequests = 0
+  #sentAnswers = 0
+  #sentBytes = 0
+  #receivedMessages = 0
+  #receivedRequests = 0
+  #receivedAnswers = 0
+  #receivedBytes = 0
+  #remoteErrors = 0
+  #timeouts = 0
+  #queueFullRejections = 0
+  #errors = 0
+  #wakeups = 0
+  #spinHits = 0
+  #batches = 0
+  #largestBatch = 0
   /** Latency mode is polling (a spin turn is scheduled). */
   #hot = false
   #lastWork = 0
@@ -466,7 +510,7 @@ export class Channel extends EventEmitter {
         name,
         // The wake-up thread does not spin: the JS thread does (see #heat).
         { capacity, maxQueueBytes, maxMessageBytes, spinMicros: 0, mode },
-        this.#drain,
+        this.#onWake,
       )
     } catch (e) {
       throw fromNative(e)
@@ -497,6 +541,42 @@ export class Channel extends EventEmitter {
   /** Bytes accepted but not yet written into the ring. */
   get queuedBytes(): number {
     return this.#native === null ? 0 : this.#native.queuedBytes + this.#stagedBytes
+  }
+
+  /**
+   * Counters since the channel was opened. `sent`/`received`: messages (send-and-forget),
+   * requests, answers (error answers included) and payload bytes, counted when accepted by
+   * `send`/`request`/an answer and when delivered here. `timeouts`: requests that timed out;
+   * `queueFullRejections`: sends, requests and answers refused for a full queue; `errors`:
+   * `'error'` events (or warnings) raised; `remoteErrors`: error answers received. `wakeups`:
+   * times the native thread woke the event loop; `spinHits`: times polling found work without a
+   * wake-up; `batches`: reads that delivered something, `largestBatch` the most messages in one.
+   */
+  stats(): ChannelStats {
+    return {
+      sent: {
+        messages: this.#sentMessages,
+        requests: this.#sentRequests,
+        answers: this.#sentAnswers,
+        bytes: this.#sentBytes,
+      },
+      received: {
+        messages: this.#receivedMessages,
+        requests: this.#receivedRequests,
+        answers: this.#receivedAnswers,
+        bytes: this.#receivedBytes,
+      },
+      pendingRequests: this.#pending.size,
+      timeouts: this.#timeouts,
+      queueFullRejections: this.#queueFullRejections,
+      errors: this.#errors,
+      remoteErrors: this.#remoteErrors,
+      wakeups: this.#wakeups,
+      spinHits: this.#spinHits,
+      batches: this.#batches,
+      largestBatch: this.#largestBatch,
+      queuedBytes: this.queuedBytes,
+    }
   }
 
   /** OS name of the shared-memory segment (under /dev/shm on Linux). */
@@ -552,10 +632,19 @@ export class Channel extends EventEmitter {
     const id = this.#nextId++
     try {
       this.#flushStage()
-      return native.requestSync(id, bytes, timeoutMs)
+      const answer = native.requestSync(id, bytes, timeoutMs)
+      this.#sentRequests++
+      this.#sentBytes += bytes.length
+      this.#receivedAnswers++
+      this.#receivedBytes += answer.length
+      return answer
     } catch (e) {
       const err = fromNative(e)
-      if (err instanceof TimeoutError) err.message = `no answer to requestSync within ${timeoutMs} ms`
+      if (err instanceof TimeoutError) {
+        err.message = `no answer to requestSync within ${timeoutMs} ms`
+        this.#timeouts++
+      } else if (err instanceof QueueFullError) this.#queueFullRejections++
+      else if (err instanceof RemoteError) this.#remoteErrors++
       throw err
     } finally {
       // Messages that arrived while blocked were kept; deliver them.
@@ -731,6 +820,7 @@ export class Channel extends EventEmitter {
   }
 
   #emitError(err: Error): void {
+    this.#errors++
     if (this.listenerCount('error') > 0) this.emit('error', err)
     else process.emitWarning(err)
   }
@@ -764,6 +854,7 @@ export class Channel extends EventEmitter {
       if (p.deadline <= now) {
         this.#pending.delete(id)
         this.#native?.cancel(id)
+        this.#timeouts++
         p.reject(new TimeoutError(`no answer to request ${id} within its timeout`))
       } else if (p.deadline < next) {
         next = p.deadline
@@ -781,6 +872,18 @@ export class Channel extends EventEmitter {
    * when full); larger ones go straight to the native side, after what is in the send buffer.
    */
   #submit(native: NativeChannel, kind: number, id: number, gen: number, bytes: Uint8Array): number {
+    const r = this.#submitOne(native, kind, id, gen, bytes)
+    if (r === SEND_QUEUED_FULL) this.#queueFullRejections++
+    else {
+      if (kind === KIND_MESSAGE) this.#sentMessages++
+      else if (kind === KIND_REQUEST) this.#sentRequests++
+      else this.#sentAnswers++
+      this.#sentBytes += bytes.length
+    }
+    return r
+  }
+
+  #submitOne(native: NativeChannel, kind: number, id: number, gen: number, bytes: Uint8Array): number {
     const len = bytes.length
     if (len > STAGE_MAX_MESSAGE || len > this.#maxMessageBytes) {
       this.#flushStage()
@@ -886,6 +989,7 @@ export class Channel extends EventEmitter {
       // closed or broken: the drain below reports it
     }
     if (work) {
+      this.#spinHits++
       this.#active = true
       this.#drain()
     } else if (left <= 0) {
@@ -903,6 +1007,12 @@ export class Channel extends EventEmitter {
   }
 
   // --- delivery ---------------------------------------------------------------------------
+
+  /** Called by the wake-up thread when there is something to read. */
+  #onWake = (): void => {
+    this.#wakeups++
+    this.#drain()
+  }
 
   /** Called by the wake-up thread (and after requestSync): takes everything that arrived. */
   #drain = (): void => {
@@ -933,6 +1043,8 @@ export class Channel extends EventEmitter {
       }
       let settled = 0
       if (count > 0) {
+        this.#batches++
+        if (count > this.#largestBatch) this.#largestBatch = count
         if (this.#spinMs > 0) this.#heat()
         settled = this.#deliver(meta, count, arena, start)
       }
@@ -976,17 +1088,22 @@ export class Channel extends EventEmitter {
         payload = Buffer.from(arena.buffer, arena.byteOffset + offset, len)
         offset += len
       }
+      this.#receivedBytes += payload.length
       switch (kind) {
         case KIND_MESSAGE:
+          this.#receivedMessages++
           this.#emitSafely('message', payload)
           break
         case KIND_REQUEST:
+          this.#receivedRequests++
           this.#onPeerRequest(id, gen, payload)
           // Stream the answers: the asker can go on with the first ones meanwhile.
           if (++handled % ANSWER_FLUSH_EVERY === 0 && !this.#flushOrFail()) return settled
           break
         case KIND_RESPONSE:
         case KIND_ERROR: {
+          this.#receivedAnswers++
+          if (kind === KIND_ERROR) this.#remoteErrors++
           const p = this.#pending.get(id)
           if (p === undefined) break // timed out or cancelled: a late answer is dropped
           this.#pending.delete(id)
