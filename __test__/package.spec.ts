@@ -17,6 +17,10 @@ const REQUIRED = [
   'README.md',
   'binding.d.ts',
   'binding.js',
+  'compat.d.mts',
+  'compat.d.ts',
+  'compat.js',
+  'compat.mjs',
   'index.d.mts',
   'index.d.ts',
   'index.js',
@@ -131,6 +135,30 @@ test('import and require give the same module: the same names and the same objec
   t.true(r.sameOpen)
   t.true(r.sameError)
   t.true(r.defaultIsCjs)
+})
+
+test('sharmipc/compat: import and require give the same module, built on the same channel class', async (t) => {
+  const script = `
+    import * as esm from 'sharmipc/compat'
+    import { Channel } from 'sharmipc'
+    import { createRequire } from 'node:module'
+    const cjs = createRequire(import.meta.url)('sharmipc/compat')
+    const sm = new esm.SharmIpc('package-compat-' + process.pid, (data) => [true, data])
+    console.log(JSON.stringify({
+      esm: Object.keys(esm).sort(),
+      cjs: Object.keys(cjs).sort(),
+      sameClass: esm.SharmIpc === cjs.SharmIpc,
+      defaultIsCjs: esm.default === cjs,
+      nativeChannel: sm.channel instanceof Channel,
+    }))
+    await sm.dispose()`
+  const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', script], { cwd: root })
+  const r = JSON.parse(stdout)
+  t.deepEqual(r.cjs, ['PipeRole', 'SharmIpc', 'SharmNpc'])
+  t.deepEqual(r.esm, [...r.cjs, 'default'].sort(), 'compat.mjs must re-export every name of the CommonJS build')
+  t.true(r.sameClass)
+  t.true(r.defaultIsCjs)
+  t.true(r.nativeChannel, 'the compat class must sit on the Channel of the main entry, not a copy')
 })
 
 /**
