@@ -209,6 +209,9 @@ export class SharmIpc {
    * `TypeError`/`RangeError` for bad arguments, and what {@link open} throws (`BusyError`,
    * `ProtocolError`, an OS error).
    */
+  constructor(name: string, handler: RemoteCall, options?: SharmIpcOptions)
+  constructor(name: string, handler: AsyncRemoteCallHandler, options?: SharmIpcOptions)
+  constructor(name: string, handler: RemoteCall | AsyncRemoteCallHandler, options?: SharmIpcOptions)
   constructor(name: string, handler: RemoteCall | AsyncRemoteCallHandler, options: SharmIpcOptions = {}) {
     if (typeof handler !== 'function') {
       throw new TypeError(
@@ -556,6 +559,9 @@ export class SharmNpc extends SharmIpc {
   /** The role given to the constructor (no effect). */
   readonly role: PipeRole
 
+  constructor(name: string, role: PipeRole, handler: RemoteCall, options?: SharmIpcOptions)
+  constructor(name: string, role: PipeRole, handler: AsyncRemoteCallHandler, options?: SharmIpcOptions)
+  constructor(name: string, role: PipeRole, handler: RemoteCall | AsyncRemoteCallHandler, options?: SharmIpcOptions)
   constructor(
     name: string,
     role: PipeRole,

@@ -52,9 +52,12 @@ export async function killAllPeers(): Promise<void> {
   )
 }
 
-/** Starts a peer process on channel `name` (see peer.ts for the modes) and waits until it opened. */
-export async function spawnPeer(name: string, mode: string, options: object = {}): Promise<Peer> {
-  const child = fork(peerScript, [name, mode, JSON.stringify(options)], {
+/**
+ * Starts a peer process on channel `name` (see peer.ts for the modes; `script` runs another peer,
+ * such as compat-peer.ts) and waits until it opened.
+ */
+export async function spawnPeer(name: string, mode: string, options: object = {}, script = peerScript): Promise<Peer> {
+  const child = fork(script, [name, mode, JSON.stringify(options)], {
     execArgv: ['--import', 'tsx'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
