@@ -4,9 +4,10 @@
 // this platform's package (npm/<platform>/ plus the .node file) with `npm pack`, installs both
 // tarballs into a fresh directory outside the repository with an empty npm cache, --offline, and
 // a PATH without cargo or rustc, then, from there, runs two processes that talk over a channel
-// (requests and send-and-forget), once with the main side loaded by `import` and the peer by
-// `require`, once the other way round, and type-checks an .mts and a .cts file against the
-// installed types. Exits non-zero with a message saying what failed; removes its directory.
+// (requests and send-and-forget, and a request through sharmipc/compat), once with the main side
+// loaded by `import` and the peer by `require`, once the other way round, and type-checks an
+// .mts and a .cts file against the installed types (sharmipc/compat's included). Exits non-zero
+// with a message saying what failed; removes its directory.
 //
 // Usage: node scripts/test-install.mjs   (npm run test:install)
 import { spawnSync } from 'node:child_process'
@@ -113,10 +114,19 @@ ch.waitForPeer(20000).then(async () => {
   if (count.received !== sent || !count.inOrder) fail('peer got ' + JSON.stringify(count) + ', expected ' + sent + ' in order')
   try { await ch.request(Buffer.from('throw'), { timeoutMs: 10000 }); fail('a throwing handler must reject') }
   catch (e) { if (!(e instanceof SharmError) || e.code !== 'ERR_SHARM_REMOTE') fail('expected ERR_SHARM_REMOTE, got ' + e) }
+  // sharmipc/compat: two instances of the compat class on one channel, in this process.
+  const a = new SharmIpc(name + '-compat', (d) => [true, Buffer.concat([Buffer.from('compat '), d])])
+  const b = new SharmIpc(name + '-compat', (_msgId, _d) => {})
+  if (!(a.channel instanceof Channel)) fail('sharmipc/compat is not built on the Channel of sharmipc')
+  await b.channel.waitForPeer(10000)
+  const [ok, data] = await b.remoteRequestAsync(Buffer.from('x'), 10000)
+  if (!ok || data.toString() !== 'compat x') fail('compat request: expected [true, "compat x"], got ' + [ok, data])
+  await b.dispose()
+  await a.dispose()
   await ch.close()
   const code = await peerExit
   if (code !== 0) fail('peer exited with ' + code + ', expected 0')
-  console.log('smoke ok: ${REQUESTS} requests answered, ' + sent + ' messages delivered in order, peer exited cleanly')
+  console.log('smoke ok: ${REQUESTS} requests answered, ' + sent + ' messages delivered in order, a sharmipc/compat request answered, peer exited cleanly')
 }).catch((e) => fail(e && e.stack || String(e)))
 `
 
@@ -137,11 +147,12 @@ ch.on('message', (d) => { if (d.readUInt32LE(0) !== received) inOrder = false; r
 ch.on('disconnect', () => ch.close().then(() => process.exit(0)))
 `
 
-const ESM_LOAD = `import { fork } from 'node:child_process'\nimport { open, Channel, SharmError } from 'sharmipc'`
-const CJS_LOAD = `const { fork } = require('node:child_process')\nconst { open, Channel, SharmError } = require('sharmipc')`
+const ESM_LOAD = `import { fork } from 'node:child_process'\nimport { open, Channel, SharmError } from 'sharmipc'\nimport { SharmIpc } from 'sharmipc/compat'`
+const CJS_LOAD = `const { fork } = require('node:child_process')\nconst { open, Channel, SharmError } = require('sharmipc')\nconst { SharmIpc } = require('sharmipc/compat')`
 
 const typesMts = `import { open, Channel, SharmError, TimeoutError, type OpenOptions } from 'sharmipc'
 import sharmipc from 'sharmipc'
+import { SharmIpc, type RequestResult } from 'sharmipc/compat'
 const options: OpenOptions = { capacity: 65536, onRequest: (data: Buffer) => data }
 const ch: Channel = open('types', options)
 const answer: Promise<Buffer> = ch.request(Buffer.from('x'), { timeoutMs: 10 })
@@ -149,6 +160,9 @@ const sent: boolean = sharmipc.open('types2').send(new Uint8Array(1))
 export const checks = [answer, sent, new SharmError('ERR_SHARM_X', 'x') instanceof Error, TimeoutError.name]
 // @ts-expect-error: a string is not a payload
 ch.send('text')
+const sm = new SharmIpc('types3', (data: Buffer) => [true, data])
+const result: Promise<RequestResult> = sm.remoteRequestAsync(null, 10)
+export const compatChecks = [result, sm.remoteRequest(Buffer.alloc(1))[0] satisfies boolean]
 `
 const typesCts = `import sharmipc = require('sharmipc')
 const ch: sharmipc.Channel = sharmipc.open('types')
@@ -156,6 +170,8 @@ const answer: Promise<Buffer> = ch.request(Buffer.from('x'))
 export const checks = [answer, ch.requestSync(Buffer.alloc(1), { timeoutMs: 10 }) satisfies Buffer]
 // @ts-expect-error: open needs a name
 sharmipc.open()
+import compat = require('sharmipc/compat')
+export const later = new compat.SharmIpc('types4', (msgId: number, data: Buffer) => void [msgId, data])
 `
 
 function main() {
