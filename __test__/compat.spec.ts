@@ -62,6 +62,10 @@ test("the handler's form follows its parameter count, and handlerForm overrides 
   const b = make(uniqueName(PREFIX), (_msgId: number, _data: Buffer) => {})
   t.is(b.handlerForm, 'answerLater')
   t.is(b.remoteCallHandler, null)
+  // The original SharmNpc's settable handler properties switch the form.
+  b.remoteCallHandler = (d: Buffer) => [true, d]
+  t.is(b.handlerForm, 'return')
+  t.is(b.asyncRemoteCallHandler, null)
   void b.dispose()
   // Rest parameters have length 0: without the option this would be taken for the return form.
   const c = make(uniqueName(PREFIX), (..._args: unknown[]) => {}, { handlerForm: 'answerLater' })
@@ -281,6 +285,13 @@ test('a request made before any peer waits for one; peerConnected and peerDiscon
   while (events.length < 2) await new Promise((res) => setTimeout(res, 10))
   t.deepEqual(events, ['connected', 'disconnected number'])
   t.false(sm.isConnected)
+  // A new process takes the free side: peerConnected again, and requests flow.
+  const again = await spawnPeer(name, 'echo', {}, compatPeer)
+  while (events.length < 3) await new Promise((res) => setTimeout(res, 10))
+  t.is(events[2], 'connected')
+  const r2 = await sm.remoteRequestAsync(Buffer.from('again'), 5000)
+  t.deepEqual([r2[0], r2[1]!.toString()], [true, 'again'])
+  await again.close()
 })
 
 test('usageReport is plain text with the counters of stats()', async (t) => {
