@@ -2,7 +2,7 @@
 // wake-up thread and every segment is gone after close.
 import { fork, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { statSync } from 'node:fs'
+import { rmSync, statSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import path from 'node:path'
 
@@ -22,9 +22,22 @@ const KiB = 1024
 const children = new Set<ChildProcess>()
 const opened = new Set<Channel>()
 
+// After a failed test: the peer is asked to close its channels (killed if it does not within 3 s),
+// then ours close, and whatever segment of this file's channels is still there is removed.
 test.after.always(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL')
+  await Promise.all(
+    [...children]
+      .filter((c) => c.exitCode === null && c.signalCode === null)
+      .map(async (c) => {
+        const exited = once(c, 'close')
+        c.send({ op: 'close' })
+        const timer = setTimeout(() => c.kill('SIGKILL'), 3000)
+        await exited
+        clearTimeout(timer)
+      }),
+  )
   await Promise.all([...opened].map((ch) => ch.close()))
+  for (const f of leftoverSegments(`${PREFIX}-${process.pid}-`)) rmSync(`/dev/shm/${f}`, { force: true })
 })
 
 /** Starts many-peer.ts on `count` channels named `<prefix>-<i>`; `send` resolves with its next reply. */
