@@ -9,6 +9,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
+import { Readable } from 'node:stream'
 
 import type * as Binding from './binding'
 
@@ -53,6 +54,7 @@ const KIND_REQUEST = 1
 const KIND_RESPONSE = 2
 const KIND_ERROR = 3
 const KIND_MESSAGE = 4
+const KIND_STREAM = 7
 
 const SEND_QUEUED_FULL = 2
 const LARGE = 0xffffffff
@@ -266,6 +268,13 @@ export interface OpenOptions {
   /** Answers the peer's requests. Without it, requests are answered with an error. */
   onRequest?: RequestHandler
   /**
+   * Answers the peer's `requestStream`s: gets the request data and a Readable of the body the
+   * peer streams (ended at once if it sent none), and answers with a Readable (streamed back),
+   * bytes, or nothing. Throwing, rejecting or a failing answer stream fail the peer's stream with
+   * `RemoteError`.
+   */
+  onStream?: StreamHandler
+  /**
    * Ring bytes per direction, a power of two from 4096 to 1 GiB. Default 1 MiB. Used by the side
    * that creates the channel; the other side uses what was created.
    */
@@ -315,6 +324,8 @@ export interface DirectionStats {
   requests: number
   /** Answers, error answers included. */
   answers: number
+  /** Frames of streams (chunks, ends, credits, ...). */
+  streamFrames: number
   /** Payload bytes of all of them. */
   bytes: number
 }
@@ -343,6 +354,7 @@ export interface DisconnectInfo {
 
 const OPTION_KEYS = new Set([
   'onRequest',
+  'onStream',
   'capacity',
   'maxQueueBytes',
   'maxMessageBytes',
@@ -420,6 +432,19 @@ export class Channel extends EventEmitter {
   readonly name: string
   #native: NativeChannel | null
   #onRequest: RequestHandler | undefined
+  #onStream: StreamHandler | undefined
+  #streams = new StreamTable({
+    side: () => this.#native?.side ?? 0,
+    send: (id, type, bytes) => {
+      const native = this.#native
+      if (native === null) throw new ClosedError()
+      return this.#submit(native, KIND_STREAM, id, type, bytes)
+    },
+    wantDrain: () => {
+      this.#wantDrain = true
+    },
+    handler: () => this.#onStream,
+  })
   #timeoutMs: number
   #pending = new Map<number, PendingRequest>()
   #awaiting = new Map<number, Awaiting>()
@@ -460,6 +485,8 @@ export class Channel extends EventEmitter {
   #receivedRequests = 0
   #receivedAnswers = 0
   #receivedBytes = 0
+  #sentStreamFrames = 0
+  #receivedStreamFrames = 0
   #remoteErrors = 0
   #timeouts = 0
   #queueFullRejections = 0
@@ -491,6 +518,10 @@ export class Channel extends EventEmitter {
     if (options.onRequest !== undefined && typeof options.onRequest !== 'function') {
       throw new TypeError(`onRequest must be a function, got ${describe(options.onRequest)}`)
     }
+    if (options.onStream !== undefined && typeof options.onStream !== 'function') {
+      throw new TypeError(`onStream must be a function, got ${describe(options.onStream)}`)
+    }
+    this.#onStream = options.onStream
     const capacity = checkInt(options.capacity ?? 1 << 20, 'capacity', 4096, 1 << 30)
     if ((capacity & (capacity - 1)) !== 0) throw new RangeError(`capacity must be a power of two, got ${capacity}`)
     const maxQueueBytes = checkInt(options.maxQueueBytes ?? 20_000_000, 'maxQueueBytes', 0, Number.MAX_SAFE_INTEGER)
@@ -558,12 +589,14 @@ export class Channel extends EventEmitter {
         messages: this.#sentMessages,
         requests: this.#sentRequests,
         answers: this.#sentAnswers,
+        streamFrames: this.#sentStreamFrames,
         bytes: this.#sentBytes,
       },
       received: {
         messages: this.#receivedMessages,
         requests: this.#receivedRequests,
         answers: this.#receivedAnswers,
+        streamFrames: this.#receivedStreamFrames,
         bytes: this.#receivedBytes,
       },
       pendingRequests: this.#pending.size,
@@ -650,6 +683,28 @@ export class Channel extends EventEmitter {
       // Messages that arrived while blocked were kept; deliver them.
       setImmediate(this.#drain)
     }
+  }
+
+  /**
+   * Opens a stream to the peer's `onStream` handler with `data`, and `body` streamed after it if
+   * given; returns the Readable of the peer's answer. Backpressure holds end to end: a side sends
+   * only what the other has room for (256 KiB per direction), so a stream never fills the ring and
+   * ordinary messages pass it. Destroying the answer stream tells the peer to stop; the peer's
+   * failure, its leaving, or `close()` destroy it with `RemoteError`, `PeerGoneError` or
+   * `ClosedError`; a failing `body` fails the stream on both sides.
+   */
+  requestStream(data: Buffer | Uint8Array, body?: Readable): Readable {
+    this.#live()
+    const bytes = toBytes(data, 'data')
+    if (body !== undefined && !(body instanceof Readable)) {
+      throw new TypeError(`body must be a stream.Readable, got ${describe(body)}`)
+    }
+    return this.#streams.open(bytes, body)
+  }
+
+  /** Streams open now (either side's). */
+  get openStreams(): number {
+    return this.#streams.size
   }
 
   /**
@@ -799,6 +854,7 @@ export class Channel extends EventEmitter {
     for (const p of pending) p.reject(reason)
     for (const w of this.#peerWaiters) w.reject(reason)
     this.#peerWaiters.clear()
+    this.#streams.abortAll(reason)
   }
 
   #queueFull(): QueueFullError {
@@ -876,6 +932,7 @@ export class Channel extends EventEmitter {
     if (r === SEND_QUEUED_FULL) this.#queueFullRejections++
     else {
       if (kind === KIND_MESSAGE) this.#sentMessages++
+      else if (kind === KIND_STREAM) this.#sentStreamFrames++
       else if (kind === KIND_REQUEST) this.#sentRequests++
       else this.#sentAnswers++
       this.#sentBytes += bytes.length
@@ -1060,6 +1117,7 @@ export class Channel extends EventEmitter {
     }
     if (this.#wantDrain && this.#native !== null && this.#nativeQueued + this.#stagedBytes === 0) {
       this.#wantDrain = false
+      this.#streams.resume()
       this.#emitSafely('drain')
     }
     for (const w of this.#drainWaiters.splice(0)) w()
@@ -1093,6 +1151,10 @@ export class Channel extends EventEmitter {
         case KIND_MESSAGE:
           this.#receivedMessages++
           this.#emitSafely('message', payload)
+          break
+        case KIND_STREAM:
+          this.#receivedStreamFrames++
+          this.#streams.onFrame(id, gen, payload)
           break
         case KIND_REQUEST:
           this.#receivedRequests++
@@ -1205,6 +1267,7 @@ export class Channel extends EventEmitter {
       this.#native?.cancel(id)
       p.reject(gone)
     }
+    this.#streams.abortAll(new PeerGoneError('the peer left the channel during the stream'))
     this.#emitSafely('disconnect', info)
   }
 
@@ -1215,6 +1278,337 @@ export class Channel extends EventEmitter {
     this.#peerWaiters.clear()
     this.#emitSafely('connect')
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams: request with a streamed body and/or a streamed answer, over stream frames
+// ---------------------------------------------------------------------------------------------
+
+// Frame types, carried in the record's generation field; the record's id is the stream id.
+const F_OPEN_BODY = 1 // opener → peer: open, a body follows; payload: the request data
+const F_OPEN = 2 // opener → peer: open, no body; payload: the request data
+const F_DATA = 3 // a chunk, in the sender's direction
+const F_END = 4 // no more chunks in the sender's direction
+const F_ERROR = 5 // the stream failed, both directions end; payload: the message
+const F_CANCEL = 6 // the sender stopped reading: stop sending to it
+const F_CREDIT = 7 // the sender consumed this many more bytes (payload: u32 LE)
+
+/** Bytes a stream direction may have on the way or unread; what keeps a stream from filling the ring. */
+const STREAM_WINDOW = 256 * 1024
+/** Largest chunk in one frame. */
+const STREAM_FRAME = 64 * 1024
+
+/** Answers a stream request: may return a Readable (streamed back), bytes, or nothing. */
+export type StreamHandler = (
+  data: Buffer,
+  body: Readable,
+) => Readable | Buffer | Uint8Array | undefined | void | Promise<Readable | Buffer | Uint8Array | undefined | void>
+
+/** What the stream table needs from its channel. */
+interface StreamHost {
+  /** This side's number (0 or 1): the low bit of the ids of streams it opens. */
+  side(): number
+  /** Sends a frame; the native send contract (2: queue full). Throws native errors. */
+  send(id: number, type: number, bytes: Uint8Array): number
+  /** Asks for a call of `resume()` once the queue has room again. */
+  wantDrain(): void
+  handler(): StreamHandler | undefined
+}
+
+/** One stream, seen from one side. */
+class StreamState {
+  /** What this side receives (the answer for the opener, the body for the other side). */
+  incoming: Readable
+  /** What this side sends, once known. */
+  source: Readable | null = null
+  /** Bytes this side may still send. */
+  credit = STREAM_WINDOW
+  /** Chunks read from `source` that wait for credit or queue room. */
+  backlog: Buffer[] = []
+  sourceEnded = false
+  outDone = false
+  inDone = false
+  received = 0
+  granted = 0
+  constructor(
+    readonly id: number,
+    readonly table: StreamTable,
+  ) {
+    this.incoming = new Readable({
+      highWaterMark: STREAM_WINDOW,
+      read: () => this.grant(),
+      destroy: (err, cb) => {
+        // Destroyed here before the peer ended it: tell the peer to stop sending.
+        if (!this.inDone) {
+          this.inDone = true
+          this.table.frame(this.id, F_CANCEL)
+        }
+        this.table.settle(this)
+        cb(err)
+      },
+    })
+    this.incoming.once('end', () => {
+      this.inDone = true
+      this.table.settle(this)
+    })
+  }
+
+  /**
+   * Gives the peer credit for everything received so far, at least `min` bytes of it: called
+   * while `incoming` has room below its high-water mark (after a push that said so, or when the
+   * reader asks for more), so what is buffered here stays within about two windows.
+   */
+  grant(min = 1): void {
+    const more = this.received - this.granted
+    if (more < min || this.inDone) return
+    const b = Buffer.allocUnsafe(4)
+    b.writeUInt32LE(more, 0)
+    if (this.table.frame(this.id, F_CREDIT, b)) this.granted = this.received
+  }
+
+  /** Starts sending `source` (a Readable) or `bytes`. */
+  sendFrom(source: Readable | Uint8Array | undefined): void {
+    if (source === undefined) {
+      this.sourceEnded = true
+    } else if (source instanceof Uint8Array) {
+      for (let o = 0; o < source.length; o += STREAM_FRAME) {
+        this.backlog.push(Buffer.from(source.buffer, source.byteOffset + o, Math.min(STREAM_FRAME, source.length - o)))
+      }
+      this.sourceEnded = true
+    } else {
+      this.source = source
+      source.on('data', (chunk: unknown) => {
+        if (typeof chunk === 'string') chunk = Buffer.from(chunk)
+        if (!(chunk instanceof Uint8Array)) {
+          this.fail(new TypeError(`stream chunks must be Buffers or Uint8Arrays, got ${describe(chunk)}`))
+          return
+        }
+        const c = chunk as Uint8Array
+        for (let o = 0; o < c.length; o += STREAM_FRAME) {
+          this.backlog.push(Buffer.from(c.buffer, c.byteOffset + o, Math.min(STREAM_FRAME, c.length - o)))
+        }
+        this.pump()
+      })
+      source.once('end', () => {
+        this.sourceEnded = true
+        this.pump()
+      })
+      source.once('error', (e) => this.fail(e))
+      source.once('close', () => {
+        if (!this.sourceEnded && !this.outDone) this.fail(new Error('the stream being sent was destroyed'))
+      })
+    }
+    this.pump()
+  }
+
+  /** Sends what credit and queue room allow; pauses the source when they run out. */
+  pump(): void {
+    while (!this.outDone && this.backlog.length > 0) {
+      const chunk = this.backlog[0]
+      if (this.credit <= 0) break
+      const part = chunk.length <= this.credit ? chunk : chunk.subarray(0, this.credit)
+      if (!this.table.frame(this.id, F_DATA, part)) break
+      this.credit -= part.length
+      if (part === chunk) this.backlog.shift()
+      else this.backlog[0] = chunk.subarray(part.length)
+    }
+    if (this.outDone) return
+    if (this.backlog.length === 0 && this.sourceEnded) {
+      if (this.table.frame(this.id, F_END)) {
+        this.outDone = true
+        this.table.settle(this)
+      }
+      return
+    }
+    // Hold the source while chunks wait; let it flow again once they went.
+    if (this.source !== null) {
+      if (this.backlog.length > 0) this.source.pause()
+      else this.source.resume()
+    }
+  }
+
+  /**
+   * This side failed the stream: the peer hears why, both directions end here. `local`: also
+   * destroy `incoming` with the error (not when the failure is the handler's own, whose body
+   * may have no 'error' listener: the handler knows already).
+   */
+  fail(err: Error, local = true): void {
+    if (!this.outDone || !this.inDone) this.table.frame(this.id, F_ERROR, Buffer.from(err.message))
+    this.abort(local ? err : undefined)
+  }
+
+  /** Ends both directions here, `incoming` with `err` if given (nothing is sent). */
+  abort(err?: Error): void {
+    this.outDone = true
+    this.backlog = []
+    if (this.source !== null && !this.source.destroyed) this.source.destroy()
+    if (!this.inDone) {
+      this.inDone = true
+      this.incoming.destroy(err)
+    }
+    this.table.settle(this)
+  }
+
+  /** A frame from the peer. */
+  onFrame(type: number, payload: Buffer): void {
+    switch (type) {
+      case F_DATA:
+        if (this.inDone) return // cancelled here; the peer has not seen it yet
+        this.received += payload.length
+        // Room left below the high-water mark: credit now (in quarter windows); otherwise when
+        // the reader asks for more.
+        if (this.incoming.push(payload)) this.grant(STREAM_WINDOW / 4)
+        break
+      case F_END:
+        if (this.inDone) return
+        this.incoming.push(null)
+        break
+      case F_CREDIT:
+        if (payload.length === 4) this.credit += payload.readUInt32LE(0)
+        this.pump()
+        break
+      case F_CANCEL:
+        // The peer stops reading what this side sends.
+        this.outDone = true
+        this.backlog = []
+        if (this.source !== null && !this.source.destroyed) this.source.destroy()
+        this.table.settle(this)
+        break
+      case F_ERROR:
+        this.abort(new RemoteError(payload.toString('utf8')))
+        break
+    }
+  }
+}
+
+/** The streams of one channel. */
+class StreamTable {
+  #streams = new Map<number, StreamState>()
+  #next = 0
+  #blocked = new Set<StreamState>()
+  constructor(readonly host: StreamHost) {}
+
+  get size(): number {
+    return this.#streams.size
+  }
+
+  /** Opens a stream: returns the Readable of the answer. */
+  open(data: Uint8Array, body: Readable | undefined): Readable {
+    const id = this.#next++ * 2 + this.host.side()
+    const st = new StreamState(id, this)
+    this.#streams.set(id, st)
+    let r: number
+    try {
+      r = this.host.send(id, body === undefined ? F_OPEN : F_OPEN_BODY, data)
+    } catch (e) {
+      st.abort(fromNative(e))
+      return st.incoming
+    }
+    if (r === SEND_QUEUED_FULL) {
+      st.abort(new QueueFullError('stream not opened: the send queue is full'))
+      return st.incoming
+    }
+    if (body === undefined) {
+      st.outDone = true // F_OPEN said there is no body
+      this.settle(st)
+    } else {
+      st.sendFrom(body)
+    }
+    return st.incoming
+  }
+
+  /** A frame from the peer. */
+  onFrame(id: number, type: number, payload: Buffer): void {
+    const st = this.#streams.get(id)
+    if (st !== undefined) {
+      st.onFrame(type, payload)
+      return
+    }
+    if ((type !== F_OPEN && type !== F_OPEN_BODY) || (id & 1) === this.host.side()) return // ended here
+    const peerStream = new StreamState(id, this)
+    this.#streams.set(id, peerStream)
+    if (type === F_OPEN) {
+      peerStream.inDone = true
+      peerStream.incoming.push(null)
+    }
+    const handler = this.host.handler()
+    if (handler === undefined) {
+      peerStream.fail(new Error('the peer has no onStream handler'), false)
+      return
+    }
+    // The request data is a view into a shared arena: copy it for the handler to keep.
+    const data = Buffer.from(payload)
+    let answer: ReturnType<StreamHandler>
+    try {
+      answer = handler(data, peerStream.incoming)
+    } catch (e) {
+      peerStream.fail(asError(e), false)
+      return
+    }
+    Promise.resolve(answer).then(
+      (a) => {
+        if (peerStream.outDone) return
+        if (a === undefined || a === null || a instanceof Uint8Array || a instanceof Readable) {
+          peerStream.sendFrom(a ?? undefined)
+        } else {
+          peerStream.fail(
+            new TypeError(`onStream answered with ${describe(a)}, expected a Readable, bytes or nothing`),
+            false,
+          )
+        }
+      },
+      (e) => peerStream.fail(asError(e), false),
+    )
+  }
+
+  /** Sends a frame; false when the queue is full (the stream is resumed once it has room). */
+  frame(id: number, type: number, bytes: Uint8Array = EMPTY): boolean {
+    const st = this.#streams.get(id)
+    let r: number
+    try {
+      r = this.host.send(id, type, bytes)
+    } catch (e) {
+      if (st !== undefined) st.abort(fromNative(e))
+      return false
+    }
+    if (r !== SEND_QUEUED_FULL) return true
+    if (st !== undefined) {
+      this.#blocked.add(st)
+      this.host.wantDrain()
+    }
+    return false
+  }
+
+  /** The queue has room again. */
+  resume(): void {
+    const blocked = [...this.#blocked]
+    this.#blocked.clear()
+    for (const st of blocked) {
+      st.grant()
+      st.pump()
+    }
+  }
+
+  /** Forgets a stream once both directions are done. */
+  settle(st: StreamState): void {
+    if (st.inDone && st.outDone) {
+      this.#streams.delete(st.id)
+      this.#blocked.delete(st)
+    }
+  }
+
+  /** Ends every stream with `err` (the peer left, or the channel closed). */
+  abortAll(err: Error): void {
+    for (const st of [...this.#streams.values()]) st.abort(err)
+    this.#streams.clear()
+    this.#blocked.clear()
+  }
+}
+
+const EMPTY = Buffer.alloc(0)
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e))
 }
 
 /**

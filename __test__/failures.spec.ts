@@ -108,7 +108,7 @@ test('a segment of another layout version is refused with ERR_SHARM_PROTOCOL nam
   const original = seg.read(8, 4)
   seg.write(8, Buffer.from([7, 0, 0, 0]))
   const err = t.throws(() => openChannel(name), { instanceOf: ProtocolError })
-  t.regex(err!.message, /layout version 7 and protocol version 1; this sharmipc speaks layout 1 and protocol 1/)
+  t.regex(err!.message, /layout version 7 and protocol version 2; this sharmipc speaks layout 1 and protocol 2/)
   seg.write(8, original)
   await ch.close()
 })

@@ -9,7 +9,7 @@ const { opened, open, pair } = channelKit(PREFIX)
 test('sent and received counters of both sides agree with what was done, under load', async (t) => {
   const { ch, peer } = await pair('echo')
   const before = ch.stats()
-  t.deepEqual(before.sent, { messages: 0, requests: 0, answers: 0, bytes: 0 })
+  t.deepEqual(before.sent, { messages: 0, requests: 0, answers: 0, streamFrames: 0, bytes: 0 })
   let messageBytes = 0
   const n = 50_000
   for (let i = 0; i < n; i++) {
@@ -30,8 +30,8 @@ test('sent and received counters of both sides agree with what was done, under l
   const answers = await Promise.all(all)
   t.is(answers.length, m)
   const mine = ch.stats()
-  t.deepEqual(mine.sent, { messages: n, requests: m, answers: 0, bytes: messageBytes + requestBytes })
-  t.deepEqual(mine.received, { messages: 0, requests: 0, answers: m, bytes: requestBytes })
+  t.deepEqual(mine.sent, { messages: n, requests: m, answers: 0, streamFrames: 0, bytes: messageBytes + requestBytes })
+  t.deepEqual(mine.received, { messages: 0, requests: 0, answers: m, streamFrames: 0, bytes: requestBytes })
   t.is(mine.pendingRequests, 0)
   t.true(mine.batches >= 1 && mine.largestBatch >= 1)
   t.true(mine.wakeups + mine.spinHits >= 1)
@@ -41,8 +41,14 @@ test('sent and received counters of both sides agree with what was done, under l
     if (r.stats.received.messages === n) break
     await new Promise((resolve) => setTimeout(resolve, 20))
   }
-  t.deepEqual(r.stats.received, { messages: n, requests: m, answers: 0, bytes: messageBytes + requestBytes })
-  t.deepEqual(r.stats.sent, { messages: 0, requests: 0, answers: m, bytes: requestBytes })
+  t.deepEqual(r.stats.received, {
+    messages: n,
+    requests: m,
+    answers: 0,
+    streamFrames: 0,
+    bytes: messageBytes + requestBytes,
+  })
+  t.deepEqual(r.stats.sent, { messages: 0, requests: 0, answers: m, streamFrames: 0, bytes: requestBytes })
   t.is(r.stats.errors, 0)
   t.is(r.outOfOrder, 0)
   await peer.close()

@@ -37,8 +37,9 @@ fn to_kind(kind: u32) -> Result<Kind> {
         2 => Ok(Kind::Response),
         3 => Ok(Kind::ErrorResponse),
         4 => Ok(Kind::Message),
+        7 => Ok(Kind::Stream),
         _ => Err(invalid(format!(
-            "kind must be 1 (request), 2 (response), 3 (error) or 4 (message), got {kind}"
+            "kind must be 1 (request), 2 (response), 3 (error), 4 (message) or 7 (stream), got {kind}"
         ))),
     }
 }

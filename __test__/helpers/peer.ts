@@ -1,6 +1,8 @@
 // A second process for the tests: opens a channel and does what the test tells it over the
 // child_process IPC pipe. Usage: node --import tsx peer.ts <name> <mode> [optionsJson]
-import { open, type Channel, type OpenOptions } from '../../index'
+import { Readable } from 'node:stream'
+
+import { open, type Channel, type OpenOptions, type StreamHandler } from '../../index'
 
 const [name, mode, optionsJson] = process.argv.slice(2)
 const options: OpenOptions = JSON.parse(optionsJson ?? '{}')
@@ -11,6 +13,84 @@ let lastError: { code?: string; message: string } | null = null
 let closedByError = false
 let outOfOrder = 0
 let bytesReceived = 0
+/** What happened to streams here, in order (reported by 'report'). */
+const streamEvents: string[] = []
+
+/** A Readable of `n` bytes where the byte at offset o is o & 0xff, in 64 KiB chunks. */
+export function pattern(n: number, onDestroy?: () => void): Readable {
+  const block = Buffer.alloc(65536)
+  for (let i = 0; i < block.length; i++) block[i] = i & 0xff
+  let left = n
+  return new Readable({
+    read() {
+      if (left <= 0) return void this.push(null)
+      const k = Math.min(left, block.length)
+      left -= k
+      this.push(k === block.length ? block : block.subarray(0, k))
+    },
+    destroy(err, cb) {
+      onDestroy?.()
+      cb(err)
+    },
+  })
+}
+
+/** Counts a stream's bytes, checking the pattern at each chunk's ends. */
+async function consume(body: Readable): Promise<{ bytes: number; bad: number }> {
+  let bytes = 0
+  let bad = 0
+  for await (const c of body) {
+    const chunk = c as Buffer
+    if (
+      chunk.length > 0 &&
+      (chunk[0] !== (bytes & 0xff) || chunk[chunk.length - 1] !== ((bytes + chunk.length - 1) & 0xff))
+    )
+      bad++
+    bytes += chunk.length
+  }
+  return { bytes, bad }
+}
+
+/** onStream of every peer: what it does is named by the request data. */
+const streamHandler: StreamHandler = async (data, body) => {
+  const [what, arg] = data.toString().split(':')
+  streamEvents.push(`open ${what}`)
+  switch (what) {
+    case 'echo':
+      return body
+    case 'count': {
+      const r = await consume(body)
+      streamEvents.push(`counted ${r.bytes}`)
+      return Buffer.from(JSON.stringify(r))
+    }
+    case 'gen':
+      return pattern(Number(arg), () => streamEvents.push('gen destroyed'))
+    case 'fail-after': {
+      const n = Number(arg)
+      let sent = 0
+      return new Readable({
+        read() {
+          if (sent >= n) return void this.destroy(new Error(`answer stream broke after ${n} bytes`))
+          sent += 1000
+          this.push(Buffer.alloc(1000, 1))
+        },
+      })
+    }
+    case 'throw':
+      throw new Error('stream handler exploded')
+    case 'stop-body': {
+      // Reads one chunk of the body, then destroys it.
+      for await (const _ of body) break
+      streamEvents.push('body stopped')
+      return Buffer.from('stopped')
+    }
+    case 'watch-body':
+      body.on('error', (e) => streamEvents.push(`body error: ${e.name}: ${e.message}`))
+      body.resume()
+      return new Readable({ read() {} })
+  }
+  throw new Error(`unknown stream request ${JSON.stringify(what)}`)
+}
 
 function handlerFor(m: string): OpenOptions['onRequest'] {
   switch (m) {
@@ -38,7 +118,7 @@ function handlerFor(m: string): OpenOptions['onRequest'] {
 
 let ch: Channel | undefined
 try {
-  ch = open(name, { ...options, onRequest: handlerFor(mode) })
+  ch = open(name, { ...options, onRequest: handlerFor(mode), onStream: streamHandler })
 } catch (e) {
   const err = e as Error & { code?: string }
   // Exit only once the message is out: exiting at once could lose it.
@@ -65,8 +145,27 @@ function serve(ch: Channel) {
   process.on('message', async (cmd: any) => {
     try {
       switch (cmd.op) {
+        case 'openStreams': {
+          // Opens cmd.k echo streams to the test process at once, each with a body of cmd.bytes.
+          const all = Array.from({ length: cmd.k }, () =>
+            consume(ch.requestStream(Buffer.from('echo'), pattern(cmd.bytes))),
+          )
+          reply({ streams: await Promise.all(all) })
+          break
+        }
         case 'report':
-          reply({ received, outOfOrder, bytesReceived, lastError, closedByError, closed: ch.closed, stats: ch.stats() })
+          reply({
+            received,
+            outOfOrder,
+            bytesReceived,
+            lastError,
+            closedByError,
+            closed: ch.closed,
+            stats: ch.stats(),
+            streamEvents,
+            openStreams: ch.openStreams,
+            rss: process.memoryUsage().rss,
+          })
           break
         case 'request': {
           const r = await ch.request(Buffer.from(cmd.data), {

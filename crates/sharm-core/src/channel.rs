@@ -727,7 +727,7 @@ impl Channel {
     fn send_one(&mut self, kind: Kind, id: u64, gen: u16, data: &[u8], limit: bool) -> Result<SendOutcome, Error> {
         assert!(matches!(
             kind,
-            Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message
+            Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message | Kind::Stream
         ));
         if data.len() > self.opts.max_message_bytes {
             return Err(Error::TooLarge {
@@ -950,7 +950,12 @@ impl Channel {
             let is_answer = matches!(h.kind, Kind::Response | Kind::ErrorResponse);
             let stale = is_answer && h.gen != self.my_gen as u16;
             let wanted = is_answer && want == Some(h.id);
-            let gen = if h.kind == Kind::Request { self.rx_gen as u16 } else { 0 };
+            // Requests carry the sender's generation (echoed in answers); stream frames their type.
+            let gen = match h.kind {
+                Kind::Request => self.rx_gen as u16,
+                Kind::Stream => h.gen,
+                _ => 0,
+            };
             // A record that completes a message needs room in the sink; leave it in the ring
             // when there is none (chunks that only add to a reassembly need none).
             let completes = h.flags & FLAG_MORE == 0;
@@ -1245,8 +1250,12 @@ fn staged_header(records: &[u8], off: usize) -> Result<(Kind, u16, u64, usize), 
     };
     let word = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap());
     let len = word(0) as usize;
-    let kind = Kind::from_u8(h[4])
-        .filter(|k| matches!(k, Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message));
+    let kind = Kind::from_u8(h[4]).filter(|k| {
+        matches!(
+            k,
+            Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message | Kind::Stream
+        )
+    });
     let Some(kind) = kind else {
         return Err(bad_batch(format!("kind {} at offset {off}", h[4])));
     };
@@ -1270,7 +1279,7 @@ fn plain(records: &[u8], at: usize, max: usize) -> Option<usize> {
     let h = records.get(at..at + STAGED_HEADER)?;
     let len = u32::from_le_bytes(h[0..4].try_into().unwrap()) as usize;
     let size = STAGED_HEADER + ((len + 7) & !7);
-    let known = matches!(h[4], 1..=4) && h[5] == 0;
+    let known = matches!(h[4], 1..=4 | 7) && h[5] == 0;
     (known && len <= max && records.len() - at >= size).then_some(size)
 }
 

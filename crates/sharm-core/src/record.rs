@@ -33,6 +33,9 @@ pub enum Kind {
     Hello = 5,
     /// Filler up to the end of the data area; the next record starts at offset 0.
     Pad = 6,
+    /// A frame of a stream: `id` is the stream id, `gen` carries the frame type (the layer
+    /// above defines both).
+    Stream = 7,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             4 => Kind::Message,
             5 => Kind::Hello,
             6 => Kind::Pad,
+            7 => Kind::Stream,
             _ => return None,
         })
     }
