@@ -5,26 +5,11 @@ import { Readable } from 'node:stream'
 import test from 'ava'
 
 import { PeerGoneError, RemoteError, type StreamHandler } from '../index'
-import { channelKit, killAllPeers, leftoverSegments, uniqueName } from './helpers'
+import { channelKit, killAllPeers, leftoverSegments, pattern, uniqueName } from './helpers'
 
 const PREFIX = 'streams'
 const { opened, open, pair } = channelKit(PREFIX)
 const GiB = 1 << 30
-
-/** A Readable of `n` bytes where the byte at offset o is o & 0xff. */
-function pattern(n: number): Readable {
-  const block = Buffer.alloc(65536)
-  for (let i = 0; i < block.length; i++) block[i] = i & 0xff
-  let left = n
-  return new Readable({
-    read() {
-      if (left <= 0) return void this.push(null)
-      const k = Math.min(left, block.length)
-      left -= k
-      this.push(k === block.length ? block : block.subarray(0, k))
-    },
-  })
-}
 
 /** Counts a stream's bytes, checking the pattern at each chunk's ends; tracks the highest RSS. */
 async function consume(s: Readable, rss = { max: 0 }): Promise<{ bytes: number; bad: number }> {

@@ -3,6 +3,7 @@ import { fork, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { readdirSync } from 'node:fs'
 import path from 'node:path'
+import { Readable } from 'node:stream'
 
 import { open as openChannel, type Channel, type OpenOptions } from '../../index'
 
@@ -113,4 +114,23 @@ export function channelKit(prefix: string) {
     return { name, ch, peer }
   }
   return { opened, open, pair }
+}
+
+/** A Readable of `n` bytes where the byte at offset o is o & 0xff, in 64 KiB chunks. */
+export function pattern(n: number, onDestroy?: () => void): Readable {
+  const block = Buffer.alloc(65536)
+  for (let i = 0; i < block.length; i++) block[i] = i & 0xff
+  let left = n
+  return new Readable({
+    read() {
+      if (left <= 0) return void this.push(null)
+      const k = Math.min(left, block.length)
+      left -= k
+      this.push(k === block.length ? block : block.subarray(0, k))
+    },
+    destroy(err, cb) {
+      onDestroy?.()
+      cb(err)
+    },
+  })
 }

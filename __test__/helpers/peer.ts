@@ -3,6 +3,7 @@
 import { Readable } from 'node:stream'
 
 import { open, type Channel, type OpenOptions, type StreamHandler } from '../../index'
+import { pattern } from './index'
 
 const [name, mode, optionsJson] = process.argv.slice(2)
 const options: OpenOptions = JSON.parse(optionsJson ?? '{}')
@@ -15,25 +16,6 @@ let outOfOrder = 0
 let bytesReceived = 0
 /** What happened to streams here, in order (reported by 'report'). */
 const streamEvents: string[] = []
-
-/** A Readable of `n` bytes where the byte at offset o is o & 0xff, in 64 KiB chunks. */
-export function pattern(n: number, onDestroy?: () => void): Readable {
-  const block = Buffer.alloc(65536)
-  for (let i = 0; i < block.length; i++) block[i] = i & 0xff
-  let left = n
-  return new Readable({
-    read() {
-      if (left <= 0) return void this.push(null)
-      const k = Math.min(left, block.length)
-      left -= k
-      this.push(k === block.length ? block : block.subarray(0, k))
-    },
-    destroy(err, cb) {
-      onDestroy?.()
-      cb(err)
-    },
-  })
-}
 
 /** Counts a stream's bytes, checking the pattern at each chunk's ends. */
 async function consume(body: Readable): Promise<{ bytes: number; bad: number }> {
