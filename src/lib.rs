@@ -12,7 +12,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use sharm_core::{ArenaSink, Channel, ChannelOptions, Kind, Payload};
+use sharm_core::{ArenaSink, Channel, ChannelOptions, Kind};
 
 fn js_err(e: sharm_core::Error) -> Error {
     Error::from_reason(format!("{}: {}", e.code(), e))
@@ -57,26 +57,6 @@ pub struct NativeOptions {
     pub spin_micros: u32,
     /// Access mode of the segment if this side creates it.
     pub mode: u32,
-}
-
-/// One batch of what arrived.
-#[napi(object)]
-pub struct PollResult {
-    /// Payloads of small messages, back to back.
-    pub data: Buffer,
-    /// Four numbers per message: `kind | gen << 16`, id low 32 bits, id high bits, length.
-    /// Length `0xffffffff` means the payload is the next entry of `large`.
-    pub meta: Uint32Array,
-    /// Payloads of reassembled (chunked) messages, in order.
-    pub large: Vec<Buffer>,
-    /// Bit 1: the peer left. Bit 2: a peer attached (after the leaving, if both).
-    pub events: u32,
-    /// Generation of the peer that attached.
-    pub peer_generation: u32,
-    /// Messages in the ring, not confirmed as read, when the peer left.
-    pub unconfirmed: f64,
-    /// More is waiting: poll again.
-    pub more: bool,
 }
 
 type WakeFn = ThreadsafeFunction<(), (), (), Status, false>;
@@ -160,35 +140,6 @@ impl NativeChannel {
             Err(sharm_core::Error::QueueFull { .. }) => Ok(2),
             Err(e) => Err(js_err(e)),
         }
-    }
-
-    /// Takes what arrived.
-    #[napi]
-    pub fn poll(&mut self) -> Result<PollResult> {
-        let b = self.ch()?.poll().map_err(js_err)?;
-        let mut meta = Vec::with_capacity(b.messages.len() * 4);
-        let mut large = Vec::new();
-        for m in b.messages {
-            meta.push(m.kind as u32 | (m.gen as u32) << 16);
-            meta.push(m.id as u32);
-            meta.push((m.id >> 32) as u32);
-            match m.payload {
-                Payload::Inline { len, .. } => meta.push(len as u32),
-                Payload::Owned(v) => {
-                    meta.push(u32::MAX);
-                    large.push(Buffer::from(v));
-                }
-            }
-        }
-        Ok(PollResult {
-            data: Buffer::from(b.data),
-            meta: Uint32Array::new(meta),
-            large,
-            events: (b.events.disconnected as u32) | (b.events.connected as u32) << 1,
-            peer_generation: b.events.generation,
-            unconfirmed: b.events.unconfirmed as f64,
-            more: b.more,
-        })
     }
 
     /// Sends the first `len` bytes of `stage`: messages encoded as `Channel::send_batch` takes

@@ -1000,10 +1000,14 @@ impl Channel {
     /// Takes what arrived: messages, peer events. Also moves queued messages into the ring.
     /// Call it whenever the waker's `notify` fires (and whenever else you like).
     pub fn poll(&mut self) -> Result<Batch, Error> {
-        // The wake-up thread waits for this poll only after it notified, and not at all while
-        // the driving thread polls by itself: wake it only then (a wake is a system call).
+        self.polling(Self::poll_inner)
+    }
+
+    /// Runs a poll. The wake-up thread waits for one only after it notified, and not at all while
+    /// the driving thread polls by itself: it is woken only then (a wake is a system call).
+    fn polling<T>(&mut self, poll: impl FnOnce(&mut Self) -> T) -> T {
         let was_notified = self.shared.notified.swap(false, SeqCst);
-        let r = self.poll_inner();
+        let r = poll(self);
         if was_notified && !self.shared.driving.load(SeqCst) {
             if let Some(t) = self.shared.thread.get() {
                 t.unpark();
@@ -1028,14 +1032,7 @@ impl Channel {
 
     /// Like [`Channel::poll`], but delivers into `sink` (see [`ArenaSink`]) until it is full.
     pub fn poll_into(&mut self, sink: &mut ArenaSink) -> Result<PollInfo, Error> {
-        let was_notified = self.shared.notified.swap(false, SeqCst);
-        let r = self.poll_into_inner(sink);
-        if was_notified && !self.shared.driving.load(SeqCst) {
-            if let Some(t) = self.shared.thread.get() {
-                t.unpark();
-            }
-        }
-        r
+        self.polling(|ch| ch.poll_into_inner(sink))
     }
 
     fn poll_into_inner(&mut self, sink: &mut ArenaSink) -> Result<PollInfo, Error> {
