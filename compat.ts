@@ -9,6 +9,7 @@
  * @packageDocumentation
  */
 import { open, ClosedError, type Channel, type ChannelStats, type DisconnectInfo, type OpenOptions } from './index'
+import { asError, checkTimeout, describe, EMPTY, isThenable } from './internal'
 
 /** An answer given by a handler: success flag and payload (`null` is sent as an empty payload). */
 export type Answer = [ok: boolean, data: Buffer | Uint8Array | null]
@@ -104,18 +105,6 @@ const DROPPED_OPTIONS: Record<string, string> = {
 /** Prefix of the error message that carries a handler's `[false, data]` answer (base64). */
 const FALSE_WITH_DATA = 'the handler answered false with data (base64): '
 const FALSE_ANSWER = 'the handler answered false'
-const MAX_TIMEOUT_MS = 2 ** 31 - 1
-const EMPTY = Buffer.alloc(0)
-
-function describe(v: unknown): string {
-  if (v === null) return 'null'
-  if (v === undefined) return 'undefined'
-  if (Array.isArray(v)) return `an array of length ${v.length}`
-  if (typeof v === 'function') return `a function with ${v.length} parameters`
-  if (typeof v === 'object') return `an instance of ${(v as object).constructor?.name ?? 'Object'}`
-  if (typeof v === 'string') return `a string (${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)})`
-  return `${typeof v} ${String(v)}`
-}
 
 /** A payload argument: bytes, or null/undefined for an empty payload. */
 function payload(v: unknown, what: string): Uint8Array {
@@ -125,19 +114,7 @@ function payload(v: unknown, what: string): Uint8Array {
 }
 
 function timeout(v: unknown): number | undefined {
-  if (v === undefined) return undefined
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > MAX_TIMEOUT_MS) {
-    throw new RangeError(`timeoutMs must be a number of milliseconds from 1 to ${MAX_TIMEOUT_MS}, got ${describe(v)}`)
-  }
-  return v
-}
-
-function asError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e))
-}
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return v !== null && typeof v === 'object' && typeof (v as PromiseLike<unknown>).then === 'function'
+  return v === undefined ? undefined : checkTimeout(v, 'timeoutMs')
 }
 
 /** bufferCapacity → a ring capacity: the next power of two, at least 4096, at most 1 GiB. */

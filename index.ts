@@ -12,6 +12,7 @@ import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
 
 import type * as Binding from './binding'
+import { asError, checkTimeout, describe, EMPTY, isThenable } from './internal'
 
 type NativeChannel = Binding.NativeChannel
 const { NativeChannel } = loadBinding()
@@ -184,14 +185,6 @@ function fromNative(e: unknown): Error {
 // Argument checks
 // ---------------------------------------------------------------------------------------------
 
-function describe(v: unknown): string {
-  if (v === null) return 'null'
-  if (Array.isArray(v)) return 'an array'
-  if (typeof v === 'object') return `an instance of ${(v as object).constructor?.name ?? 'Object'}`
-  if (typeof v === 'string') return `a string (${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)})`
-  return `${typeof v} ${String(v)}`
-}
-
 function toBytes(data: unknown, what: string): Uint8Array {
   if (data instanceof Uint8Array) return data
   throw new TypeError(`${what} must be a Buffer or Uint8Array, got ${describe(data)}`)
@@ -214,16 +207,6 @@ function checkInt(v: unknown, what: string, min: number, max: number): number {
     throw new TypeError(`${what} must be an integer, got ${describe(v)}`)
   }
   if (v < min || v > max) throw new RangeError(`${what} must be from ${min} to ${max}, got ${v}`)
-  return v
-}
-
-/** Longest timeout Node's timers take (about 24.8 days). */
-const MAX_TIMEOUT_MS = 2 ** 31 - 1
-
-function checkTimeout(v: unknown, what: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > MAX_TIMEOUT_MS) {
-    throw new RangeError(`${what} must be a number of milliseconds from 1 to ${MAX_TIMEOUT_MS}, got ${describe(v)}`)
-  }
   return v
 }
 
@@ -1197,7 +1180,7 @@ export class Channel extends EventEmitter {
       return
     }
     if (ctx.deferred) return
-    if (result !== null && typeof result === 'object' && typeof (result as Promise<Answer>).then === 'function') {
+    if (isThenable(result)) {
       ;(result as Promise<Answer>).then(
         (v) => ctx.deferred || this.#reply(handle, a, v, false, false),
         (e) => this.#reply(handle, a, e, true, false),
@@ -1603,12 +1586,6 @@ class StreamTable {
     this.#streams.clear()
     this.#blocked.clear()
   }
-}
-
-const EMPTY = Buffer.alloc(0)
-
-function asError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e))
 }
 
 /**

@@ -25,6 +25,7 @@ const REQUIRED = [
   'index.d.ts',
   'index.js',
   'index.mjs',
+  'internal.js',
   'package.json',
 ]
 /** Files that may ship when they exist: the `npx sharmipc bench` command and its scripts. */
@@ -193,7 +194,7 @@ test('without a matching binary, require and import fail naming the platform and
   // A copy of the package's JS without any .node file or platform package, outside the repository.
   const dir = mkdtempSync(path.join(tmpdir(), 'sharmipc-nobinary-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  for (const f of ['package.json', 'index.js', 'index.mjs', 'binding.js']) {
+  for (const f of ['package.json', 'index.js', 'index.mjs', 'internal.js', 'binding.js']) {
     copyFileSync(path.join(root, f), path.join(dir, f))
   }
   const { target, libc } = platformParts()
