@@ -1,5 +1,5 @@
 // Types of the ES module entry point (index.mjs): the same API as the CommonJS build.
-import * as sharmipc from './index.js'
+import * as sharmipc from './dist/index.js'
 
-export * from './index.js'
+export * from './dist/index.js'
 export default sharmipc

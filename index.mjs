@@ -1,7 +1,7 @@
 // ES module entry point. It re-exports the CommonJS build rather than being a second build, so
 // `import` and `require` in one process share one module: the same classes (`instanceof` works
 // across both), one exit hook and one set of open channels.
-import sharmipc from './index.js'
+import sharmipc from './dist/index.js'
 
 export const {
   SharmError,

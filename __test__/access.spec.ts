@@ -9,7 +9,7 @@ import { open } from '../index'
 import { killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
 
 const PREFIX = 'access'
-const facade = path.join(__dirname, '..', 'index.js')
+const facade = path.join(__dirname, '..', 'dist', 'index.js')
 
 /** Runs a one-line script as user `nobody` that opens `name` and prints what happened. */
 async function openAsNobody(name: string): Promise<{ code?: string; message?: string; ok?: boolean }> {

@@ -1,7 +1,7 @@
 // What the published package holds and how it loads: the file list of `npm pack`, the ES module
 // and CommonJS entry points, and the error when no native binary matches the platform.
 import { execFile } from 'node:child_process'
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -12,22 +12,20 @@ const root = path.join(__dirname, '..')
 const exec = promisify(execFile)
 const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'))
 
+/** The TypeScript sources of the library, as paths without their extension. */
+function sources(dir: string): string[] {
+  return readdirSync(path.join(root, dir), { withFileTypes: true }).flatMap((e) => {
+    const rel = `${dir}/${e.name}`
+    if (e.isDirectory()) return sources(rel)
+    return e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [rel.slice(0, -3)] : []
+  })
+}
+
+/** The build of every source file: its JS and its types. */
+const COMPILED = ['index', 'compat', ...sources('lib'), 'binding'].flatMap((f) => [`dist/${f}.js`, `dist/${f}.d.ts`])
+
 /** Files every published version must contain (npm adds package.json and README.md itself). */
-const REQUIRED = [
-  'README.md',
-  'binding.d.ts',
-  'binding.js',
-  'compat.d.mts',
-  'compat.d.ts',
-  'compat.js',
-  'compat.mjs',
-  'index.d.mts',
-  'index.d.ts',
-  'index.js',
-  'index.mjs',
-  'internal.js',
-  'package.json',
-]
+const REQUIRED = ['README.md', 'compat.d.mts', 'compat.mjs', 'index.d.mts', 'index.mjs', 'package.json', ...COMPILED].sort()
 /** Files that may ship when they exist: the `npx sharmipc bench` command and its scripts. */
 const OPTIONAL = [/^bin\/sharmipc\.mjs$/, /^benches\/[^/]+\.mjs$/]
 
@@ -73,6 +71,7 @@ test('every path package.json points at is in the package', async (t) => {
   }
   walk(pkg.exports)
   walk(pkg.bin)
+  walk(pkg.imports)
   const normalized = [...new Set(targets.map((p) => p.replace(/^\.\//, '')))]
   t.true(normalized.length >= 5, `expected main, types and the exports map, found ${normalized.join(', ')}`)
   t.deepEqual(
@@ -169,7 +168,7 @@ test('sharmipc/compat: import and require give the same module, built on the sam
 async function load(cwd: string, how: 'require' | 'import', env: NodeJS.ProcessEnv = process.env) {
   const args =
     how === 'require'
-      ? ['-e', `require('./index.js'); console.log('loaded')`]
+      ? ['-e', `require('.'); console.log('loaded')`]
       : ['--input-type=module', '-e', `import './index.mjs'; console.log('loaded')`]
   try {
     const { stdout, stderr } = await exec(process.execPath, args, { cwd, env })
@@ -194,7 +193,8 @@ test('without a matching binary, require and import fail naming the platform and
   // A copy of the package's JS without any .node file or platform package, outside the repository.
   const dir = mkdtempSync(path.join(tmpdir(), 'sharmipc-nobinary-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  for (const f of ['package.json', 'index.js', 'index.mjs', 'internal.js', 'binding.js']) {
+  for (const f of ['package.json', 'index.mjs', ...COMPILED.filter((f) => f.endsWith('.js'))]) {
+    mkdirSync(path.dirname(path.join(dir, f)), { recursive: true })
     copyFileSync(path.join(root, f), path.join(dir, f))
   }
   const { target, libc } = platformParts()

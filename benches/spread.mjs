@@ -48,7 +48,7 @@ const DEFAULT_LAYOUTS = 'channels:1,channels:2,channels:4,processes:2,workers:2'
 // ---------------------------------------------------------------------------------------------
 
 async function endpoint({ names, capacity, options }, ctl) {
-  const { open } = require('../index.js')
+  const { open } = require('sharmipc')
   const before = probe()
   const chs = names.map((name) => open(name, { ...options, capacity, onRequest: (d) => d }))
   const opened = probe()

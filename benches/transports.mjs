@@ -24,7 +24,7 @@ function sharmipc(options = {}) {
     name: options.latency ? 'sharmipc (latency mode)' : 'sharmipc',
     sendTakesOnFalse: false,
     async connect(role, setup, { onMessage, onRequest }) {
-      const { open } = require('../index.js')
+      const { open } = require('sharmipc')
       const ch = open(setup.name, {
         capacity: setup.capacity ?? 1 << 20,
         onRequest: onRequest ?? ((d) => d),

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module'
 import { fileURLToPath } from 'node:url'
 
 const require = createRequire(import.meta.url)
-const { open } = require('../index.js')
+const { open } = require('sharmipc')
 
 const [role, name = `demo-${process.pid}`] = process.argv.slice(2)
 

@@ -13,7 +13,7 @@
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
-const { SharmIpc } = require('../compat.js')
+const { SharmIpc } = require('sharmipc/compat')
 
 const NAME = process.argv[2] ?? 'MNPC'
 const MESSAGES = 10_000

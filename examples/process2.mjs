@@ -11,7 +11,7 @@
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
-const { SharmIpc } = require('../compat.js')
+const { SharmIpc } = require('sharmipc/compat')
 
 const NAME = process.argv[2] ?? 'MNPC'
 const fmt = (n, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits })

@@ -183,13 +183,13 @@ function main() {
       `no platform package for this host: expected ${path.relative(root, npmDir)}/package.json (napi create-npm-dirs)`,
     )
   }
-  const binary = path.join(root, binaryName)
-  if (!existsSync(binary) || !existsSync(path.join(root, 'binding.js'))) {
-    step(`${binaryName} or binding.js missing: npm run build:native`)
+  const binary = path.join(root, 'dist', binaryName)
+  if (!existsSync(binary) || !existsSync(path.join(root, 'dist', 'binding.js'))) {
+    step(`dist/${binaryName} or dist/binding.js missing: npm run build:native`)
     run('npm', ['run', 'build:native'], { cwd: root, stdio: 'inherit' })
   }
-  if (!existsSync(path.join(root, 'index.js')) || !existsSync(path.join(root, 'index.d.ts'))) {
-    step('index.js missing: npm run build:ts')
+  if (!existsSync(path.join(root, 'dist', 'index.js')) || !existsSync(path.join(root, 'dist', 'index.d.ts'))) {
+    step('dist/index.js missing: npm run build:ts')
     run('npm', ['run', 'build:ts'], { cwd: root, stdio: 'inherit' })
   }
 

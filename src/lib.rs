@@ -1,25 +1,113 @@
 //! The Node-API layer of sharmipc: a thin `#[napi]` wrapper around `sharm_core::Channel`.
 //!
-//! This is the binding the TypeScript facade (`index.ts`) is built on; users call the facade.
-//! Errors thrown from here carry a message of the form `ERR_SHARM_<CODE>: <text>`, which the facade
-//! turns into its error classes.
+//! This is the binding the TypeScript facade (`lib/`) is built on; users call the facade.
+//! Errors thrown from here are JS errors whose `code` is the core's stable code
+//! (`sharm_core::Error::code`, e.g. `ERR_SHARM_BUSY`) and whose `message` is its text; the facade
+//! turns them into its error classes by that code. The numbers the facade writes and reads (record
+//! kinds, send results, the layout of `pollInto`'s output) are exported from here as constants, so
+//! the TypeScript side never types them again.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use napi::bindgen_prelude::*;
+use napi::bindgen_prelude::{Buffer, Env, Function, Uint32ArraySlice, Uint8ArraySlice};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
 use napi_derive::napi;
 use sharm_core::{ArenaSink, Channel, ChannelOptions, Kind};
 
-fn js_err(e: sharm_core::Error) -> Error {
-    Error::from_reason(format!("{}: {}", e.code(), e))
+/// An error for JS: `code` is the core's stable code, `message` its text.
+type JsError = napi::Error<&'static str>;
+type Result<T> = std::result::Result<T, JsError>;
+
+fn js_err(e: sharm_core::Error) -> JsError {
+    let code = e.code();
+    match e {
+        // The facade's RemoteError words it; the peer's message goes as it came.
+        sharm_core::Error::Remote(m) => JsError::new(code, m),
+        e => JsError::new(code, e.to_string()),
+    }
 }
 
-fn invalid(msg: String) -> Error {
-    Error::from_reason(format!("ERR_SHARM_INVALID: {msg}"))
+fn invalid(msg: String) -> JsError {
+    js_err(sharm_core::Error::Invalid(msg))
+}
+
+fn os(msg: String) -> JsError {
+    js_err(sharm_core::Error::Os(msg))
+}
+
+/// Record kind of a request (the first argument of `send`, the low byte of a message's first
+/// `pollInto` word).
+#[napi]
+pub const KIND_REQUEST: u32 = Kind::Request as u32;
+/// Record kind of a successful answer.
+#[napi]
+pub const KIND_RESPONSE: u32 = Kind::Response as u32;
+/// Record kind of a failed answer (payload: the UTF-8 error message).
+#[napi]
+pub const KIND_ERROR_RESPONSE: u32 = Kind::ErrorResponse as u32;
+/// Record kind of a send-and-forget message.
+#[napi]
+pub const KIND_MESSAGE: u32 = Kind::Message as u32;
+/// Record kind of a stream frame (the generation field carries the frame type).
+#[napi]
+pub const KIND_STREAM: u32 = Kind::Stream as u32;
+/// `send` result: the message is wholly in the ring.
+#[napi]
+pub const SEND_WRITTEN: u32 = 0;
+/// `send` result: (part of) the message waits in the native queue.
+#[napi]
+pub const SEND_QUEUED: u32 = 1;
+/// `send` result: the queue is over `maxQueueBytes`; nothing was taken.
+#[napi]
+pub const SEND_QUEUE_FULL: u32 = 2;
+/// Bytes of a record header, also the header of each message in `sendStaged`'s input.
+#[napi]
+pub const RECORD_HEADER_BYTES: u32 = sharm_core::record::HEADER_LEN as u32;
+/// Records (and messages in `sendStaged`'s input) start at multiples of this many bytes.
+#[napi]
+pub const RECORD_ALIGN: u32 = sharm_core::record::ALIGN as u32;
+/// Words at the start of `pollInto`'s `meta`, before the four words of each message.
+#[napi]
+pub const POLL_META_HEAD: u32 = META_HEAD as u32;
+/// `pollInto` head word: the peer events of the poll (`POLL_EVENT_*` bits).
+#[napi]
+pub const POLL_WORD_EVENTS: u32 = 0;
+/// `pollInto` head word: the generation of the peer that attached.
+#[napi]
+pub const POLL_WORD_PEER_GENERATION: u32 = 1;
+/// `pollInto` head words (low, high 32 bits): messages the peer that left had not confirmed.
+#[napi]
+pub const POLL_WORD_UNCONFIRMED: u32 = 2;
+/// `pollInto` head word: 1 if more is waiting (poll again).
+#[napi]
+pub const POLL_WORD_MORE: u32 = 4;
+/// `pollInto` head word: the arena offset after the payloads written.
+#[napi]
+pub const POLL_WORD_ARENA_END: u32 = 5;
+/// `pollInto` head words (low, high 32 bits): bytes queued natively for the ring.
+#[napi]
+pub const POLL_WORD_QUEUED: u32 = 6;
+/// `POLL_WORD_EVENTS` bit: the peer left.
+#[napi]
+pub const POLL_EVENT_PEER_LEFT: u32 = 1;
+/// `POLL_WORD_EVENTS` bit: a peer attached (after the one that left, if both are set).
+#[napi]
+pub const POLL_EVENT_PEER_JOINED: u32 = 2;
+/// Length word of a message whose payload comes from `takeLarge()`.
+#[napi]
+pub const POLL_LARGE: u32 = sharm_core::LARGE;
+/// Largest payload `pollInto` copies into the arena.
+#[napi]
+pub const POLL_INLINE_MAX: u32 = INLINE_MAX as u32;
+
+/// Every `code` an error thrown by this binding can carry.
+#[napi]
+pub fn error_codes() -> Vec<&'static str> {
+    sharm_core::Error::CODES.to_vec()
 }
 
 fn to_id(id: f64) -> Result<u64> {
@@ -32,16 +120,18 @@ fn to_id(id: f64) -> Result<u64> {
 }
 
 fn to_kind(kind: u32) -> Result<Kind> {
-    match kind {
-        1 => Ok(Kind::Request),
-        2 => Ok(Kind::Response),
-        3 => Ok(Kind::ErrorResponse),
-        4 => Ok(Kind::Message),
-        7 => Ok(Kind::Stream),
-        _ => Err(invalid(format!(
-            "kind must be 1 (request), 2 (response), 3 (error), 4 (message) or 7 (stream), got {kind}"
-        ))),
-    }
+    u8::try_from(kind)
+        .ok()
+        .and_then(Kind::from_u8)
+        .filter(|k| k.is_sendable())
+        .ok_or_else(|| {
+            let kinds: Vec<String> = Kind::ALL
+                .iter()
+                .filter(|k| k.is_sendable())
+                .map(|k| format!("{} ({k:?})", *k as u8))
+                .collect();
+            invalid(format!("kind must be one of {}, got {kind}", kinds.join(", ")))
+        })
 }
 
 /// Options of `NativeChannel`; the facade validates and fills in defaults.
@@ -103,7 +193,12 @@ impl NativeChannel {
             mode: options.mode,
         };
         let ch = Channel::open(&name, opts).map_err(js_err)?;
-        let tsfn: Arc<WakeFn> = Arc::new(wake.build_threadsafe_function().callee_handled::<false>().build()?);
+        let tsfn = wake
+            .build_threadsafe_function()
+            .callee_handled::<false>()
+            .build()
+            .map_err(|e| os(format!("cannot create the wake-up callback: {e}")))?;
+        let tsfn: Arc<WakeFn> = Arc::new(tsfn);
         let waker = ch.waker();
         let thread_tsfn = tsfn.clone();
         let thread = std::thread::Builder::new()
@@ -113,7 +208,7 @@ impl NativeChannel {
                     thread_tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
                 })
             })
-            .map_err(|e| Error::from_reason(format!("ERR_SHARM_OS: cannot start the wake-up thread: {e}")))?;
+            .map_err(|e| os(format!("cannot start the wake-up thread: {e}")))?;
         Ok(NativeChannel {
             ch: Some(ch),
             thread: Some(thread),
@@ -127,17 +222,17 @@ impl NativeChannel {
         self.ch.as_mut().ok_or_else(|| js_err(sharm_core::Error::Closed))
     }
 
-    /// Sends one message of `kind` (1 request, 2 response, 3 error, 4 message). Returns 0 when it
-    /// is wholly in the ring, 1 when (part of) it is queued, 2 when the queue is full and nothing
-    /// was taken. Throws ERR_SHARM_TOO_LARGE, ERR_SHARM_CLOSED, ERR_SHARM_PROTOCOL.
+    /// Sends one message of `kind` (one of the `KIND_*` constants).
+    /// Returns `SEND_WRITTEN`, `SEND_QUEUED`, or `SEND_QUEUE_FULL` (nothing was taken). Throws
+    /// ERR_SHARM_TOO_LARGE, ERR_SHARM_CLOSED, ERR_SHARM_PROTOCOL.
     #[napi]
     pub fn send(&mut self, kind: u32, id: f64, gen: u32, data: Uint8ArraySlice) -> Result<u32> {
         let kind = to_kind(kind)?;
         let id = to_id(id)?;
         match self.ch()?.send(kind, id, gen as u16, &data) {
-            Ok(sharm_core::SendOutcome::Written) => Ok(0),
-            Ok(sharm_core::SendOutcome::Queued) => Ok(1),
-            Err(sharm_core::Error::QueueFull { .. }) => Ok(2),
+            Ok(sharm_core::SendOutcome::Written) => Ok(SEND_WRITTEN),
+            Ok(sharm_core::SendOutcome::Queued) => Ok(SEND_QUEUED),
+            Err(sharm_core::Error::QueueFull { .. }) => Ok(SEND_QUEUE_FULL),
             Err(e) => Err(js_err(e)),
         }
     }
@@ -159,12 +254,9 @@ impl NativeChannel {
     }
 
     /// Takes what arrived into memory the caller owns, with no allocation per batch. `meta`:
-    /// words 0..8 are filled with: peer events (bit 1 the peer left, bit 2 a peer attached),
-    /// the attached peer's generation, the unconfirmed count (low, high 32 bits), 1 if more is
-    /// waiting, the arena offset after the payloads, and the bytes queued for the ring (low, high
-    /// 32 bits); then four words per message:
-    /// `kind | gen << 16`, id low and high 32 bits, and the length (0xffffffff: take the payload
-    /// from `takeLarge()`). Payloads are written back to back into `arena` from `used` on.
+    /// the first `POLL_META_HEAD` words are filled as the `POLL_WORD_*` constants say; then four
+    /// words per message: `kind | gen << 16`, id low and high 32 bits, and the length
+    /// (`POLL_LARGE`: take the payload from `takeLarge()`). Payloads are written back to back into `arena` from `used` on.
     /// Returns the number of messages. The caller keeps `arena.length - used` at least
     /// min(arena.length / 4, 64 KiB).
     #[napi]
@@ -194,15 +286,17 @@ impl NativeChannel {
         };
         let info = ch.poll_into(&mut sink).map_err(js_err)?;
         let e = info.events;
-        head[0] = (e.disconnected as u32) | (e.connected as u32) << 1;
-        head[1] = e.generation;
-        head[2] = e.unconfirmed as u32;
-        head[3] = (e.unconfirmed >> 32) as u32;
-        head[4] = info.more as u32;
-        head[5] = sink.used as u32;
+        let word = |w: u32| w as usize;
+        head[word(POLL_WORD_EVENTS)] = if e.disconnected { POLL_EVENT_PEER_LEFT } else { 0 }
+            | if e.connected { POLL_EVENT_PEER_JOINED } else { 0 };
+        head[word(POLL_WORD_PEER_GENERATION)] = e.generation;
+        head[word(POLL_WORD_UNCONFIRMED)] = e.unconfirmed as u32;
+        head[word(POLL_WORD_UNCONFIRMED) + 1] = (e.unconfirmed >> 32) as u32;
+        head[word(POLL_WORD_MORE)] = info.more as u32;
+        head[word(POLL_WORD_ARENA_END)] = sink.used as u32;
         let queued = ch.queued_bytes() as u64;
-        head[6] = queued as u32;
-        head[7] = (queued >> 32) as u32;
+        head[word(POLL_WORD_QUEUED)] = queued as u32;
+        head[word(POLL_WORD_QUEUED) + 1] = (queued >> 32) as u32;
         Ok(sink.count as u32)
     }
 
@@ -314,9 +408,7 @@ impl NativeChannel {
             }
         };
         if status != napi::sys::Status::napi_ok {
-            return Err(Error::from_reason(format!(
-                "ERR_SHARM_OS: cannot change the channel's ref state (status {status})"
-            )));
+            return Err(os(format!("cannot change the channel's ref state (status {status})")));
         }
         self.referenced = on;
         Ok(())

@@ -82,6 +82,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every code [`Error::code`] can return.
+    pub const CODES: [&'static str; 10] = [
+        "ERR_SHARM_BUSY",
+        "ERR_SHARM_PROTOCOL",
+        "ERR_SHARM_INVALID",
+        "ERR_SHARM_QUEUE_FULL",
+        "ERR_SHARM_TOO_LARGE",
+        "ERR_SHARM_CLOSED",
+        "ERR_SHARM_TIMEOUT",
+        "ERR_SHARM_PEER_GONE",
+        "ERR_SHARM_REMOTE",
+        "ERR_SHARM_OS",
+    ];
+
     /// The stable code the Node layer exposes.
     pub fn code(&self) -> &'static str {
         match self {
@@ -122,5 +136,28 @@ impl std::error::Error for Error {}
 impl From<ProtocolError> for Error {
     fn from(e: ProtocolError) -> Self {
         Error::Protocol(format!("protocol error from the peer: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_lists_every_code_once() {
+        let all = [
+            Error::Busy(String::new()),
+            Error::Protocol(String::new()),
+            Error::Invalid(String::new()),
+            Error::QueueFull { queued: 0, limit: 0 },
+            Error::TooLarge { len: 0, max: 0 },
+            Error::Closed,
+            Error::Timeout(0),
+            Error::PeerGone,
+            Error::Remote(String::new()),
+            Error::Os(String::new()),
+        ];
+        let codes: Vec<&str> = all.iter().map(Error::code).collect();
+        assert_eq!(codes, Error::CODES);
     }
 }

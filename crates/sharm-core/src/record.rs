@@ -39,6 +39,12 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// TEMP
+    pub const ALL: [Kind; 7] = [Kind::Request, Kind::Response, Kind::ErrorResponse, Kind::Message, Kind::Hello, Kind::Pad, Kind::Stream];
+    /// TEMP
+    pub fn is_sendable(self) -> bool {
+        matches!(self, Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message | Kind::Stream)
+    }
     pub fn from_u8(v: u8) -> Option<Kind> {
         Some(match v {
             1 => Kind::Request,

@@ -1,0 +1,519 @@
+/**
+ * One side of a named channel: {@link open} attaches to it, {@link Channel} is what a user holds.
+ * The class ties the parts together; each part lives in a file of its own: the way out in
+ * `internal/send-buffer.ts`, the way in in `internal/receive.ts`, requests of ours in
+ * `internal/pending.ts`, the peer's requests in `internal/answering.ts`, the polling strategy in
+ * `internal/polling.ts`, streams in `streams.ts`.
+ *
+ * @packageDocumentation
+ */
+import { EventEmitter } from 'node:events'
+import { performance } from 'node:perf_hooks'
+import { Readable } from 'node:stream'
+
+import { ClosedError, fromNative, PeerGoneError, QueueFullError, RemoteError, TimeoutError, timedOut } from './errors'
+import { resolveOptions, type OpenOptions, type RequestHandler, type RequestOptions } from './options'
+import { StreamTable, type StreamHandler } from './streams'
+import { Answering } from './internal/answering'
+import { native as binding, type NativeChannel } from './internal/binding'
+import { trackNative, untrackNative } from './internal/exit-hook'
+import { PendingRequests } from './internal/pending'
+import { Poller } from './internal/polling'
+import { Receiver, type DisconnectInfo } from './internal/receive'
+import { SendBuffer } from './internal/send-buffer'
+import { Counters, type ChannelStats } from './internal/stats'
+import { checkName, checkTimeout, describe, toBytes } from './internal/validate'
+
+const { KIND_MESSAGE, KIND_REQUEST, KIND_STREAM, SEND_QUEUE_FULL } = binding
+
+export type { DisconnectInfo }
+
+export interface Channel {
+  on(event: 'message', listener: (data: Buffer) => void): this
+  on(event: 'connect', listener: () => void): this
+  on(event: 'disconnect', listener: (info: DisconnectInfo) => void): this
+  on(event: 'error', listener: (err: Error) => void): this
+  on(event: 'close', listener: () => void): this
+  on(event: 'drain', listener: () => void): this
+  once(event: 'message', listener: (data: Buffer) => void): this
+  once(event: 'connect', listener: () => void): this
+  once(event: 'disconnect', listener: (info: DisconnectInfo) => void): this
+  once(event: 'error', listener: (err: Error) => void): this
+  once(event: 'close', listener: () => void): this
+  once(event: 'drain', listener: () => void): this
+}
+
+/**
+ * One side of a named channel. Events:
+ * - `'message'` `(data: Buffer)`: a send-and-forget message from the peer, in the order sent;
+ * - `'connect'`: a peer attached; `'disconnect'` `(info)`: it left (closed or died);
+ * - `'error'` `(err)`: something failed that belongs to no call (a protocol error from the peer
+ *   closes the channel; an answer could not be queued). Without a listener it becomes a process
+ *   warning, never an exception;
+ * - `'close'`: the channel closed;
+ * - `'drain'`: after `send` returned `false` (or a request was refused with `QueueFullError`), the
+ *   queue is empty again.
+ *
+ * `data` passed to `'message'` and to handlers may be a view into a larger buffer shared by one
+ * batch: copy it (`Buffer.from(data)`) to keep a small piece for long.
+ */
+export class Channel extends EventEmitter {
+  /** The channel's name. */
+  readonly name: string
+  #native: NativeChannel | null
+  #onRequest: RequestHandler | undefined
+  #onStream: StreamHandler | undefined
+  #timeoutMs: number
+  #nextId = 1
+  #connected = false
+  #closing: Promise<void> | null = null
+  #peerWaiters = new Set<{ resolve: () => void; reject: (e: Error) => void }>()
+  #drainWaiters: Array<() => void> = []
+  #referenced = true
+  /** A send was refused for a full queue: emit 'drain' when the queue is empty again. */
+  #wantDrain = false
+  #stats = new Counters()
+  #send: SendBuffer
+  #poller: Poller
+  #receiver: Receiver
+  #pending: PendingRequests
+  #answering: Answering
+  #streams: StreamTable
+
+  /** @internal Use {@link open}. */
+  constructor(name: string, options: OpenOptions = {}) {
+    super()
+    this.name = checkName(name)
+    const o = resolveOptions(options)
+    this.#onRequest = o.onRequest
+    this.#onStream = o.onStream
+    this.#timeoutMs = o.timeoutMs
+    const native = () => this.#native
+    this.#poller = new Poller({ native, drain: () => this.#receiver.drain(), later: this.#later }, this.#stats, o.spinMicros)
+    this.#send = new SendBuffer(
+      { native, waiting: () => this.#poller.heat(), fail: (e) => this.#fail(e) },
+      this.#stats,
+      o.maxQueueBytes,
+      o.maxMessageBytes,
+    )
+    this.#pending = new PendingRequests((id) => {
+      this.#native?.cancel(id)
+      this.#stats.timeouts++
+    })
+    this.#answering = new Answering(
+      { native, handler: () => this.#onRequest, error: (e) => this.#emitError(e), queueFull: () => this.#queueFull() },
+      this.#send,
+    )
+    this.#streams = new StreamTable({
+      side: () => this.#native?.side ?? 0,
+      send: (id, type, bytes) => {
+        const native = this.#native
+        if (native === null) throw new ClosedError()
+        return this.#send.submit(native, KIND_STREAM, id, type, bytes)
+      },
+      wantDrain: () => {
+        this.#wantDrain = true
+      },
+      handler: () => this.#onStream,
+    })
+    this.#receiver = new Receiver(
+      {
+        native,
+        fail: (e) => this.#fail(e),
+        heat: () => this.#poller.heat(),
+        later: this.#later,
+        connected: () => this.#onConnect(),
+        disconnected: (info) => this.#onDisconnect(info),
+        message: (payload) => this.#emitSafely('message', payload),
+        streamFrame: (id, type, payload) => this.#streams.onFrame(id, type, payload),
+        request: (id, gen, payload) => this.#answering.onRequest(id, gen, payload),
+        answer: (id, ok, payload) =>
+          ok ? this.#pending.settle(id, true, payload) : this.#pending.settle(id, false, new RemoteError(payload.toString('utf8'))),
+        drained: () => this.#drained(),
+      },
+      this.#send,
+      this.#stats,
+    )
+    try {
+      this.#native = new binding.NativeChannel(
+        name,
+        // The wake-up thread does not spin: the JS thread does (see internal/polling.ts).
+        {
+          capacity: o.capacity,
+          maxQueueBytes: o.maxQueueBytes,
+          maxMessageBytes: o.maxMessageBytes,
+          spinMicros: 0,
+          mode: o.mode,
+        },
+        this.#onWake,
+      )
+    } catch (e) {
+      throw fromNative(e)
+    }
+    trackNative(this.#native, () => this.#send.flush())
+  }
+
+  /** Is a peer attached? */
+  get connected(): boolean {
+    return this.#connected
+  }
+
+  /** Has `close()` been called? */
+  get closed(): boolean {
+    return this.#closing !== null
+  }
+
+  /** Ring bytes per direction (as created by whichever side came first). */
+  get capacity(): number {
+    return this.#live().capacity
+  }
+
+  /** Requests waiting for an answer. */
+  get pendingRequests(): number {
+    return this.#pending.size
+  }
+
+  /** Bytes accepted but not yet written into the ring. */
+  get queuedBytes(): number {
+    return this.#native === null ? 0 : this.#native.queuedBytes + this.#send.stagedBytes
+  }
+
+  /**
+   * Counters since the channel was opened. `sent`/`received`: messages (send-and-forget),
+   * requests, answers (error answers included) and payload bytes, counted when accepted by
+   * `send`/`request`/an answer and when delivered here. `timeouts`: requests that timed out;
+   * `queueFullRejections`: sends, requests and answers refused for a full queue; `errors`:
+   * `'error'` events (or warnings) raised; `remoteErrors`: error answers received. `wakeups`:
+   * times the native thread woke the event loop; `spinHits`: times polling found work without a
+   * wake-up; `batches`: reads that delivered something, `largestBatch` the most messages in one.
+   */
+  stats(): ChannelStats {
+    return this.#stats.snapshot(this.#pending.size, this.queuedBytes)
+  }
+
+  /** OS name of the shared-memory segment (under /dev/shm on Linux). */
+  get segmentName(): string {
+    return this.#live().segmentName
+  }
+
+  #live(): NativeChannel {
+    if (this.#closing !== null || this.#native === null) throw new ClosedError()
+    return this.#native
+  }
+
+  /**
+   * Sends `data` to the peer's `onRequest` and resolves with its answer. Rejects with
+   * `TimeoutError`, `PeerGoneError` (the peer left first), `RemoteError` (its handler failed),
+   * `QueueFullError`, `TooLargeError`, or `ClosedError` (closed while waiting). Throws at once,
+   * without returning a promise, for bad arguments and on a channel already closed. A request made before a peer attached
+   * waits in the queue (its timeout runs) and goes out when one does.
+   */
+  request(data: Buffer | Uint8Array, options?: RequestOptions): Promise<Buffer> {
+    const native = this.#live()
+    const bytes = toBytes(data, 'data')
+    const timeoutMs = checkTimeout(options?.timeoutMs ?? this.#timeoutMs, 'timeoutMs')
+    const id = this.#nextId++
+    let r: number
+    try {
+      r = this.#send.submit(native, KIND_REQUEST, id, 0, bytes)
+    } catch (e) {
+      return Promise.reject(fromNative(e))
+    }
+    if (r === SEND_QUEUE_FULL) {
+      this.#wantDrain = true
+      return Promise.reject(this.#queueFull())
+    }
+    this.#poller.heat()
+    return this.#pending.add(id, timeoutMs)
+  }
+
+  /**
+   * Sends `data` and blocks this thread until the answer arrives (the original's synchronous
+   * `RemoteRequest`). Throws the same errors as {@link Channel.request} rejects with. While it
+   * blocks, this side answers nothing: if both sides call `requestSync` at each other at the same
+   * time, both wait until their timeouts and throw `TimeoutError`; the channels keep working.
+   */
+  requestSync(data: Buffer | Uint8Array, options?: RequestOptions): Buffer {
+    const native = this.#live()
+    const bytes = toBytes(data, 'data')
+    const timeoutMs = checkTimeout(options?.timeoutMs ?? this.#timeoutMs, 'timeoutMs')
+    const id = this.#nextId++
+    const stats = this.#stats
+    try {
+      this.#send.flush()
+      const answer = native.requestSync(id, bytes, timeoutMs)
+      stats.sentRequests++
+      stats.sentBytes += bytes.length
+      stats.receivedAnswers++
+      stats.receivedBytes += answer.length
+      return answer
+    } catch (e) {
+      let err = fromNative(e)
+      if (err instanceof TimeoutError) {
+        err = timedOut('requestSync', timeoutMs)
+        stats.timeouts++
+      } else if (err instanceof QueueFullError) stats.queueFullRejections++
+      else if (err instanceof RemoteError) stats.remoteErrors++
+      throw err
+    } finally {
+      // Messages that arrived while blocked were kept; deliver them.
+      setImmediate(this.#receiver.drain)
+    }
+  }
+
+  /**
+   * Opens a stream to the peer's `onStream` handler with `data`, and `body` streamed after it if
+   * given; returns the Readable of the peer's answer. Backpressure holds end to end: a side sends
+   * only what the other has room for (its credit window per direction), so a stream never fills
+   * the ring and ordinary messages pass it. Destroying the answer stream tells the peer to stop;
+   * the peer's failure, its leaving, or `close()` destroy it with `RemoteError`, `PeerGoneError`
+   * or `ClosedError`; a failing `body` fails the stream on both sides.
+   */
+  requestStream(data: Buffer | Uint8Array, body?: Readable): Readable {
+    this.#live()
+    const bytes = toBytes(data, 'data')
+    if (body !== undefined && !(body instanceof Readable)) {
+      throw new TypeError(`body must be a stream.Readable, got ${describe(body)}`)
+    }
+    return this.#streams.open(bytes, body)
+  }
+
+  /** Streams open now (either side's). */
+  get openStreams(): number {
+    return this.#streams.size
+  }
+
+  /**
+   * Sends `data` without waiting for an answer (delivered to the peer's `'message'` listeners, in
+   * order). Returns `false`, taking nothing, when the queue is over `maxQueueBytes`; an accepted
+   * message is never dropped silently.
+   */
+  send(data: Buffer | Uint8Array): boolean {
+    const native = this.#live()
+    const bytes = toBytes(data, 'data')
+    let r: number
+    try {
+      r = this.#send.submit(native, KIND_MESSAGE, 0, 0, bytes)
+    } catch (e) {
+      throw fromNative(e)
+    }
+    // Sending alone is no reason to poll: nothing is expected back (what the peer sends wakes
+    // this side as usual, and then it polls).
+    if (r !== SEND_QUEUE_FULL) return true
+    this.#wantDrain = true
+    return false
+  }
+
+  /**
+   * Answers a request whose handler called `ctx.answerLater()`: with data, or with an Error (the
+   * peer's request rejects with `RemoteError` carrying its message). Returns `true` when the
+   * answer went out, `false` when the asking process has left meanwhile. Throws a RangeError for
+   * an id that is not waiting for an answer (unknown or already answered).
+   */
+  answer(id: number, result: Buffer | Uint8Array | Error): boolean {
+    this.#live()
+    if (!(result instanceof Error)) toBytes(result, 'answer')
+    return this.#answering.answer(id, result)
+  }
+
+  /** Resolves when a peer is attached; rejects with `TimeoutError` after `timeoutMs` if given. */
+  waitForPeer(timeoutMs?: number): Promise<void> {
+    this.#live()
+    if (timeoutMs !== undefined) checkTimeout(timeoutMs, 'timeoutMs')
+    if (this.#connected) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined
+      const w = {
+        resolve: () => {
+          clearTimeout(timer)
+          resolve()
+        },
+        reject: (e: Error) => {
+          clearTimeout(timer)
+          reject(e)
+        },
+      }
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          this.#peerWaiters.delete(w)
+          reject(new TimeoutError(`no peer attached to channel ${JSON.stringify(this.name)} within ${timeoutMs} ms`))
+        }, timeoutMs)
+        if (!this.#referenced) timer.unref()
+      }
+      this.#peerWaiters.add(w)
+    })
+  }
+
+  /** Keeps the process alive while the channel is open (the default), like a socket. */
+  ref(): this {
+    this.#live().ref()
+    this.#referenced = true
+    return this
+  }
+
+  /** Lets the process exit although the channel is open. */
+  unref(): this {
+    this.#live().unref()
+    this.#referenced = false
+    return this
+  }
+
+  /**
+   * Closes the channel: pending requests reject with `ClosedError` and every later call throws
+   * it. Messages already accepted go on into the ring while a peer is attached and takes them
+   * (close gives up after 2 s without progress); any that could not go are reported by an
+   * `'error'` event. The wake-up thread stops and, if the
+   * peer is gone too, the segment is removed. Resolves when done; calling it again returns the
+   * same promise.
+   */
+  close(): Promise<void> {
+    if (this.#closing === null) this.#closing = this.#shutdown(new ClosedError('channel was closed'))
+    return this.#closing
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close()
+  }
+
+  async #shutdown(reason: Error): Promise<void> {
+    this.#rejectAll(reason)
+    const native = this.#native
+    if (native === null) return
+    try {
+      this.#send.flush()
+    } catch {
+      // a broken channel: nothing more can go out
+    }
+    // Wait while the queue drains; give up after 2 s without progress (or when the peer leaves).
+    let queued = native.queuedBytes
+    let progressAt = performance.now()
+    while (queued > 0 && this.#connected && performance.now() - progressAt < 2000) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 50)
+        this.#drainWaiters.push(() => {
+          clearTimeout(t)
+          resolve()
+        })
+      })
+      if (native.queuedBytes < queued) progressAt = performance.now()
+      queued = native.queuedBytes
+    }
+    const undelivered = native.queuedBytes
+    this.#closeNative()
+    if (undelivered > 0) {
+      this.#emitError(
+        new PeerGoneError(`${undelivered} bytes of accepted messages were not delivered before the channel closed`),
+      )
+    }
+    this.emit('close')
+  }
+
+  #closeNative(): void {
+    const native = this.#native
+    this.#native = null
+    this.#pending.stop()
+    if (native) {
+      untrackNative(native)
+      native.close()
+    }
+    for (const w of this.#drainWaiters.splice(0)) w()
+  }
+
+  #rejectAll(reason: Error): void {
+    this.#pending.rejectAll(reason)
+    for (const w of this.#peerWaiters) w.reject(reason)
+    this.#peerWaiters.clear()
+    this.#streams.abortAll(reason)
+  }
+
+  #queueFull(): QueueFullError {
+    return new QueueFullError(`send queue is full: ${this.queuedBytes} bytes are waiting for the ring`)
+  }
+
+  /**
+   * Emits an event without letting a throwing listener break delivery of the rest of the batch;
+   * the listener's exception is rethrown on its own tick, as an uncaught exception.
+   */
+  #emitSafely(event: string, arg?: unknown): void {
+    try {
+      this.emit(event, arg)
+    } catch (e) {
+      process.nextTick(() => {
+        throw e
+      })
+    }
+  }
+
+  #emitError(err: Error): void {
+    this.#stats.errors++
+    if (this.listenerCount('error') > 0) this.emit('error', err)
+    else process.emitWarning(err)
+  }
+
+  /** A protocol error: fail everything, close at once. */
+  #fail(err: Error): void {
+    this.#send.discard()
+    if (this.#closing === null) this.#closing = Promise.resolve()
+    this.#rejectAll(err)
+    this.#closeNative()
+    this.#emitError(err)
+    this.emit('close')
+  }
+
+  /** Runs `fn` in the next turn of the event loop; an unref'd channel does not keep it alive. */
+  #later = (fn: () => void): void => {
+    const im = setImmediate(fn)
+    if (!this.#referenced) im.unref()
+  }
+
+  /** Called by the wake-up thread when there is something to read. */
+  #onWake = (): void => {
+    this.#stats.wakeups++
+    this.#receiver.drain()
+  }
+
+  /** A drain ended: 'drain' if a refused sender waits and the queues are empty. */
+  #drained(): void {
+    if (this.#wantDrain && this.#native !== null && this.#send.nativeQueued + this.#send.stagedBytes === 0) {
+      this.#wantDrain = false
+      this.#streams.resume()
+      this.#emitSafely('drain')
+    }
+    for (const w of this.#drainWaiters.splice(0)) w()
+  }
+
+  #onDisconnect(info: DisconnectInfo): void {
+    if (!this.#connected) return
+    this.#connected = false
+    this.#answering.peerLeft()
+    // A request still queued would otherwise reach the next peer and run there although it was
+    // reported as failed here.
+    this.#pending.rejectAll(new PeerGoneError('the peer left the channel before answering'), (id) =>
+      this.#native?.cancel(id),
+    )
+    this.#streams.abortAll(new PeerGoneError('the peer left the channel during the stream'))
+    this.#emitSafely('disconnect', info)
+  }
+
+  #onConnect(): void {
+    if (this.#connected) return
+    this.#connected = true
+    for (const w of this.#peerWaiters) w.resolve()
+    this.#peerWaiters.clear()
+    this.#emitSafely('connect')
+  }
+}
+
+/**
+ * Opens channel `name` (1 to 128 bytes of A-Z a-z 0-9 . _ -) and attaches at once: the first
+ * process creates it, the second joins it, a third gets `BusyError`. Throws `TypeError`/
+ * `RangeError` for bad arguments and `ProtocolError` when the name holds something else.
+ *
+ * @example
+ * const ch = open('orders', { onRequest: (data) => Buffer.from('ok') })
+ * await ch.waitForPeer()
+ * const answer = await ch.request(Buffer.from('hello'), { timeoutMs: 5000 })
+ */
+export function open(name: string, options?: OpenOptions): Channel {
+  return new Channel(name, options)
+}

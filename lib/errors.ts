@@ -1,0 +1,123 @@
+/**
+ * The errors sharmipc raises: one class per condition a caller may handle, each with a stable
+ * `code`, and the one table that turns an error thrown by the native layer (a JS error whose
+ * `code` is the core's) into its class.
+ *
+ * @packageDocumentation
+ */
+import { asError } from './internal/validate'
+
+/** Every `code` a {@link SharmError} (or a TypeError of sharmipc's) can carry. */
+export type SharmErrorCode =
+  | 'ERR_SHARM_TIMEOUT'
+  | 'ERR_SHARM_PEER_GONE'
+  | 'ERR_SHARM_QUEUE_FULL'
+  | 'ERR_SHARM_TOO_LARGE'
+  | 'ERR_SHARM_BUSY'
+  | 'ERR_SHARM_PROTOCOL'
+  | 'ERR_SHARM_CLOSED'
+  | 'ERR_SHARM_REMOTE'
+  | 'ERR_SHARM_OS'
+  | 'ERR_SHARM_INVALID'
+  | 'ERR_SHARM_NO_BINARY'
+
+/** Base class of every error sharmipc raises; `code` is a stable `ERR_SHARM_*` string. */
+export class SharmError extends Error {
+  readonly code: SharmErrorCode
+  constructor(code: SharmErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.code = code
+    this.name = new.target.name
+  }
+}
+
+/** No answer arrived within the request's timeout. Code `ERR_SHARM_TIMEOUT`. */
+export class TimeoutError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_TIMEOUT', message)
+  }
+}
+
+/** The peer process left (closed or died) before answering. Code `ERR_SHARM_PEER_GONE`. */
+export class PeerGoneError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_PEER_GONE', message)
+  }
+}
+
+/** The send queue is over `maxQueueBytes`; nothing was taken. Code `ERR_SHARM_QUEUE_FULL`. */
+export class QueueFullError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_QUEUE_FULL', message)
+  }
+}
+
+/** The message is larger than `maxMessageBytes`. Code `ERR_SHARM_TOO_LARGE`. */
+export class TooLargeError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_TOO_LARGE', message)
+  }
+}
+
+/** Two live processes already hold the channel. Code `ERR_SHARM_BUSY`. */
+export class BusyError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_BUSY', message)
+  }
+}
+
+/**
+ * The peer wrote something that is not valid sharmipc, or the segment has another layout or
+ * protocol version (the message names both). Code `ERR_SHARM_PROTOCOL`.
+ */
+export class ProtocolError extends SharmError {
+  constructor(message: string) {
+    super('ERR_SHARM_PROTOCOL', message)
+  }
+}
+
+/** The channel is closed. Code `ERR_SHARM_CLOSED`. */
+export class ClosedError extends SharmError {
+  constructor(message = 'channel is closed') {
+    super('ERR_SHARM_CLOSED', message)
+  }
+}
+
+/** The peer's handler threw or rejected; `remoteMessage` is its error message. Code `ERR_SHARM_REMOTE`. */
+export class RemoteError extends SharmError {
+  readonly remoteMessage: string
+  constructor(remoteMessage: string) {
+    super('ERR_SHARM_REMOTE', `the peer's handler failed: ${remoteMessage}`)
+    this.remoteMessage = remoteMessage
+  }
+}
+
+/** A request (`what` names it) got no answer within `timeoutMs`. */
+export function timedOut(what: string, timeoutMs: number): TimeoutError {
+  return new TimeoutError(`no answer to ${what} within ${timeoutMs} ms`)
+}
+
+/** The codes the native layer throws with (the core's), and what each becomes here. */
+export const NATIVE_ERRORS = {
+  ERR_SHARM_TIMEOUT: (m: string): Error => new TimeoutError(m),
+  ERR_SHARM_PEER_GONE: (m: string): Error => new PeerGoneError(m),
+  ERR_SHARM_QUEUE_FULL: (m: string): Error => new QueueFullError(m),
+  ERR_SHARM_TOO_LARGE: (m: string): Error => new TooLargeError(m),
+  ERR_SHARM_BUSY: (m: string): Error => new BusyError(m),
+  ERR_SHARM_PROTOCOL: (m: string): Error => new ProtocolError(m),
+  ERR_SHARM_CLOSED: (m: string): Error => new ClosedError(m),
+  // The native layer's message is the remote one as it came.
+  ERR_SHARM_REMOTE: (m: string): Error => new RemoteError(m),
+  ERR_SHARM_OS: (m: string): Error => new SharmError('ERR_SHARM_OS', m),
+  // A bad argument that only the native side could see.
+  ERR_SHARM_INVALID: (m: string): Error => Object.assign(new TypeError(m), { code: 'ERR_SHARM_INVALID' }),
+} satisfies Partial<Record<SharmErrorCode, (message: string) => Error>>
+
+/** Turns an error thrown by the native layer into its class, by its `code`. */
+export function fromNative(e: unknown): Error {
+  const code = (e as { code?: unknown } | null)?.code
+  if (e instanceof Error && typeof code === 'string' && Object.hasOwn(NATIVE_ERRORS, code)) {
+    return NATIVE_ERRORS[code as keyof typeof NATIVE_ERRORS](e.message)
+  }
+  return asError(e)
+}

@@ -1,0 +1,204 @@
+/**
+ * The way in: {@link Receiver.drain} reads what arrived (`pollInto`, into a reused meta array
+ * and arena, so a small message costs no allocation), applies the peer's comings and goings in
+ * order, and hands each message to its place by kind: send-and-forget to `'message'`, requests
+ * to the handler, answers to the pending requests, stream frames to the streams.
+ *
+ * @internal
+ * @packageDocumentation
+ */
+import { fromNative } from '../errors'
+import { native as binding, type NativeChannel } from './binding'
+import type { SendBuffer } from './send-buffer'
+import type { Counters } from './stats'
+
+// Module-level copies: read on every message.
+const {
+  KIND_MESSAGE,
+  KIND_REQUEST,
+  KIND_RESPONSE,
+  KIND_ERROR_RESPONSE,
+  KIND_STREAM,
+  POLL_META_HEAD,
+  POLL_LARGE,
+  POLL_INLINE_MAX,
+  POLL_WORD_EVENTS,
+  POLL_WORD_PEER_GENERATION,
+  POLL_WORD_UNCONFIRMED,
+  POLL_WORD_MORE,
+  POLL_WORD_ARENA_END,
+  POLL_WORD_QUEUED,
+  POLL_EVENT_PEER_LEFT,
+  POLL_EVENT_PEER_JOINED,
+} = binding
+
+/** Rounds of polling one wake-up may take before it yields to the event loop. */
+const DRAIN_ROUNDS = 16
+/** Messages one pollInto may deliver. */
+const META_MESSAGES = 8192
+/** Incoming payloads are copied into arenas of this size; a message is a view into one. */
+const ARENA_BYTES = 256 * 1024
+/** While answering a batch of requests, the answers go out every this many. */
+const ANSWER_FLUSH_EVERY = 32
+
+/** Argument of the `'disconnect'` event. */
+export interface DisconnectInfo {
+  /** Messages that were in the ring, not confirmed as read by the peer, when it left. */
+  unconfirmed: number
+}
+
+/** Where the receiver hands what it read. */
+export interface ReceiveHost {
+  /** The native channel, `null` once closed. */
+  native(): NativeChannel | null
+  /** Reading failed (a protocol error, a broken channel): fail the channel. */
+  fail(err: Error): void
+  /** Something arrived: keep polling for a while. */
+  heat(): void
+  /** Runs `fn` in the next turn of the event loop. */
+  later(fn: () => void): void
+  /** A peer attached (its generation). */
+  connected(generation: number): void
+  /** The peer left. */
+  disconnected(info: DisconnectInfo): void
+  message(payload: Buffer): void
+  streamFrame(id: number, type: number, payload: Buffer): void
+  /** A request of the peer's: `gen` is to be echoed in the answer. */
+  request(id: number, gen: number, payload: Buffer): void
+  /** An answer to request `id` of ours; says whether it settled one (false: late or unknown). */
+  answer(id: number, ok: boolean, payload: Buffer): boolean
+  /** A drain ended: the queues may have room again. */
+  drained(): void
+}
+
+export class Receiver {
+  readonly #host: ReceiveHost
+  readonly #send: SendBuffer
+  readonly #stats: Counters
+  #meta = new Uint32Array(POLL_META_HEAD + 4 * META_MESSAGES)
+  #arena: Buffer = Buffer.allocUnsafeSlow(0)
+  #arenaUsed = 0
+  /** The peer left; reported once everything it wrote before leaving was read. */
+  #pendingDisconnect: DisconnectInfo | null = null
+
+  constructor(host: ReceiveHost, send: SendBuffer, stats: Counters) {
+    this.#host = host
+    this.#send = send
+    this.#stats = stats
+  }
+
+  /** Takes everything that arrived (called on a wake-up, by polling, and after requestSync). */
+  drain = (): void => {
+    const host = this.#host
+    if (!this.#send.flushOrFail()) return
+    for (let round = 0; round < DRAIN_ROUNDS; round++) {
+      const native = host.native()
+      if (native === null) break
+      const meta = this.#meta
+      if (this.#arena.length - this.#arenaUsed < POLL_INLINE_MAX) {
+        this.#arena = Buffer.allocUnsafeSlow(ARENA_BYTES)
+        this.#arenaUsed = 0
+      }
+      const arena = this.#arena
+      const start = this.#arenaUsed
+      let count: number
+      try {
+        count = native.pollInto(meta, arena, start)
+      } catch (e) {
+        host.fail(fromNative(e))
+        return
+      }
+      this.#arenaUsed = meta[POLL_WORD_ARENA_END]
+      this.#send.nativeQueued = meta[POLL_WORD_QUEUED] + meta[POLL_WORD_QUEUED + 1] * 0x1_0000_0000
+      const more = meta[POLL_WORD_MORE] !== 0
+      const events = meta[POLL_WORD_EVENTS]
+      if (events & POLL_EVENT_PEER_LEFT) {
+        this.#pendingDisconnect = {
+          unconfirmed: meta[POLL_WORD_UNCONFIRMED] + meta[POLL_WORD_UNCONFIRMED + 1] * 0x1_0000_0000,
+        }
+      }
+      if (events & POLL_EVENT_PEER_JOINED) {
+        // A new peer: the old one's leaving comes first.
+        this.#reportDisconnect()
+        host.connected(meta[POLL_WORD_PEER_GENERATION])
+      }
+      let settled = 0
+      if (count > 0) {
+        this.#stats.batches++
+        if (count > this.#stats.largestBatch) this.#stats.largestBatch = count
+        host.heat()
+        settled = this.#deliver(meta, count, arena, start)
+      }
+      // A disconnect is applied once everything the peer wrote before leaving was read, so its
+      // last answers still resolve their requests.
+      if (!more) this.#reportDisconnect()
+      if (!more) break
+      if (settled > 0) {
+        // Let the code waiting for these answers run (and send) before reading on.
+        host.later(this.drain)
+        break
+      }
+    }
+    host.drained()
+  }
+
+  #reportDisconnect(): void {
+    const info = this.#pendingDisconnect
+    if (info === null) return
+    this.#pendingDisconnect = null
+    this.#host.disconnected(info)
+  }
+
+  /**
+   * Delivers `count` messages described in `meta` (after its head) whose payloads lie in `arena`
+   * from `offset` on. (Handlers never poll synchronously, so `meta` stays as it is meanwhile.)
+   * Returns how many requests of ours it settled.
+   */
+  #deliver(meta: Uint32Array, count: number, arena: Buffer, offset: number): number {
+    const host = this.#host
+    const stats = this.#stats
+    const m = meta
+    const stop = POLL_META_HEAD + count * 4
+    let settled = 0
+    let handled = 0
+    for (let i = POLL_META_HEAD; i < stop; i += 4) {
+      const kind = m[i] & 0xff
+      const gen = m[i] >>> 16
+      const id = m[i + 1] + m[i + 2] * 0x1_0000_0000
+      const len = m[i + 3]
+      let payload: Buffer
+      if (len === POLL_LARGE) {
+        const native = host.native()
+        if (native === null) return settled // a handler closed the channel
+        payload = native.takeLarge()
+      } else {
+        payload = Buffer.from(arena.buffer, arena.byteOffset + offset, len)
+        offset += len
+      }
+      stats.receivedBytes += payload.length
+      switch (kind) {
+        case KIND_MESSAGE:
+          stats.receivedMessages++
+          host.message(payload)
+          break
+        case KIND_STREAM:
+          stats.receivedStreamFrames++
+          host.streamFrame(id, gen, payload)
+          break
+        case KIND_REQUEST:
+          stats.receivedRequests++
+          host.request(id, gen, payload)
+          // Stream the answers: the asker can go on with the first ones meanwhile.
+          if (++handled % ANSWER_FLUSH_EVERY === 0 && !this.#send.flushOrFail()) return settled
+          break
+        case KIND_RESPONSE:
+        case KIND_ERROR_RESPONSE:
+          stats.receivedAnswers++
+          if (kind === KIND_ERROR_RESPONSE) stats.remoteErrors++
+          if (host.answer(id, kind === KIND_RESPONSE, payload)) settled++
+          break
+      }
+    }
+    return settled
+  }
+}
