@@ -25,7 +25,15 @@ function sources(dir: string): string[] {
 const COMPILED = ['index', 'compat', ...sources('lib'), 'binding'].flatMap((f) => [`dist/${f}.js`, `dist/${f}.d.ts`])
 
 /** Files every published version must contain (npm adds package.json and README.md itself). */
-const REQUIRED = ['README.md', 'compat.d.mts', 'compat.mjs', 'index.d.mts', 'index.mjs', 'package.json', ...COMPILED].sort()
+const REQUIRED = [
+  'README.md',
+  'compat.d.mts',
+  'compat.mjs',
+  'index.d.mts',
+  'index.mjs',
+  'package.json',
+  ...COMPILED,
+].sort()
 /** Files that may ship when they exist: the `npx sharmipc bench` command and its scripts. */
 const OPTIONAL = [/^bin\/sharmipc\.mjs$/, /^benches\/[^/]+\.mjs$/]
 

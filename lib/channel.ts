@@ -89,7 +89,11 @@ export class Channel extends EventEmitter {
     this.#onStream = o.onStream
     this.#timeoutMs = o.timeoutMs
     const native = () => this.#native
-    this.#poller = new Poller({ native, drain: () => this.#receiver.drain(), later: this.#later }, this.#stats, o.spinMicros)
+    this.#poller = new Poller(
+      { native, drain: () => this.#receiver.drain(), later: this.#later },
+      this.#stats,
+      o.spinMicros,
+    )
     this.#send = new SendBuffer(
       { native, waiting: () => this.#poller.heat(), fail: (e) => this.#fail(e) },
       this.#stats,
@@ -128,7 +132,9 @@ export class Channel extends EventEmitter {
         streamFrame: (id, type, payload) => this.#streams.onFrame(id, type, payload),
         request: (id, gen, payload) => this.#answering.onRequest(id, gen, payload),
         answer: (id, ok, payload) =>
-          ok ? this.#pending.settle(id, true, payload) : this.#pending.settle(id, false, new RemoteError(payload.toString('utf8'))),
+          ok
+            ? this.#pending.settle(id, true, payload)
+            : this.#pending.settle(id, false, new RemoteError(payload.toString('utf8'))),
         drained: () => this.#drained(),
       },
       this.#send,

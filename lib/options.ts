@@ -67,7 +67,6 @@ export interface RequestOptions {
   timeoutMs?: number
 }
 
-
 /** The options of a channel, checked, with their defaults filled in. */
 export interface ResolvedOptions {
   onRequest: RequestHandler | undefined

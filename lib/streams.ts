@@ -332,4 +332,3 @@ export class StreamTable {
     this.#blocked.clear()
   }
 }
-

@@ -123,7 +123,13 @@ export class Answering {
     } catch (e) {
       const err = fromNative(e)
       if (err instanceof TooLargeError) {
-        r = this.#send.submit(native, KIND_ERROR_RESPONSE, a.wireId, a.gen, Buffer.from(`answer not sent: ${err.message}`))
+        r = this.#send.submit(
+          native,
+          KIND_ERROR_RESPONSE,
+          a.wireId,
+          a.gen,
+          Buffer.from(`answer not sent: ${err.message}`),
+        )
       } else {
         if (explicit) throw err
         this.#host.error(err)
