@@ -271,9 +271,31 @@ impl<'a> Iterator for Records<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Appends a whole record (no flags, generation 0) to `out`, as a batch is staged.
+    pub(crate) fn append_record(out: &mut Vec<u8>, kind: Kind, id: u64, payload: &[u8]) {
+        let h = RecordHeader {
+            len: payload.len() as u32,
+            kind,
+            flags: 0,
+            gen: 0,
+            id,
+        };
+        let at = out.len();
+        out.resize(at + h.size(), 0);
+        h.encode_into(&mut out[at..]);
+        out[at + HEADER_LEN..at + HEADER_LEN + payload.len()].copy_from_slice(payload);
+    }
+
+    /// The header of a whole message record with id 1, encoded.
+    fn message_header() -> [u8; HEADER_LEN] {
+        let mut b = Vec::new();
+        append_record(&mut b, Kind::Message, 1, &[]);
+        b.try_into().unwrap()
+    }
 
     #[test]
     fn header_round_trips() {
@@ -315,14 +337,7 @@ mod tests {
         let last = *Kind::ALL.last().unwrap() as u8;
         for bad in [0, last + 1, 0xFF] {
             assert_eq!(Kind::from_u8(bad), None);
-            let mut b = RecordHeader {
-                len: 0,
-                kind: Kind::Message,
-                flags: 0,
-                gen: 0,
-                id: 1,
-            }
-            .encode();
+            let mut b = message_header();
             b[4] = bad;
             let e = RecordHeader::decode(&b).unwrap_err();
             assert_eq!(e, ProtocolError::BadKind(bad));
@@ -331,14 +346,7 @@ mod tests {
                 format!("unknown record kind {bad} (expected 1..={last})")
             );
         }
-        let mut b = RecordHeader {
-            len: 0,
-            kind: Kind::Message,
-            flags: 0,
-            gen: 0,
-            id: 1,
-        }
-        .encode();
+        let mut b = message_header();
         b[5] = 8;
         let e = RecordHeader::decode(&b).unwrap_err();
         assert_eq!(e, ProtocolError::BadFlags(8));
@@ -359,17 +367,7 @@ mod tests {
     fn records_walk_a_slice_and_stop_at_what_does_not_decode_or_fit() {
         let mut bytes = Vec::new();
         for (id, body) in [(1u64, &b"abc"[..]), (2, b""), (3, b"12345678")] {
-            let h = RecordHeader {
-                len: body.len() as u32,
-                kind: Kind::Message,
-                flags: 0,
-                gen: 0,
-                id,
-            };
-            let at = bytes.len();
-            bytes.resize(at + h.size(), 0);
-            h.encode_into(&mut bytes[at..]);
-            bytes[at + HEADER_LEN..at + HEADER_LEN + body.len()].copy_from_slice(body);
+            append_record(&mut bytes, Kind::Message, id, body);
         }
         let all: Vec<(u64, Vec<u8>, usize)> = Records::from(&bytes, 0)
             .map(|r| (r.header.id, r.payload().to_vec(), r.at))

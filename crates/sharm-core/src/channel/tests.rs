@@ -4,22 +4,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::record::{Kind, RecordHeader};
-
-/// Stages a message for `send_batch`: a ring record.
-fn encode(records: &mut Vec<u8>, kind: Kind, id: u64, data: &[u8]) {
-    let h = RecordHeader {
-        len: data.len() as u32,
-        kind,
-        flags: 0,
-        gen: 0,
-        id,
-    };
-    let at = records.len();
-    records.resize(at + h.size(), 0);
-    h.encode_into(&mut records[at..]);
-    records[at + STAGED_HEADER..at + STAGED_HEADER + data.len()].copy_from_slice(data);
-}
+use crate::record::tests::append_record as encode;
+use crate::record::Kind;
 
 fn pair(name: &str, capacity: usize) -> (Channel, Channel) {
     let opts = ChannelOptions {
