@@ -135,11 +135,19 @@ impl ShmRing {
         }
     }
 
-    fn mem(&self) -> RingMem {
+    /// The ring's one producer and one consumer.
+    fn ends(&self) -> (Producer, Consumer) {
         // SAFETY: the segment is page-aligned, RING_CONTROL_BYTES + CAPACITY long, zero-filled
         // (a valid empty ring) and outlives every Producer/Consumer made here (they are dropped
-        // before `self` in each bench).
-        unsafe { RingMem::new(self.seg.as_ptr(), CAPACITY) }
+        // before `self` in each bench). Each bench calls this once per ring: one RingMem becomes
+        // the producer, the other the consumer.
+        let (p, c) = unsafe {
+            (
+                RingMem::new(self.seg.as_ptr(), CAPACITY),
+                RingMem::new(self.seg.as_ptr(), CAPACITY),
+            )
+        };
+        (Producer::new(p), Consumer::new(c, false))
     }
 }
 
@@ -148,8 +156,7 @@ fn ring_one_thread(c: &mut Criterion) {
     for size in [1, 512, 10_000] {
         // One ring per size, kept across samples (criterion calls the closure once per sample).
         let ring = ShmRing::new();
-        let mut prod = Producer::new(ring.mem());
-        let mut cons = Consumer::new(ring.mem(), false);
+        let (mut prod, mut cons) = ring.ends();
         let body = body(size);
         let mut out = vec![0u8; size];
         let mut id = 0u64;
@@ -206,8 +213,7 @@ fn ring_two_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("ring-2-threads");
     for size in [1, 512, 10_000] {
         let ring = ShmRing::new();
-        let mut prod = Producer::new(ring.mem());
-        let mut cons = Consumer::new(ring.mem(), false);
+        let (mut prod, mut cons) = ring.ends();
         let body = body(size);
         let mut out = vec![0u8; size];
         g.throughput(throughput(size));

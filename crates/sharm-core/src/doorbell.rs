@@ -44,6 +44,8 @@ mod futex {
 
     // SAFETY: the word is an atomic in shared memory that stays mapped while the doorbell lives.
     unsafe impl Send for Doorbell {}
+    // SAFETY: as above: every access to the word is an atomic operation or a futex call on it,
+    // both made to be used from several threads at once.
     unsafe impl Sync for Doorbell {}
 
     impl Doorbell {
@@ -126,6 +128,8 @@ mod event {
 
     // SAFETY: the event is a process-shared pthread mutex + condvar, which any thread may use.
     unsafe impl Send for Doorbell {}
+    // SAFETY: as above: a process-shared mutex and condvar are made to be used by several
+    // threads at once; `ring` and `wait` take `&self` and only call into them.
     unsafe impl Sync for Doorbell {}
 
     impl Doorbell {
@@ -183,6 +187,8 @@ mod windows {
 
     // SAFETY: an event handle may be used from any thread; we close it once, in `drop`.
     unsafe impl Send for Doorbell {}
+    // SAFETY: as above: `SetEvent` and `WaitForSingleObject` on one handle may run on several
+    // threads at once; only `drop` (with `&mut self`) closes it.
     unsafe impl Sync for Doorbell {}
 
     /// A new nonzero id: randomly keyed hash of the pid, a per-process counter and the time.
@@ -280,6 +286,8 @@ mod tests {
     #[test]
     fn a_ring_wakes_a_sleeper_and_an_early_ring_is_not_lost() {
         let mem = Box::leak(Box::new(Mem([0; crate::layout::DOORBELL_BYTES])));
+        // SAFETY: `mem` is DOORBELL_BYTES of zeroed, 64-byte aligned memory, leaked so that it
+        // outlives the doorbell, and nothing else uses it.
         let bell = Arc::new(unsafe { Doorbell::init(mem.0.as_mut_ptr()) }.unwrap());
         assert!(!bell.wait(Duration::from_millis(10)), "nobody rang");
         bell.ring();

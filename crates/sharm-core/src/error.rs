@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::record::{Kind, KNOWN_FLAGS};
+
 /// What was wrong with bytes read from shared memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProtocolError {
@@ -31,8 +33,11 @@ pub enum ProtocolError {
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProtocolError::BadKind(k) => write!(f, "unknown record kind {k} (expected 1..=6)"),
-            ProtocolError::BadFlags(x) => write!(f, "invalid record flags {x:#04x}"),
+            ProtocolError::BadKind(k) => {
+                let (first, last) = (Kind::ALL[0] as u8, Kind::ALL[Kind::ALL.len() - 1] as u8);
+                write!(f, "unknown record kind {k} (expected {first}..={last})")
+            }
+            ProtocolError::BadFlags(x) => write!(f, "invalid record flags {x:#04x} (known bits {KNOWN_FLAGS:#04x})"),
             ProtocolError::RecordTooLong { len, max } => {
                 write!(
                     f,

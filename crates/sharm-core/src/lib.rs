@@ -10,7 +10,7 @@
 //! - [`layout`]: where everything lies in the segment;
 //! - [`record`] and [`ring`]: variable-length records in a lock-free SPSC ring;
 //! - [`framing`]: chunking and reassembly of messages larger than a record;
-//! - [`channel`]: attach, detach, the send queue, delivery and the wake-up thread.
+//! - [`channel`]: attach, detach, the send queue, delivery and the wake-up thread, one file each.
 
 pub mod channel;
 pub mod doorbell;
@@ -28,4 +28,4 @@ pub use channel::{
     ArenaSink, Batch, Channel, ChannelOptions, Delivered, Payload, PeerEvents, PollInfo, SendOutcome, Waker, LARGE,
 };
 pub use error::{Error, ProtocolError};
-pub use record::Kind;
+pub use record::{Kind, ALIGN, HEADER_LEN};

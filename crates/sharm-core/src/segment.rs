@@ -46,6 +46,8 @@ pub struct Segment {
 // atomics or the SPSC discipline described in `ring`. `Shmem` only lacks Send/Sync because it holds
 // raw pointers.
 unsafe impl Send for Segment {}
+// SAFETY: as above: `&Segment` only hands out the mapping's address and name; what is done with
+// the memory is ruled by the atomics and the SPSC discipline, not by this type.
 unsafe impl Sync for Segment {}
 
 /// Checks a channel name and returns the OS-level name of its segment.

@@ -2,24 +2,36 @@
 //!
 //! Contract:
 //! - Exactly one [`Producer`] writes a ring and exactly one [`Consumer`] reads it, usually in two
-//!   processes. Both types are `Send` but not `Sync`, so each is driven by one thread at a time.
-//! - The producer owns `write` (the producer line), the consumer owns `read` (the consumer line);
-//!   each only ever stores its own index and loads the other's. Indices grow without wrapping
-//!   (u64); the position in the data area is `index & (capacity - 1)`.
+//!   processes. A [`RingMem`] (the raw view of one ring, made by the `unsafe` [`RingMem::new`]) is
+//!   neither `Copy` nor `Clone`, and [`Producer::new`] and [`Consumer::new`] consume it; the caller
+//!   of `RingMem::new` promises that no second `Producer` (or no second `Consumer`) of the same ring
+//!   exists anywhere while this one lives (in a channel, the side claim in the segment header makes
+//!   that so across processes). Both ends are `Send` but not `Sync`: one thread drives each.
+//! - Who writes what: the producer stores `write` (its index) and the record bytes between
+//!   `write` and `read + capacity`; the consumer stores `read` (its index). Each only loads the
+//!   other's index. Indices grow without wrapping (u64); the position in the data area is
+//!   `index & (capacity - 1)`.
+//! - Who only looks: a [`RingWatch`] (from [`Producer::watch`] or [`Consumer::watch`]) reads both
+//!   indices and sets the two sleep flags below; it never reads or writes records or indices.
+//!   The wake-up thread holds one per ring. [`Producer::unreleased`] lets the producer read back
+//!   its own records that the consumer has not released, without storing anything.
 //! - Full: [`Producer::try_push`] returns `false` and writes nothing. Empty: [`Consumer::peek`]
 //!   returns `None`. Neither blocks and neither takes a lock.
 //! - A record never straddles the end of the data area: when it would, the producer fills the rest
 //!   with a pad record (or, when fewer than a header's bytes are left, with nothing; both sides
 //!   skip such a tail).
+//! - Headers are written and read only through the codec of [`crate::record`].
 //! - The consumer trusts nothing it reads: the producer's index must be within `capacity` of its
 //!   own, every header is decoded from a local copy and checked, and a record must lie inside what
 //!   was published. Anything else is a [`ProtocolError`], never an out-of-bounds access.
 //! - The producer checks the consumer's index the same way (a consumer cannot be ahead of it).
 //!
 //! Two flags support sleeping: `reader_asleep` (consumer line: "ring my doorbell when you write")
-//! and `writer_waiting` (producer line: "ring my doorbell when you free space"). The flag, its
-//! re-check and the index stores are `SeqCst`, so a sleeper and a waker cannot both miss each
-//! other (the store-load pattern of Dekker's algorithm).
+//! and `writer_waiting` (producer line: "ring my doorbell when you free space"). The sleeper sets
+//! its flag (through a [`RingWatch`] or [`Producer::ask_for_space`]); the other end clears it with
+//! a swap when it publishes or releases and then rings. The flag, its re-check and the index
+//! stores are `SeqCst`, so a sleeper and a waker cannot both miss each other (the store-load
+//! pattern of Dekker's algorithm).
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -50,19 +62,27 @@ pub struct RingControl {
 
 const _: () = assert!(std::mem::size_of::<RingControl>() == crate::layout::RING_CONTROL_BYTES);
 
-/// Raw view of one ring: its control block and data area.
-#[derive(Clone, Copy)]
+/// Raw view of one ring: its control block and data area. Becomes one [`Producer`] or one
+/// [`Consumer`]; not `Copy`, so it cannot become both.
 pub struct RingMem {
     ctl: *const RingControl,
     data: *mut u8,
     capacity: usize,
 }
 
+// SAFETY: a RingMem only points into shared memory that `new`'s caller keeps mapped; moving the
+// pointers to another thread changes nothing about that. Its one shared accessor (`control`)
+// hands out atomics.
+unsafe impl Send for RingMem {}
+
 impl RingMem {
     /// # Safety
     /// `base` must point to `RING_CONTROL_BYTES + capacity` bytes that stay mapped, 128-byte
-    /// aligned, for as long as any `Producer`/`Consumer` made from this value lives; `capacity`
-    /// must be a power of two.
+    /// aligned, for as long as this value, the `Producer` or `Consumer` made from it, and every
+    /// [`RingWatch`] taken from those live; `capacity` must be a power of two. The value made
+    /// here must become the only `Producer` or the only `Consumer` of this ring while it lives
+    /// (see the module contract): make at most one `RingMem` per ring and end in a process, and
+    /// do not hand out an end of a ring that another process holds.
     pub unsafe fn new(base: *mut u8, capacity: usize) -> RingMem {
         debug_assert!(capacity.is_power_of_two());
         debug_assert_eq!(base as usize % 128, 0);
@@ -74,6 +94,7 @@ impl RingMem {
         }
     }
 
+    /// The control block (all atomics), e.g. to set up indices before an end is made.
     #[inline]
     pub fn control(&self) -> &RingControl {
         // SAFETY: `new`'s contract keeps the control block mapped; all its fields are atomics.
@@ -88,6 +109,118 @@ impl RingMem {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    fn watch(&self) -> RingWatch {
+        RingWatch { ctl: self.ctl }
+    }
+
+    /// The next record at index `read`, given that `avail` bytes (at most `capacity`) are
+    /// published from there: either a tail to skip (a pad) or a checked record. Shared by the
+    /// consumer and by the producer's read-only walk, so both check records the same way.
+    #[inline(always)]
+    fn locate(&self, read: u64, avail: u64) -> Result<Located, ProtocolError> {
+        let cap = self.capacity;
+        let pos = read as usize & (cap - 1);
+        let to_end = cap - pos;
+        if to_end < HEADER_LEN {
+            // Implicit pad: too little room for a header before the end.
+            if avail < to_end as u64 {
+                return Err(ProtocolError::RecordOverrun {
+                    need: to_end as u64,
+                    available: avail,
+                });
+            }
+            return Ok(Located::Skip(to_end));
+        }
+        if avail < HEADER_LEN as u64 {
+            return Err(ProtocolError::RecordOverrun {
+                need: HEADER_LEN as u64,
+                available: avail,
+            });
+        }
+        let mut raw = [0u8; HEADER_LEN];
+        // SAFETY: `pos + HEADER_LEN <= capacity` (checked above) and the bytes were published
+        // (avail >= HEADER_LEN). We copy them once and only use the copy.
+        unsafe { std::ptr::copy_nonoverlapping(self.data.add(pos), raw.as_mut_ptr(), HEADER_LEN) };
+        let header = RecordHeader::decode(&raw)?;
+        if header.kind == Kind::Pad {
+            if header.len as usize != to_end - HEADER_LEN || avail < to_end as u64 {
+                return Err(ProtocolError::RecordOverrun {
+                    need: to_end as u64,
+                    available: avail.min(header.len as u64),
+                });
+            }
+            header.validate(0)?;
+            return Ok(Located::Skip(to_end));
+        }
+        header.validate(self.max_record_payload())?;
+        let size = header.size();
+        if size > to_end || size as u64 > avail {
+            return Err(ProtocolError::RecordOverrun {
+                need: size as u64,
+                available: avail.min(to_end as u64),
+            });
+        }
+        // SAFETY: pos + size <= capacity, checked just above.
+        let payload = unsafe { self.data.add(pos + HEADER_LEN) };
+        Ok(Located::Record(Peeked { header, payload, size }))
+    }
+}
+
+/// What lies at a read index.
+enum Located {
+    /// Padding up to the end of the data area: skip this many bytes.
+    Skip(usize),
+    Record(Peeked),
+}
+
+/// A read-only view of a ring's control block, for a thread that only watches the ring (the
+/// wake-up thread): it loads both indices and sets the sleep flags, and can do nothing else.
+pub struct RingWatch {
+    ctl: *const RingControl,
+}
+
+// SAFETY: a RingWatch only reaches atomics in the control block, which `RingMem::new`'s contract
+// keeps mapped while any watch lives; atomics may be used from any thread.
+unsafe impl Send for RingWatch {}
+// SAFETY: as above: every access is an atomic operation.
+unsafe impl Sync for RingWatch {}
+
+impl RingWatch {
+    #[inline]
+    fn control(&self) -> &RingControl {
+        // SAFETY: see `unsafe impl Send for RingWatch`: the control block stays mapped and holds
+        // only atomics.
+        unsafe { &*self.ctl }
+    }
+
+    /// Has the producer published records the consumer has not released?
+    #[inline]
+    pub fn has_unreleased(&self) -> bool {
+        let c = self.control();
+        c.producer.write.load(Ordering::SeqCst) != c.consumer.read.load(Ordering::SeqCst)
+    }
+
+    /// The consumer's published index.
+    #[inline]
+    pub fn consumer_index(&self) -> u64 {
+        self.control().consumer.read.load(Ordering::SeqCst)
+    }
+
+    /// Says (or unsays) that the consumer's thread sleeps: the producer rings on its next publish.
+    #[inline]
+    pub fn set_reader_asleep(&self, asleep: bool) {
+        self.control()
+            .consumer
+            .reader_asleep
+            .store(asleep as u32, Ordering::SeqCst);
+    }
+
+    /// Says that the producer waits for space: the consumer rings on its next release.
+    #[inline]
+    pub fn set_writer_waiting(&self) {
+        self.control().producer.writer_waiting.store(1, Ordering::SeqCst);
     }
 }
 
@@ -111,8 +244,10 @@ pub struct Producer {
 unsafe impl Send for Producer {}
 
 impl Producer {
-    /// Takes over the producer end, continuing at the published write index.
+    /// Takes over the producer end, continuing at the published write index. Clears the
+    /// `writer_waiting` flag a predecessor may have left.
     pub fn new(mem: RingMem) -> Producer {
+        mem.control().producer.writer_waiting.store(0, Ordering::SeqCst);
         let write = mem.control().producer.write.load(Ordering::Acquire);
         let cached_read = mem.control().consumer.read.load(Ordering::Acquire);
         Producer {
@@ -124,8 +259,37 @@ impl Producer {
         }
     }
 
-    pub fn mem(&self) -> &RingMem {
-        &self.mem
+    /// Ring capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.mem.capacity
+    }
+
+    /// Largest payload one record may carry in this ring.
+    #[inline]
+    pub fn max_record_payload(&self) -> usize {
+        self.mem.max_record_payload()
+    }
+
+    /// A watch on this ring's control block (for the wake-up thread).
+    pub fn watch(&self) -> RingWatch {
+        self.mem.watch()
+    }
+
+    /// Says that this producer waits for space: the consumer rings on its next release.
+    pub fn ask_for_space(&self) {
+        self.mem.watch().set_writer_waiting();
+    }
+
+    /// Headers of the records this producer published that the consumer has not released yet,
+    /// oldest first. Reads our own records back, stores nothing; the walk ends early at anything
+    /// that does not check out (the consumer's index is not ours to trust).
+    pub fn unreleased(&self) -> Unreleased<'_> {
+        let c = self.mem.control();
+        Unreleased {
+            mem: &self.mem,
+            read: c.consumer.read.load(Ordering::Acquire),
+            write: c.producer.write.load(Ordering::Acquire),
+        }
     }
 
     /// Bytes the consumer has not yet released, re-reading its index.
@@ -284,6 +448,33 @@ impl Producer {
     }
 }
 
+/// See [`Producer::unreleased`].
+pub struct Unreleased<'a> {
+    mem: &'a RingMem,
+    read: u64,
+    write: u64,
+}
+
+impl Iterator for Unreleased<'_> {
+    type Item = RecordHeader;
+
+    fn next(&mut self) -> Option<RecordHeader> {
+        loop {
+            let avail = self.write.wrapping_sub(self.read);
+            if avail == 0 || avail > self.mem.capacity as u64 {
+                return None;
+            }
+            match self.mem.locate(self.read, avail).ok()? {
+                Located::Skip(n) => self.read = self.read.wrapping_add(n as u64),
+                Located::Record(p) => {
+                    self.read = self.read.wrapping_add(p.size as u64);
+                    return Some(p.header);
+                }
+            }
+        }
+    }
+}
+
 /// A record the consumer is looking at: a copied header and where its payload lies.
 #[derive(Clone, Copy, Debug)]
 pub struct Peeked {
@@ -322,20 +513,14 @@ impl Consumer {
         }
     }
 
-    /// A read-only walker over what the producer published and the consumer has not released;
-    /// it changes nothing in shared memory (used by the producer to count unconfirmed records).
-    pub fn observer(mem: RingMem) -> Consumer {
-        let read = mem.control().consumer.read.load(Ordering::Acquire);
-        Consumer {
-            mem,
-            read,
-            cached_write: read,
-            _not_sync: PhantomData,
-        }
+    /// Ring capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.mem.capacity
     }
 
-    pub fn mem(&self) -> &RingMem {
-        &self.mem
+    /// A watch on this ring's control block (for the wake-up thread).
+    pub fn watch(&self) -> RingWatch {
+        self.mem.watch()
     }
 
     /// Published bytes not yet consumed.
@@ -359,59 +544,17 @@ impl Consumer {
     }
 
     /// The next record, if any. Skips pads. Call [`Consumer::consume`] when done with it.
+    #[inline]
     pub fn peek(&mut self) -> Result<Option<Peeked>, ProtocolError> {
-        let cap = self.mem.capacity;
         loop {
             let avail = self.available()?;
             if avail == 0 {
                 return Ok(None);
             }
-            let pos = self.read as usize & (cap - 1);
-            let to_end = cap - pos;
-            if to_end < HEADER_LEN {
-                // Implicit pad: too little room for a header before the end.
-                if avail < to_end as u64 {
-                    return Err(ProtocolError::RecordOverrun {
-                        need: to_end as u64,
-                        available: avail,
-                    });
-                }
-                self.read = self.read.wrapping_add(to_end as u64);
-                continue;
+            match self.mem.locate(self.read, avail)? {
+                Located::Skip(n) => self.read = self.read.wrapping_add(n as u64),
+                Located::Record(p) => return Ok(Some(p)),
             }
-            if avail < HEADER_LEN as u64 {
-                return Err(ProtocolError::RecordOverrun {
-                    need: HEADER_LEN as u64,
-                    available: avail,
-                });
-            }
-            let mut raw = [0u8; HEADER_LEN];
-            // SAFETY: `pos + HEADER_LEN <= capacity` (checked above) and the bytes were published
-            // (avail >= HEADER_LEN). We copy them once and only use the copy.
-            unsafe { std::ptr::copy_nonoverlapping(self.mem.data.add(pos), raw.as_mut_ptr(), HEADER_LEN) };
-            let header = RecordHeader::decode(&raw)?;
-            if header.kind == Kind::Pad {
-                if header.len as usize != to_end - HEADER_LEN || avail < to_end as u64 {
-                    return Err(ProtocolError::RecordOverrun {
-                        need: to_end as u64,
-                        available: avail.min(header.len as u64),
-                    });
-                }
-                header.validate(0)?;
-                self.read = self.read.wrapping_add(to_end as u64);
-                continue;
-            }
-            header.validate(self.mem.max_record_payload())?;
-            let size = record_size(header.len as usize);
-            if size > to_end || size as u64 > avail {
-                return Err(ProtocolError::RecordOverrun {
-                    need: size as u64,
-                    available: avail.min(to_end as u64),
-                });
-            }
-            // SAFETY: pos + size <= capacity, checked just above.
-            let payload = unsafe { self.mem.data.add(pos + HEADER_LEN) };
-            return Ok(Some(Peeked { header, payload, size }));
         }
     }
 
@@ -445,208 +588,4 @@ impl Consumer {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::record::{FLAG_CONT, FLAG_FIRST, FLAG_MORE};
-
-    /// Heap memory shaped like a ring, 128-byte aligned.
-    pub struct TestRing {
-        buf: Vec<u128>,
-        base: *mut u8,
-        pub cap: usize,
-    }
-
-    impl TestRing {
-        pub fn new(cap: usize) -> TestRing {
-            let words = (crate::layout::RING_CONTROL_BYTES + cap + 256) / 16;
-            let mut buf = vec![0u128; words];
-            let p = buf.as_mut_ptr() as *mut u8;
-            let base = unsafe { p.add(p.align_offset(128)) };
-            TestRing { buf, base, cap }
-        }
-        pub fn mem(&self) -> RingMem {
-            let _ = &self.buf;
-            unsafe { RingMem::new(self.base, self.cap) }
-        }
-        pub fn data(&mut self) -> &mut [u8] {
-            unsafe { std::slice::from_raw_parts_mut(self.base.add(crate::layout::RING_CONTROL_BYTES), self.cap) }
-        }
-    }
-
-    fn hdr(kind: Kind, id: u64) -> RecordHeader {
-        RecordHeader {
-            len: 0,
-            kind,
-            flags: 0,
-            gen: 0,
-            id,
-        }
-    }
-
-    fn pop(c: &mut Consumer) -> Option<(RecordHeader, Vec<u8>)> {
-        let p = c.peek().unwrap()?;
-        let v = c.payload(&p).to_vec();
-        c.consume(&p);
-        c.release();
-        Some((p.header, v))
-    }
-
-    #[test]
-    fn records_wrap_around_many_times_in_order() {
-        let t = TestRing::new(4096);
-        let mut p = Producer::new(t.mem());
-        let mut c = Consumer::new(t.mem(), false);
-        let mut next_read = 0u64;
-        for i in 0..20_000u64 {
-            let len = (i as usize * 37) % 900;
-            let body: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
-            while !p.try_push(hdr(Kind::Message, i), &[], &body).unwrap() {
-                let (h, v) = pop(&mut c).expect("a full ring has something to read");
-                assert_eq!(h.id, next_read);
-                assert_eq!(v.len(), (h.id as usize * 37) % 900);
-                next_read += 1;
-            }
-            p.publish();
-        }
-        while let Some((h, _)) = pop(&mut c) {
-            assert_eq!(h.id, next_read);
-            next_read += 1;
-        }
-        assert_eq!(next_read, 20_000);
-        assert!(p.write_index() > 10 * 4096, "the ring wrapped many times");
-    }
-
-    #[test]
-    fn a_full_ring_refuses_and_writes_nothing() {
-        let t = TestRing::new(4096);
-        let mut p = Producer::new(t.mem());
-        let body = vec![7u8; 1000];
-        let mut n = 0;
-        while p.try_push(hdr(Kind::Message, n), &[], &body).unwrap() {
-            n += 1;
-        }
-        assert_eq!(n, 4, "4 records of 1016 bytes fit in 4096");
-        let before = p.write_index();
-        assert!(!p.try_push(hdr(Kind::Message, 99), &[], &body).unwrap());
-        assert_eq!(p.write_index(), before);
-        p.publish();
-        let mut c = Consumer::new(t.mem(), false);
-        for i in 0..4 {
-            assert_eq!(pop(&mut c).unwrap().0.id, i);
-        }
-        assert!(pop(&mut c).is_none());
-        assert!(p.try_push(hdr(Kind::Message, 5), &[], &body).unwrap());
-    }
-
-    #[test]
-    fn release_reports_a_waiting_writer_once() {
-        let t = TestRing::new(4096);
-        let mut p = Producer::new(t.mem());
-        let mut c = Consumer::new(t.mem(), false);
-        p.try_push(hdr(Kind::Message, 1), &[], b"x").unwrap();
-        t.mem().control().consumer.reader_asleep.store(1, Ordering::SeqCst);
-        assert!(p.publish(), "the sleeping reader must be rung");
-        assert!(!p.publish(), "and only once");
-        t.mem().control().producer.writer_waiting.store(1, Ordering::SeqCst);
-        let r = c.peek().unwrap().unwrap();
-        c.consume(&r);
-        assert!(c.release());
-        assert!(!c.release());
-    }
-
-    #[test]
-    fn a_new_consumer_can_discard_the_backlog() {
-        let t = TestRing::new(4096);
-        let mut p = Producer::new(t.mem());
-        p.try_push(hdr(Kind::Message, 1), &[], b"old").unwrap();
-        p.publish();
-        let mut c = Consumer::new(t.mem(), true);
-        assert!(pop(&mut c).is_none());
-        p.try_push(hdr(Kind::Message, 2), &[], b"new").unwrap();
-        p.publish();
-        assert_eq!(pop(&mut c).unwrap().1, b"new");
-    }
-
-    #[test]
-    fn corrupt_headers_and_indices_are_protocol_errors() {
-        let mut t = TestRing::new(4096);
-        let mut p = Producer::new(t.mem());
-        p.try_push(
-            RecordHeader {
-                flags: FLAG_FIRST | FLAG_MORE,
-                ..hdr(Kind::Message, 1)
-            },
-            &10u64.to_le_bytes(),
-            b"ab",
-        )
-        .unwrap();
-        p.publish();
-        // Claim a huge length.
-        t.data()[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        let mut c = Consumer::new(t.mem(), false);
-        assert!(matches!(c.peek(), Err(ProtocolError::RecordTooLong { .. })));
-        // Unknown kind.
-        t.data()[0..4].copy_from_slice(&10u32.to_le_bytes());
-        t.data()[4] = 99;
-        assert!(matches!(c.peek(), Err(ProtocolError::BadKind(99))));
-        // Bad flags.
-        t.data()[4] = Kind::Message as u8;
-        t.data()[5] = FLAG_CONT | FLAG_FIRST;
-        assert!(matches!(c.peek(), Err(ProtocolError::BadFlags(_))));
-        // Producer index beyond the capacity.
-        t.mem().control().producer.write.store(1 << 40, Ordering::SeqCst);
-        let mut c = Consumer::new(t.mem(), false);
-        assert!(matches!(c.peek(), Err(ProtocolError::BadIndex { .. })));
-        // Length longer than what was published.
-        t.mem().control().producer.write.store(24, Ordering::SeqCst);
-        t.data()[0..4].copy_from_slice(&100u32.to_le_bytes());
-        t.data()[5] = 0;
-        let mut c = Consumer::new(t.mem(), false);
-        assert!(matches!(c.peek(), Err(ProtocolError::RecordOverrun { .. })));
-    }
-
-    #[test]
-    fn spsc_across_threads_keeps_every_byte() {
-        let t = TestRing::new(1 << 14);
-        let mem = t.mem();
-        struct SendMem(RingMem);
-        unsafe impl Send for SendMem {}
-        let pm = SendMem(mem);
-        const N: u64 = 200_000;
-        let writer = std::thread::spawn(move || {
-            let pm = pm;
-            let mut p = Producer::new(pm.0);
-            for i in 0..N {
-                let body = i.to_le_bytes();
-                let len = (i % 50) as usize;
-                let extra = vec![i as u8; len];
-                while !p.try_push(hdr(Kind::Message, i), &body, &extra).unwrap() {
-                    p.publish();
-                    std::hint::spin_loop();
-                }
-                if i % 16 == 0 {
-                    p.publish();
-                }
-            }
-            p.publish();
-        });
-        let mut c = Consumer::new(mem, false);
-        let mut i = 0;
-        while i < N {
-            if let Some(r) = c.peek().unwrap() {
-                let v = c.payload(&r);
-                assert_eq!(r.header.id, i);
-                assert_eq!(&v[..8], &i.to_le_bytes());
-                assert!(v[8..].iter().all(|&b| b == i as u8));
-                assert_eq!(v.len(), 8 + (i % 50) as usize);
-                c.consume(&r);
-                c.release();
-                i += 1;
-            } else {
-                std::hint::spin_loop();
-            }
-        }
-        writer.join().unwrap();
-        drop(t);
-    }
-}
+mod tests;

@@ -1,0 +1,214 @@
+//! A channel: one side of a named segment, with its send queue, its delivery, and the wake-up
+//! thread.
+//!
+//! Threads: a [`Channel`] is driven by one thread (in Node, the JS thread): it is the only
+//! producer of the outgoing ring and the only consumer of the incoming ring. A [`Waker`] runs on a
+//! second thread; it never reads or writes records. It only watches (incoming data, space freed
+//! for a waiting sender, the peer's slot), sleeps on the side's doorbell when there is nothing to
+//! watch, and calls `notify` so that the driving thread calls [`Channel::poll`].
+//!
+//! Attach protocol (both processes run the same code; there are no roles):
+//! 1. Create the segment exclusively; if that works, initialise it and take side 0.
+//! 2. Otherwise open it, wait until its creator finished, check magic and versions, reap sides
+//!    whose process is dead, and take a free side by a CAS on the `attach` word. No live side at
+//!    all means the segment is stale: it is removed and we start over with a fresh one.
+//! 3. Taking a side: state ATTACHING, bump the generation, record pid and start time, skip
+//!    whatever is left in the incoming ring, queue a HELLO record, state READY, ring the peer.
+//!
+//! Leaving: state FREE, clear the `attach` bit; the side that clears the last bit also sets
+//! DEAD in the same CAS and unlinks the name, so no newcomer can join a segment being removed.
+//!
+//! The rooms, along the path of a request:
+//! - `attach`: open, claim, reap, generations, leave; the connection state ([`PeerEvents`]);
+//! - `send`: the send queue, single and batched sends, flushing the queue into the ring;
+//! - `wake`: the wake-up thread and every spin/sleep decision of the core;
+//! - `deliver`: draining the incoming ring into a batch or a caller's arena, delivery accounting;
+//! - `sync`: the blocking request.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::doorbell::Doorbell;
+use crate::error::{Error, ProtocolError};
+use crate::framing::Reassembler;
+use crate::layout::Header;
+use crate::ring::{Consumer, Producer, RingWatch};
+use crate::segment::Segment;
+
+mod attach;
+mod deliver;
+mod send;
+mod sync;
+#[cfg(test)]
+mod tests;
+mod wake;
+
+use attach::Peer;
+pub use attach::PeerEvents;
+pub use deliver::{ArenaSink, Batch, Delivered, Payload, PollInfo, LARGE};
+use send::SendQueue;
+pub use send::STAGED_HEADER;
+pub use wake::{Waker, LIVENESS_INTERVAL};
+
+/// Options of [`Channel::open`].
+#[derive(Clone, Debug)]
+pub struct ChannelOptions {
+    /// Ring bytes per direction (power of two). Used when this side creates the segment; a side
+    /// that joins an existing segment uses the capacity it was created with.
+    pub capacity: usize,
+    /// Bytes accepted but not yet written into the ring before `send` refuses.
+    pub max_queue_bytes: usize,
+    /// Largest message either side may send or will accept.
+    pub max_message_bytes: usize,
+    /// How long the wake-up thread spins before it sleeps.
+    pub spin: Duration,
+    /// Access mode of the segment when this side creates it (0o600: owner only).
+    pub mode: u32,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            capacity: 1 << 20,
+            max_queue_bytes: 20_000_000,
+            max_message_bytes: 256 << 20,
+            spin: Duration::from_micros(20),
+            mode: 0o600,
+        }
+    }
+}
+
+/// What `send` did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Wholly in the ring.
+    Written,
+    /// (Partly) in the local queue; it goes out as the ring frees up or the peer attaches.
+    Queued,
+}
+
+/// State shared by the driving thread and the wake-up thread.
+struct Shared {
+    side: usize,
+    own_bell: Doorbell,
+    peer_bell: Doorbell,
+    /// The incoming and outgoing rings, as the wake-up thread may look at them.
+    rx: RingWatch,
+    tx: RingWatch,
+    header: *const Header,
+    spin: Duration,
+    stop: AtomicBool,
+    broken: AtomicBool,
+    /// The driving thread has queued bytes waiting for ring space.
+    tx_waiting: AtomicBool,
+    /// Consumer index of the outgoing ring when the driving thread last flushed.
+    last_tx_read: AtomicU64,
+    /// A notification is out and the driving thread has not polled since.
+    notified: AtomicBool,
+    /// The driving thread polls the rings itself (latency mode): the wake-up thread stays parked.
+    driving: AtomicBool,
+    thread: OnceLock<std::thread::Thread>,
+    unlink: AtomicBool,
+    seg: Segment,
+}
+
+// SAFETY: `header` points into `seg`, which lives as long as `Shared`, and the ring watches stay
+// valid as long as `seg` is mapped; all shared state is accessed through atomics, and the SPSC
+// ends are owned by the driving thread's `Channel`, not by `Shared`.
+unsafe impl Send for Shared {}
+// SAFETY: as above: every field reached through `&Shared` is an atomic, a doorbell (a
+// cross-process event made to be used from any thread) or immutable.
+unsafe impl Sync for Shared {}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if *self.unlink.get_mut() {
+            self.seg.unlink_on_drop();
+        }
+    }
+}
+
+impl Shared {
+    fn header(&self) -> &Header {
+        // SAFETY: the header page is mapped for the life of `seg`.
+        unsafe { &*self.header }
+    }
+}
+
+/// The driving end of a channel.
+pub struct Channel {
+    shared: Arc<Shared>,
+    tx: Producer,
+    rx: Consumer,
+    asm: Reassembler,
+    queue: SendQueue,
+    opts: ChannelOptions,
+    my_gen: u32,
+    /// Generation of the peer whose records are being read (from its HELLO).
+    rx_gen: u32,
+    peer: Peer,
+    /// What arrived while a blocking request waited, for the next poll.
+    pending: Batch,
+    closed: bool,
+}
+
+impl Channel {
+    /// Which side of the segment this is (0 or 1).
+    pub fn side(&self) -> usize {
+        self.shared.side
+    }
+
+    /// This side's generation (bumped on every attach to the side).
+    pub fn generation(&self) -> u32 {
+        self.my_gen
+    }
+
+    /// Ring capacity in bytes per direction.
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity()
+    }
+
+    /// Is a peer attached (as of the last poll)?
+    pub fn peer_connected(&self) -> bool {
+        self.peer.connected
+    }
+
+    /// Bytes accepted by `send` but not yet in the ring.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.bytes()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The OS name of the segment.
+    pub fn os_id(&self) -> &str {
+        self.shared.seg.os_id()
+    }
+
+    fn usable(&self) -> Result<(), Error> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        if self.shared.broken.load(SeqCst) {
+            return Err(Error::Protocol(
+                "the channel was closed after a protocol error from the peer".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Marks the channel unusable after a protocol error from the peer.
+    fn broken(&self, e: ProtocolError) -> Error {
+        self.shared.broken.store(true, SeqCst);
+        e.into()
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,199 @@
+//! The wake-up strategy of the core, all of it: when the wake-up thread spins, sleeps on the
+//! doorbell and notifies the driving thread, how the driving thread spins for work by itself
+//! (latency mode), how it asks to be rung when it waits for ring space, and how a blocking
+//! request waits between looks.
+//!
+//! The wake-up thread ([`Waker::run`]) never reads or writes records: it only watches the
+//! control blocks of the two rings (through [`crate::ring::RingWatch`]), the peer's slot and the
+//! flags in [`Shared`]. Its cycle: spin up to `spin` looking for work; if there is some, notify
+//! once and wait (parked) until the driving thread polled; else set `reader_asleep` (and
+//! `writer_waiting` when the driving thread waits for space), look once more, and sleep on the
+//! doorbell for at most [`LIVENESS_INTERVAL`]. Every interval it also checks that the peer's
+//! process is alive. While the driving thread polls by itself ([`Channel::set_driving`]) the
+//! wake-up thread stays parked, so the two do not compete for a core.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::attach::reap_if_dead;
+use super::{Channel, Shared};
+
+/// How often a sleeping side checks whether its peer is still alive.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
+/// A notification not answered by a poll within this time is sent again.
+const RENOTIFY_AFTER: Duration = Duration::from_millis(500);
+/// Spin-loop hints between two looks, on the wake-up thread and on the driving thread.
+const WAKER_SPINS: u32 = 32;
+const DRIVER_SPINS: u32 = 16;
+
+impl Shared {
+    /// Is there something for the driving thread to do: records in the incoming ring, space freed
+    /// while it waits for some, or a change of the peer's slot since `last_peer`?
+    fn has_work(&self, last_peer: (bool, u32)) -> bool {
+        if self.broken.load(SeqCst) {
+            return false;
+        }
+        if self.rx.has_unreleased() {
+            return true;
+        }
+        if self.tx_waiting.load(SeqCst) && self.tx.consumer_index() != self.last_tx_read.load(SeqCst) {
+            return true;
+        }
+        self.peer_view() != last_peer
+    }
+
+    /// Busy-waits up to `limit` for work, looking every `spins` spin-loop hints. No system call.
+    fn spin_for_work(&self, last_peer: (bool, u32), limit: Duration, spins: u32) -> bool {
+        let start = Instant::now();
+        loop {
+            if self.has_work(last_peer) {
+                return true;
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+            for _ in 0..spins {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+/// The wake-up thread's handle. [`Waker::run`] returns when the channel closes.
+pub struct Waker {
+    shared: Arc<Shared>,
+}
+
+impl Waker {
+    /// Watches the channel and calls `notify` when the driving thread should poll. After a
+    /// notification it waits until that poll happened before it notifies again.
+    pub fn run(self, notify: impl Fn()) {
+        let sh = &*self.shared;
+        let _ = sh.thread.set(std::thread::current());
+        let mut last_peer = (false, u32::MAX);
+        let mut next_check = Instant::now();
+        let mut notified_at = Instant::now();
+        while !sh.stop.load(SeqCst) {
+            let now = Instant::now();
+            if now >= next_check {
+                reap_if_dead(sh.header(), 1 - sh.side);
+                next_check = now + LIVENESS_INTERVAL;
+            }
+            if sh.driving.load(SeqCst) {
+                // The driving thread polls by itself; look only after the peer's liveness.
+                std::thread::park_timeout(LIVENESS_INTERVAL);
+                continue;
+            }
+            if sh.notified.load(SeqCst) {
+                std::thread::park_timeout(LIVENESS_INTERVAL);
+                // The driving thread may be busy for long; if a notification could have been
+                // lost, one more costs only an empty poll.
+                if sh.notified.load(SeqCst) && notified_at.elapsed() >= RENOTIFY_AFTER {
+                    notified_at = Instant::now();
+                    notify();
+                }
+                continue;
+            }
+            if sh.spin_for_work(last_peer, sh.spin, WAKER_SPINS) {
+                last_peer = sh.peer_view();
+                notified_at = Instant::now();
+                sh.notified.store(true, SeqCst);
+                notify();
+                continue;
+            }
+            // Sleep: ask the peer to ring us when it writes (and when it frees space we wait
+            // for), then look once more, since it may have acted before it saw the flags.
+            sh.rx.set_reader_asleep(true);
+            if sh.tx_waiting.load(SeqCst) {
+                sh.tx.set_writer_waiting();
+            }
+            if !sh.has_work(last_peer) && !sh.stop.load(SeqCst) {
+                sh.own_bell.wait(LIVENESS_INTERVAL);
+            }
+            sh.rx.set_reader_asleep(false);
+        }
+    }
+}
+
+impl Channel {
+    /// A handle for the wake-up thread.
+    pub fn waker(&self) -> Waker {
+        Waker {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Says whether the driving thread polls by itself (see [`Channel::spin_for_work`]). While it
+    /// does, the wake-up thread does not spin or notify, so the two do not compete for a core;
+    /// when it stops, the wake-up thread takes over at once.
+    pub fn set_driving(&self, on: bool) {
+        let sh = &self.shared;
+        if sh.driving.swap(on, SeqCst) != on {
+            if let Some(t) = sh.thread.get() {
+                t.unpark();
+            }
+            if !on {
+                sh.own_bell.ring();
+            }
+        }
+    }
+
+    /// Busy-waits up to `limit` on the calling (driving) thread for something for `poll` to do:
+    /// records in the incoming ring, ring space for queued messages, or a change of the peer.
+    /// Returns whether there is. No system call while it waits.
+    pub fn spin_for_work(&self, limit: Duration) -> bool {
+        self.shared.spin_for_work(self.peer.seen, limit, DRIVER_SPINS)
+    }
+
+    /// Runs a poll. The wake-up thread waits for one only after it notified, and not at all while
+    /// the driving thread polls by itself: it is woken only then (a wake is a system call).
+    pub(super) fn polling<T>(&mut self, poll: impl FnOnce(&mut Self) -> T) -> T {
+        let was_notified = self.shared.notified.swap(false, SeqCst);
+        let r = poll(self);
+        if was_notified && !self.shared.driving.load(SeqCst) {
+            if let Some(t) = self.shared.thread.get() {
+                t.unpark();
+            }
+        }
+        r
+    }
+
+    /// Tells the wake-up thread whether the driving thread waits for ring space; if it does, asks
+    /// the reader to ring when it frees some.
+    pub(super) fn note_waiting_for_space(&self, waiting: bool) {
+        self.shared.last_tx_read.store(self.tx.consumer_index(), SeqCst);
+        self.shared.tx_waiting.store(waiting, SeqCst);
+        if waiting {
+            self.tx.ask_for_space();
+        }
+    }
+}
+
+/// How a blocking request waits between looks at the incoming ring: spin a little, then yield,
+/// then nap (growing to 1 ms). The doorbell belongs to the wake-up thread, so this thread does
+/// not sleep on it.
+#[derive(Default)]
+pub(super) struct IdleWait {
+    rounds: u32,
+}
+
+impl IdleWait {
+    /// Something arrived: start over with spinning.
+    pub(super) fn reset(&mut self) {
+        self.rounds = 0;
+    }
+
+    /// Waits once, never longer than `left`.
+    pub(super) fn wait(&mut self, left: Duration) {
+        self.rounds += 1;
+        if self.rounds < 200 {
+            std::hint::spin_loop();
+        } else if self.rounds < 400 {
+            std::thread::yield_now();
+        } else {
+            let nap = Duration::from_micros(((self.rounds - 400) as u64 * 10).min(1000));
+            std::thread::sleep(nap.min(left));
+        }
+    }
+}
