@@ -19,14 +19,18 @@ import { native as binding, type NativeChannel } from './internal/binding'
 import { trackNative, untrackNative } from './internal/exit-hook'
 import { PendingRequests } from './internal/pending'
 import { Poller } from './internal/polling'
-import { Receiver, type DisconnectInfo } from './internal/receive'
+import { Receiver } from './internal/receive'
 import { SendBuffer } from './internal/send-buffer'
 import { Counters, type ChannelStats } from './internal/stats'
 import { checkName, checkTimeout, describe, toBytes } from './internal/validate'
 
 const { KIND_MESSAGE, KIND_REQUEST, KIND_STREAM, SEND_QUEUE_FULL } = binding
 
-export type { DisconnectInfo }
+/** Argument of the `'disconnect'` event. */
+export interface DisconnectInfo {
+  /** Messages that were in the ring, not confirmed as read by the peer, when it left. */
+  unconfirmed: number
+}
 
 export interface Channel {
   on(event: 'message', listener: (data: Buffer) => void): this

@@ -7,6 +7,7 @@
  * @internal
  * @packageDocumentation
  */
+import type { DisconnectInfo } from '../channel'
 import { fromNative } from '../errors'
 import { native as binding, type NativeChannel } from './binding'
 import type { SendBuffer } from './send-buffer'
@@ -40,12 +41,6 @@ const META_MESSAGES = 8192
 const ARENA_BYTES = 256 * 1024
 /** While answering a batch of requests, the answers go out every this many. */
 const ANSWER_FLUSH_EVERY = 32
-
-/** Argument of the `'disconnect'` event. */
-export interface DisconnectInfo {
-  /** Messages that were in the ring, not confirmed as read by the peer, when it left. */
-  unconfirmed: number
-}
 
 /** Where the receiver hands what it read. */
 export interface ReceiveHost {
