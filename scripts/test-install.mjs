@@ -157,7 +157,9 @@ const options: OpenOptions = { capacity: 65536, onRequest: (data: Buffer) => dat
 const ch: Channel = open('types', options)
 const answer: Promise<Buffer> = ch.request(Buffer.from('x'), { timeoutMs: 10 })
 const sent: boolean = sharmipc.open('types2').send(new Uint8Array(1))
-export const checks = [answer, sent, new SharmError('ERR_SHARM_X', 'x') instanceof Error, TimeoutError.name]
+export const checks = [answer, sent, new SharmError('ERR_SHARM_OS', 'x') instanceof Error, TimeoutError.name]
+// @ts-expect-error: a SharmError's code is one of sharmipc's codes
+new SharmError('ERR_SHARM_X', 'x')
 // @ts-expect-error: a string is not a payload
 ch.send('text')
 const sm = new SharmIpc('types3', (data: Buffer) => [true, data])
