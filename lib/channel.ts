@@ -135,10 +135,7 @@ export class Channel extends EventEmitter {
         message: (payload) => this.#emitSafely('message', payload),
         streamFrame: (id, type, payload) => this.#streams.onFrame(id, type, payload),
         request: (id, gen, payload) => this.#answering.onRequest(id, gen, payload),
-        answer: (id, ok, payload) =>
-          ok
-            ? this.#pending.settle(id, true, payload)
-            : this.#pending.settle(id, false, new RemoteError(payload.toString('utf8'))),
+        answer: (id, ok, payload) => this.#pending.answer(id, ok, payload),
         drained: () => this.#drained(),
       },
       this.#send,

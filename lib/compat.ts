@@ -12,7 +12,7 @@ import { open, type Channel, type DisconnectInfo } from './channel'
 import { ClosedError } from './errors'
 import type { OpenOptions } from './options'
 import type { ChannelStats } from './internal/stats'
-import { asError, checkTimeout, describe, EMPTY, isThenable } from './internal/validate'
+import { asError, checkFunction, checkTimeout, describe, EMPTY, isThenable } from './internal/validate'
 
 /** An answer given by a handler: success flag and payload (`null` is sent as an empty payload). */
 export type Answer = [ok: boolean, data: Buffer | Uint8Array | null]
@@ -211,8 +211,7 @@ export class SharmIpc {
     this.#form = SharmIpc.#formOf(handler, options.handlerForm)
     this.#handler = handler
     for (const k of ['externalExceptionHandler', 'peerConnected', 'peerDisconnected'] as const) {
-      const f = options[k]
-      if (f !== undefined && typeof f !== 'function') throw new TypeError(`${k} must be a function, got ${describe(f)}`)
+      checkFunction(options[k], k)
     }
     this.externalExceptionHandler = options.externalExceptionHandler ?? null
     this.peerConnected = options.peerConnected ?? null

@@ -9,8 +9,10 @@
 import { Readable } from 'node:stream'
 
 import { fromNative, QueueFullError, RemoteError } from './errors'
-import { SEND_QUEUE_FULL } from './internal/binding'
+import { native as binding } from './internal/binding'
 import { asError, describe, EMPTY } from './internal/validate'
+
+const { SEND_QUEUE_FULL } = binding
 
 // Frame types, carried in the record's generation field; the record's id is the stream id.
 const F_OPEN_BODY = 1 // opener → peer: open, a body follows; payload: the request data

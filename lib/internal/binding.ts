@@ -5,7 +5,8 @@
  * platform and each file and package that was tried, and why it failed.
  *
  * The numbers the facade exchanges with the native side (record kinds, send results, the layout
- * of `pollInto`'s output) come from here, as the binding exports them.
+ * of `pollInto`'s output) come from here, as the binding exports them; each module copies the
+ * ones it reads into module-level constants once.
  *
  * @internal
  * @packageDocumentation
@@ -45,17 +46,3 @@ function load(): typeof Binding {
     )
   }
 }
-
-export const {
-  KIND_REQUEST,
-  KIND_RESPONSE,
-  KIND_ERROR_RESPONSE,
-  KIND_MESSAGE,
-  KIND_STREAM,
-  SEND_QUEUE_FULL,
-  RECORD_HEADER_BYTES,
-  RECORD_ALIGN,
-  POLL_META_HEAD,
-  POLL_LARGE,
-  POLL_INLINE_MAX,
-} = native

@@ -7,7 +7,7 @@
  */
 import { performance } from 'node:perf_hooks'
 
-import { timedOut } from '../errors'
+import { RemoteError, timedOut } from '../errors'
 
 interface Pending {
   resolve: (b: Buffer) => void
@@ -42,15 +42,16 @@ export class PendingRequests {
   }
 
   /**
-   * Settles request `id` with its answer (`ok`) or its error. Returns false when it is not
-   * waiting (timed out or cancelled: a late answer is dropped).
+   * Settles request `id` with the peer's answer: resolves with `payload`, or (`ok` false: its
+   * handler failed) rejects with a RemoteError carrying the payload as its message. Returns false
+   * when it is not waiting (timed out or cancelled: a late answer is dropped).
    */
-  settle(id: number, ok: boolean, value: Buffer | Error): boolean {
+  answer(id: number, ok: boolean, payload: Buffer): boolean {
     const p = this.#pending.get(id)
     if (p === undefined) return false
     this.#pending.delete(id)
-    if (ok) p.resolve(value as Buffer)
-    else p.reject(value as Error)
+    if (ok) p.resolve(payload)
+    else p.reject(new RemoteError(payload.toString('utf8')))
     return true
   }
 

@@ -52,8 +52,9 @@ export class Poller {
   heat(): void {
     if (this.#spinMs === 0) return
     this.#active = true
+    if (this.#hot) return
     const native = this.#host.native()
-    if (this.#hot || native === null) return
+    if (native === null) return
     this.#hot = true
     this.#lastWork = this.#turnEnd = performance.now()
     native.setDriving(true)

@@ -126,8 +126,10 @@ export class Receiver {
       }
       // A disconnect is applied once everything the peer wrote before leaving was read, so its
       // last answers still resolve their requests.
-      if (!more) this.#reportDisconnect()
-      if (!more) break
+      if (!more) {
+        this.#reportDisconnect()
+        break
+      }
       if (settled > 0) {
         // Let the code waiting for these answers run (and send) before reading on.
         host.later(this.drain)

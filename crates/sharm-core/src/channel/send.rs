@@ -199,7 +199,7 @@ impl Channel {
             if off == records.len() {
                 break Ok(());
             }
-            let r = match staged(records, off) {
+            let record = match staged(records, off) {
                 Ok(r) => r,
                 Err(e) => break Err(e),
             };
@@ -211,12 +211,12 @@ impl Channel {
                 off = end;
                 continue;
             }
-            let h = r.header;
-            match self.send_one(h.kind, h.id, h.gen, r.payload(), false) {
-                Ok(r) => queued |= r == SendOutcome::Queued,
+            let h = record.header;
+            match self.send_one(h.kind, h.id, h.gen, record.payload(), false) {
+                Ok(outcome) => queued |= outcome == SendOutcome::Queued,
                 Err(e) => break Err(e),
             }
-            off = r.end();
+            off = record.end();
         };
         self.publish();
         if queued && self.peer.connected {
