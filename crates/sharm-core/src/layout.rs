@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// "SHARMIPC" read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHARMIPC");
 /// Version of the byte layout of the segment (header, slots, ring control blocks).
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Version of the record format and message semantics inside the rings.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Size of the header page.
 pub const HEADER_BYTES: usize = 4096;

@@ -1,5 +1,5 @@
 //! Attaching to a channel and leaving it: open or create the segment, claim a side, reap sides
-//! whose process died, generations, and the connection state (what this side knows of its peer).
+//! whose process died, generations. (What this side knows of its peer is in `peer`.)
 //!
 //! The protocol is described in the [module doc of the channel](super). Everything here runs on
 //! the driving thread, except [`reap_if_dead`] and [`Shared::peer_view`], which the wake-up thread
@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::departure::Departure;
+use super::peer::Peer;
 use super::{Batch, Channel, ChannelOptions, SendQueue, Shared};
 use crate::doorbell::Doorbell;
 use crate::error::Error;
@@ -21,41 +23,6 @@ use crate::segment::{os_id_for, Created, Segment};
 
 /// How long `open` keeps retrying while the segment is being created or removed by others.
 const OPEN_PATIENCE: Duration = Duration::from_secs(2);
-
-/// Changes of the peer seen by one poll, in order: first a disconnect, then a connect.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PeerEvents {
-    pub disconnected: bool,
-    pub connected: bool,
-    /// Generation of the peer now attached (valid when `connected`).
-    pub generation: u32,
-    /// Messages that were in the ring, not confirmed as read, when the peer left.
-    pub unconfirmed: u64,
-}
-
-/// What this side knows of its peer, as of the last look at the peer's slot.
-pub(super) struct Peer {
-    pub(super) connected: bool,
-    pub(super) gen: u32,
-    /// The peer slot as the last look saw it (`spin_for_work` watches for changes).
-    pub(super) seen: (bool, u32),
-    /// Disconnects seen so far (a blocking request watches this).
-    pub(super) disconnects: u64,
-    /// Events not yet handed out by a poll.
-    pub(super) events: PeerEvents,
-}
-
-impl Peer {
-    fn new() -> Peer {
-        Peer {
-            connected: false,
-            gen: 0,
-            seen: (false, u32::MAX),
-            disconnects: 0,
-            events: PeerEvents::default(),
-        }
-    }
-}
 
 impl Shared {
     /// The peer's slot: (connected, generation).
@@ -301,12 +268,8 @@ impl Channel {
         let (pid, start) = liveness::current();
         slot.start_time.store(start, SeqCst);
         slot.pid.store(pid, SeqCst);
-        // The peer's HELLO may be in the backlog we are about to skip: its generation is also in
-        // its slot, bumped before that HELLO was written. Read it first, so that requests of a
-        // process that attaches after this point are never labelled with an older generation; a
-        // later HELLO overrides it.
-        let rx_gen = hr.slots[1 - side].generation.load(SeqCst);
-        let rx = Consumer::new(rx_mem, true);
+        // The incoming ring is read only once its producer welcomed us (see `Channel::open_rx`).
+        let rx = Consumer::new(rx_mem, false);
         let tx = Producer::new(tx_mem);
         let last_tx_read = tx.consumer_index();
         let shared = Arc::new(Shared {
@@ -316,6 +279,9 @@ impl Channel {
             rx: rx.watch(),
             tx: tx.watch(),
             header: h,
+            my_gen: gen,
+            rx_open: AtomicBool::new(false),
+            rx_cursor: AtomicU64::new(0),
             spin: opts.spin,
             stop: AtomicBool::new(false),
             broken: AtomicBool::new(false),
@@ -335,7 +301,9 @@ impl Channel {
             queue: SendQueue::default(),
             opts,
             my_gen: gen,
-            rx_gen,
+            rx_gen: 0,
+            rx_open: false,
+            hold_from: None,
             peer: Peer::new(),
             pending: Batch::default(),
             closed: false,
@@ -346,35 +314,60 @@ impl Channel {
         ch.shared.peer_bell.ring();
         ch.refresh_peer();
         ch.flush()?;
+        ch.open_rx()?;
         Ok(ch)
     }
 
-    /// Looks at the peer's slot and records connect/disconnect events.
-    pub(super) fn refresh_peer(&mut self) {
-        let (connected, gen) = self.shared.peer_view();
-        self.peer.seen = (connected, gen);
-        if self.peer.connected && (!connected || gen != self.peer.gen) {
-            let unconfirmed = self.count_unconfirmed();
-            let peer = &mut self.peer;
-            peer.connected = false;
-            peer.disconnects += 1;
-            peer.events.disconnected = true;
-            peer.events.unconfirmed += unconfirmed;
-            // Answers and requests were meant for the process that left.
-            self.queue.peer_left();
+    /// Starts reading the incoming ring once its producer welcomed this generation.
+    pub(super) fn open_rx(&mut self) -> Result<(), Error> {
+        if self.rx_open {
+            return Ok(());
         }
-        let peer = &mut self.peer;
-        if connected && !peer.connected {
-            peer.connected = true;
-            peer.gen = gen;
-            peer.events.connected = true;
-            peer.events.generation = gen;
+        let (consumer, producer, at) = self.rx.welcome();
+        if consumer != self.my_gen {
+            return Ok(());
         }
+        if self.rx.open_at(at).map_err(|e| self.broken(e))? {
+            self.shared.peer_bell.ring();
+        }
+        self.asm.reset();
+        self.rx_gen = producer;
+        self.rx_open = true;
+        self.shared.rx_cursor.store(at, SeqCst);
+        self.shared.rx_open.store(true, SeqCst);
+        Ok(())
+    }
+
+    /// Leaves the channel like [`Channel::close`] and says what of ours was not confirmed as
+    /// delivered: departures not handed out by a poll yet, what waits in the queue, and, if the
+    /// peer is still attached, what it has not released from the ring (in doubt: it may still
+    /// read it after we left).
+    pub fn leave(&mut self) -> Departure {
+        let mut report = Departure::default();
+        if self.closed {
+            return report;
+        }
+        if self.usable().is_ok() {
+            self.refresh_peer();
+        }
+        for ev in self.peer.events.drain(..) {
+            if let super::PeerEvent::Left(d) = ev {
+                report.absorb(d);
+            }
+        }
+        if let Some(t) = self.peer.tx {
+            report.generation = t.gen;
+            self.read_back(t.from, false, &mut report);
+        }
+        self.queue
+            .take_for_departure(&mut report.undelivered, &mut report.requests_unsent);
+        self.close();
+        report
     }
 
     /// Leaves the channel: stops the wake-up thread (it exits within its next wake), frees this
     /// side, and removes the segment if the peer is gone too. Queued messages are dropped: flush
-    /// them first (see `queued_bytes`) if they matter. Idempotent.
+    /// them first (see `queued_bytes`), or use [`Channel::leave`] to get them back. Idempotent.
     pub fn close(&mut self) {
         if self.closed {
             return;

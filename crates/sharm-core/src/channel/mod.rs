@@ -12,14 +12,21 @@
 //! 2. Otherwise open it, wait until its creator finished, check magic and versions, reap sides
 //!    whose process is dead, and take a free side by a CAS on the `attach` word. No live side at
 //!    all means the segment is stale: it is removed and we start over with a fresh one.
-//! 3. Taking a side: state ATTACHING, bump the generation, record pid and start time, skip
-//!    whatever is left in the incoming ring, queue a HELLO record, state READY, ring the peer.
+//! 3. Taking a side: state ATTACHING, bump the generation, record pid and start time, queue a
+//!    HELLO record, state READY, ring the peer, welcome the peer if one is attached.
+//! 4. Welcome: the incoming ring may still hold what its producer wrote for our predecessor.
+//!    We do not skip it ourselves: the producer first accounts for it (it was not delivered),
+//!    then welcomes us (our generation and the index where our records start, in its line of
+//!    the ring), and only then do we read, from there. A producer welcomes every peer
+//!    generation it sees attached, before it writes anything for it.
 //!
 //! Leaving: state FREE, clear the `attach` bit; the side that clears the last bit also sets
 //! DEAD in the same CAS and unlinks the name, so no newcomer can join a segment being removed.
 //!
 //! The rooms, along the path of a request:
-//! - `attach`: open, claim, reap, generations, leave; the connection state ([`PeerEvents`]);
+//! - `attach`: open, claim, reap, generations, leave;
+//! - `peer`: the connection state and the ordered peer events ([`PeerEvent`]);
+//! - `departure`: what a departed peer did not get ([`Departure`]);
 //! - `send`: the send queue, single and batched sends, flushing the queue into the ring;
 //! - `wake`: the wake-up thread and every spin/sleep decision of the core;
 //! - `deliver`: draining the incoming ring into a batch or a caller's arena, delivery accounting;
@@ -38,14 +45,17 @@ use crate::segment::Segment;
 
 mod attach;
 mod deliver;
+mod departure;
+mod peer;
 mod send;
 mod sync;
 #[cfg(test)]
 mod tests;
 mod wake;
 
-use attach::Peer;
-pub use attach::PeerEvents;
+pub use departure::Departure;
+use peer::Peer;
+pub use peer::PeerEvent;
 pub use deliver::{ArenaSink, Batch, Delivered, Payload, PollInfo, LARGE};
 use send::SendQueue;
 pub use send::STAGED_HEADER;
@@ -97,6 +107,12 @@ struct Shared {
     rx: RingWatch,
     tx: RingWatch,
     header: *const Header,
+    /// This side's generation.
+    my_gen: u32,
+    /// The incoming ring was opened (its producer welcomed us).
+    rx_open: AtomicBool,
+    /// Where the driving thread's reading of the incoming ring stands (after its last poll).
+    rx_cursor: AtomicU64,
     spin: Duration,
     stop: AtomicBool,
     broken: AtomicBool,
@@ -145,8 +161,13 @@ pub struct Channel {
     queue: SendQueue,
     opts: ChannelOptions,
     my_gen: u32,
-    /// Generation of the peer whose records are being read (from its HELLO).
+    /// Generation of the peer whose records are being read (from its welcome or HELLO).
     rx_gen: u32,
+    /// The incoming ring's producer welcomed us: we read it.
+    rx_open: bool,
+    /// Start of a chunked message being reassembled that is held back in the ring (not handed
+    /// out) until it is whole, so that it is never released in part.
+    hold_from: Option<u64>,
     peer: Peer,
     /// What arrived while a blocking request waited, for the next poll.
     pending: Batch,
@@ -167,11 +188,6 @@ impl Channel {
     /// Ring capacity in bytes per direction.
     pub fn capacity(&self) -> usize {
         self.tx.capacity()
-    }
-
-    /// Is a peer attached (as of the last poll)?
-    pub fn peer_connected(&self) -> bool {
-        self.peer.connected
     }
 
     /// Bytes accepted by `send` but not yet in the ring.

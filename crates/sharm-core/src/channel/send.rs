@@ -11,8 +11,10 @@
 //! to the ring in runs, as they are; when they cannot go out now they wait as one
 //! [`Outgoing::Block`].
 //!
-//! When a peer leaves, queued answers and requests are dropped (they were meant for it) and
-//! send-and-forget messages wait for the next peer, starting over if they were partly written.
+//! Nothing goes into the ring while no peer is attached (but our HELLO): it waits in the queue
+//! for the next one. When a peer leaves, what waits in the queue was meant for it: messages and
+//! requests are handed back in its departure (see `departure`), answers and stream frames are
+//! dropped.
 
 use std::collections::VecDeque;
 
@@ -136,23 +138,33 @@ impl SendQueue {
         false
     }
 
-    /// The peer left: answers and requests were meant for it, drop them. Messages wait for the
-    /// next peer; one that was partly written starts over (the new peer never saw its start).
-    pub(super) fn peer_left(&mut self) {
+    /// The peer left: hands back the messages (into `messages`) and the ids of the requests
+    /// (into `requests`) that were waiting here, in order, and drops answers and stream frames
+    /// (they were for that peer). Our HELLO stays: it is the first record of our ring for
+    /// whoever comes next.
+    pub(super) fn take_for_departure(&mut self, messages: &mut Vec<Vec<u8>>, requests: &mut Vec<u64>) {
         self.items.retain_mut(|o| match o {
             Outgoing::Block { sent, records } => {
-                // What was written is gone; of the rest, only messages stay.
-                *records = Records::from(records, *sent)
-                    .filter(|r| r.header.kind == Kind::Message)
-                    .flat_map(|r| r.bytes)
-                    .copied()
-                    .collect();
-                *sent = 0;
-                !records.is_empty()
+                for r in Records::from(records, *sent) {
+                    match r.header.kind {
+                        Kind::Message => messages.push(r.payload().to_vec()),
+                        Kind::Request => requests.push(r.header.id),
+                        _ => {}
+                    }
+                }
+                false
             }
-            Outgoing::Message { kind, sent, .. } => {
-                *sent = 0;
-                *kind == Kind::Message || *kind == Kind::Hello
+            Outgoing::Message { kind, id, data, sent, .. } => {
+                match kind {
+                    Kind::Message => messages.push(std::mem::take(data)),
+                    Kind::Request => requests.push(*id),
+                    Kind::Hello => {
+                        *sent = 0;
+                        return true;
+                    }
+                    _ => {}
+                }
+                false
             }
         });
         self.bytes = self.items.iter().map(Outgoing::unsent_payload).sum();
@@ -169,7 +181,7 @@ impl Channel {
         self.refresh_peer();
         let r = self.send_one(kind, id, gen, data, true)?;
         self.publish();
-        if r == SendOutcome::Queued && self.peer.connected {
+        if r == SendOutcome::Queued && self.peer.tx.is_some() {
             self.flush()?;
         }
         Ok(r)
@@ -186,6 +198,11 @@ impl Channel {
     pub fn send_batch(&mut self, records: &[u8]) -> Result<(), Error> {
         self.usable()?;
         self.refresh_peer();
+        for r in Records::from(records, 0) {
+            if r.header.kind == Kind::Request {
+                self.peer.note_request(r.header.id);
+            }
+        }
         let max = self.plain_max();
         let mut off = 0;
         let mut queued = false;
@@ -219,7 +236,7 @@ impl Channel {
             off = record.end();
         };
         self.publish();
-        if queued && self.peer.connected {
+        if queued && self.peer.tx.is_some() {
             self.flush()?;
         }
         result
@@ -232,7 +249,7 @@ impl Channel {
 
     /// Does a message go straight to the ring (nothing waits before it, and a peer reads)?
     fn writes_directly(&self) -> bool {
-        self.queue.is_empty() && self.peer.connected
+        self.queue.is_empty() && self.peer.tx.is_some()
     }
 
     /// Largest payload of a record that goes to the ring as it is.
@@ -248,6 +265,9 @@ impl Channel {
                 len: data.len(),
                 max: self.opts.max_message_bytes,
             });
+        }
+        if kind == Kind::Request {
+            self.peer.note_request(id);
         }
         if self.writes_directly() {
             let mut sent = 0;
@@ -281,7 +301,7 @@ impl Channel {
         let max = self.plain_max();
         loop {
             while let Some(mut item) = self.queue.items.pop_front() {
-                if item.needs_peer() && !self.peer.connected {
+                if item.needs_peer() && self.peer.tx.is_none() {
                     self.queue.items.push_front(item);
                     break;
                 }
@@ -300,7 +320,7 @@ impl Channel {
                 }
             }
             self.publish();
-            let waiting = self.peer.connected && !self.queue.is_empty();
+            let waiting = self.peer.tx.is_some() && !self.queue.is_empty();
             self.note_waiting_for_space(waiting);
             if !waiting {
                 return Ok(());

@@ -2,11 +2,13 @@
 //!
 //! While it waits, this thread drains the incoming ring itself (the wake-up thread is not
 //! involved); whatever else arrives is kept for the next poll, in order. It gives up when the
-//! peer leaves (the request is cancelled if it has not gone out) or when the timeout passes.
+//! peer leaves without answering (the request is cancelled if it has not gone out) or when the
+//! timeout passes.
 //! How it waits between looks is the wake-up policy's ([`super::wake::IdleWait`]).
 
 use std::time::{Duration, Instant};
 
+use super::deliver::Stop;
 use super::wake::IdleWait;
 use super::Channel;
 use crate::error::Error;
@@ -20,20 +22,24 @@ impl Channel {
     pub fn request_sync(&mut self, id: u64, data: &[u8], timeout: Duration) -> Result<Vec<u8>, Error> {
         self.send(Kind::Request, id, 0, data)?;
         let deadline = Instant::now() + timeout;
-        let disconnects = self.peer.disconnects;
+        let departures = self.peer.departures;
         let mut idle = IdleWait::default();
         loop {
             self.refresh_peer();
-            if self.peer.disconnects != disconnects {
-                self.cancel(id);
-                return Err(Error::PeerGone);
-            }
+            self.open_rx()?;
+            let gone = self.peer.departures != departures;
             let before = self.rx.read_index();
+            // Read first: the answer of a peer that left may still be in the ring.
             match self.drain_to_pending(Some(id)).map_err(|e| self.broken(e))? {
-                Some((Kind::Response, v)) => return Ok(v),
-                Some((_, v)) => return Err(Error::Remote(String::from_utf8_lossy(&v).into_owned())),
-                None => {}
+                Stop::Answer(Kind::Response, v) => return Ok(v),
+                Stop::Answer(_, v) => return Err(Error::Remote(String::from_utf8_lossy(&v).into_owned())),
+                Stop::Empty if gone => {
+                    self.cancel(id);
+                    return Err(Error::PeerGone);
+                }
+                _ => {}
             }
+            self.make_room_while_blocked();
             self.flush()?;
             let now = Instant::now();
             if now >= deadline {
@@ -45,6 +51,17 @@ impl Channel {
                 continue;
             }
             idle.wait(deadline.saturating_duration_since(now));
+        }
+    }
+
+    /// What a blocking request keeps is not released until it is delivered after the request;
+    /// when that holds more than half the ring, it is released now (counted as in doubt by the
+    /// peer should this process die before delivering it), so the answer can still come in.
+    fn make_room_while_blocked(&mut self) {
+        let held = self.rx.read_index().wrapping_sub(self.rx.released_index());
+        if held > self.rx.capacity() as u64 / 2 {
+            self.rx.hand_out_to(self.hold_from.unwrap_or(self.rx.read_index()));
+            self.delivered();
         }
     }
 }

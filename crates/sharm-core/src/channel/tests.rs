@@ -77,8 +77,23 @@ fn batches_arrive_whole_and_in_order_through_a_small_ring_with_wraps_and_chunks(
     assert!(large.is_empty());
 }
 
+/// Polls `ch` until a departure comes out (within 5 s) and returns it, with the events before it.
+fn departure_of(ch: &mut Channel) -> (Vec<PeerEvent>, Departure) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut before = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "no departure; events {before:?}");
+        for ev in ch.poll().unwrap().events {
+            match ev {
+                PeerEvent::Left(d) => return (before, d),
+                ev => before.push(ev),
+            }
+        }
+    }
+}
+
 #[test]
-fn queued_blocks_can_lose_a_cancelled_request_and_keep_only_messages_for_a_new_peer() {
+fn what_waits_in_the_queue_when_the_peer_leaves_is_handed_back_not_sent_to_the_next_one() {
     let name = format!("batch-queue-{}", std::process::id());
     let opts = ChannelOptions {
         capacity: 4096,
@@ -88,40 +103,152 @@ fn queued_blocks_can_lose_a_cancelled_request_and_keep_only_messages_for_a_new_p
     let mut b = Channel::open(&name, opts.clone()).unwrap();
     a.poll().unwrap();
     // The peer does not read: fill the ring until messages queue up.
+    let mut fills = 0;
     while a.queued_bytes() == 0 {
         a.send(Kind::Message, 0, 0, b"fill").unwrap();
+        fills += 1;
     }
     let mut records = Vec::new();
     encode(&mut records, Kind::Message, 0, b"m1");
     encode(&mut records, Kind::Request, 7, b"request");
+    encode(&mut records, Kind::Request, 8, b"request");
     encode(&mut records, Kind::Response, 3, b"answer");
     encode(&mut records, Kind::Message, 0, b"m2");
     let before = a.queued_bytes();
     a.send_batch(&records).unwrap();
-    assert_eq!(a.queued_bytes() - before, 2 + 7 + 6 + 2, "the batch waits as a block");
+    assert_eq!(a.queued_bytes() - before, 2 + 7 + 7 + 6 + 2, "the batch waits as a block");
     assert!(a.cancel(7));
     assert!(!a.cancel(7));
-    assert_eq!(a.queued_bytes() - before, 2 + 6 + 2);
-    // The peer leaves: the answer was for it; the messages wait for the next one.
+    assert_eq!(a.queued_bytes() - before, 2 + 7 + 6 + 2);
+    // The peer leaves without reading anything.
     b.close();
     drop(b);
-    a.poll().unwrap();
+    let (_, d) = departure_of(&mut a);
+    let fill = b"fill".to_vec();
+    let mut expected = vec![fill; fills];
+    expected.extend([b"m1".to_vec(), b"m2".to_vec()]);
+    assert_eq!(d.undelivered, expected, "every message, in order");
+    assert!(d.in_doubt.is_empty());
+    assert_eq!(d.requests_unsent, [8]);
+    assert_eq!(d.requests_through, 8);
+    assert_eq!(a.queued_bytes(), 0);
+    // A newcomer gets none of it, only what is sent after.
     let mut c = Channel::open(&name, opts).unwrap();
+    a.poll().unwrap();
+    a.send(Kind::Message, 0, 0, b"new").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got = Vec::new();
-    while a.queued_bytes() > 0 || !got.contains(&b"m2".to_vec()) {
-        assert!(Instant::now() < deadline, "got {got:?}");
+    while got.is_empty() {
+        assert!(Instant::now() < deadline);
         a.poll().unwrap();
         let batch = c.poll().unwrap();
         for m in &batch.messages {
-            assert_eq!(m.kind, Kind::Message);
             if let Payload::Inline { offset, len } = m.payload {
                 got.push(batch.data[offset..offset + len].to_vec());
             }
         }
     }
-    got.retain(|p| p != b"fill");
-    assert_eq!(got, vec![b"m1".to_vec(), b"m2".to_vec()]);
+    assert_eq!(got, [b"new".to_vec()]);
+}
+
+#[test]
+fn a_departure_says_which_messages_were_delivered_in_doubt_or_never_taken() {
+    let name = format!("account-{}", std::process::id());
+    let opts = ChannelOptions {
+        capacity: 64 * 1024,
+        ..Default::default()
+    };
+    let mut a = Channel::open(&name, opts.clone()).unwrap();
+    let mut b = Channel::open(&name, opts.clone()).unwrap();
+    a.poll().unwrap();
+    let numbered = |i: u32| i.to_le_bytes().to_vec();
+    for i in 0..100 {
+        a.send(Kind::Message, 0, 0, &numbered(i)).unwrap();
+    }
+    // The reader takes a first batch and delivers it (the next poll says so), then takes a
+    // second one and stops before delivering it.
+    let mut meta = vec![0u32; 4 * 30];
+    let mut arena = vec![0u8; 4096];
+    let mut large = VecDeque::new();
+    let mut take = |b: &mut Channel| {
+        let mut sink = ArenaSink {
+            meta: &mut meta,
+            arena: &mut arena,
+            used: 0,
+            count: 0,
+            inline_max: 1024,
+            large: &mut large,
+        };
+        b.poll_into(&mut sink).unwrap();
+        sink.count
+    };
+    assert_eq!(take(&mut b), 30);
+    assert_eq!(take(&mut b), 30);
+    b.close();
+    let (_, d) = departure_of(&mut a);
+    assert_eq!(d.in_doubt, (30..60).map(numbered).collect::<Vec<_>>());
+    assert_eq!(d.undelivered, (60..100).map(numbered).collect::<Vec<_>>());
+    assert_eq!(d.unconfirmed(), 70);
+}
+
+#[test]
+fn a_newcomer_reads_nothing_meant_for_its_predecessor_before_the_writer_accounted_for_it() {
+    let name = format!("welcome-{}", std::process::id());
+    let opts = ChannelOptions {
+        capacity: 4096,
+        ..Default::default()
+    };
+    let mut a = Channel::open(&name, opts.clone()).unwrap();
+    let mut b = Channel::open(&name, opts.clone()).unwrap();
+    a.poll().unwrap();
+    for i in 0..10u8 {
+        a.send(Kind::Message, 0, 0, &[i]).unwrap();
+    }
+    b.close();
+    drop(b);
+    // The newcomer attaches before the writer looked: it must wait for the welcome.
+    let mut c = Channel::open(&name, opts).unwrap();
+    assert!(c.poll().unwrap().messages.is_empty());
+    let (joined, d) = departure_of(&mut a);
+    assert!(joined.is_empty(), "{joined:?}");
+    assert_eq!(d.undelivered.len(), 10, "the backlog was counted, not skipped unseen");
+    a.send(Kind::Message, 0, 0, b"for c").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(Instant::now() < deadline);
+        a.poll().unwrap();
+        let batch = c.poll().unwrap();
+        if let Some(m) = batch.messages.first() {
+            assert_eq!(batch.messages.len(), 1);
+            let Payload::Inline { offset, len } = m.payload else { panic!() };
+            assert_eq!(&batch.data[offset..offset + len], b"for c");
+            break;
+        }
+    }
+}
+
+#[test]
+fn a_peer_that_left_before_the_first_poll_is_joined_then_left_in_order() {
+    let name = format!("order-{}", std::process::id());
+    let opts = ChannelOptions::default();
+    let mut p = Channel::open(&name, opts.clone()).unwrap();
+    let mut n = Channel::open(&name, opts).unwrap();
+    let pg = p.generation();
+    p.send(Kind::Message, 0, 0, b"last words").unwrap();
+    p.close();
+    let b = n.poll().unwrap();
+    assert!(!n.peer_connected());
+    let mut events: Vec<_> = b.events.iter().map(|e| (matches!(e, PeerEvent::Joined { .. }), e.generation())).collect();
+    let mut messages = b.messages.len();
+    // The departure comes after the message the peer wrote before it left.
+    while events.len() < 2 {
+        let b = n.poll().unwrap();
+        assert!(b.messages.is_empty() || events.len() == 1);
+        messages += b.messages.len();
+        events.extend(b.events.iter().map(|e| (matches!(e, PeerEvent::Joined { .. }), e.generation())));
+    }
+    assert_eq!(events, [(true, pg), (false, pg)]);
+    assert_eq!(messages, 1);
 }
 
 #[test]

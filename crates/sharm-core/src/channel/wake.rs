@@ -34,7 +34,11 @@ impl Shared {
         if self.broken.load(SeqCst) {
             return false;
         }
-        if self.rx.has_unreleased() {
+        if self.rx_open.load(SeqCst) {
+            if self.rx.producer_index() != self.rx_cursor.load(SeqCst) {
+                return true;
+            }
+        } else if self.rx.welcome().0 == self.my_gen {
             return true;
         }
         if self.tx_waiting.load(SeqCst) && self.tx.consumer_index() != self.last_tx_read.load(SeqCst) {

@@ -26,6 +26,16 @@
 //!   was published. Anything else is a [`ProtocolError`], never an out-of-bounds access.
 //! - The producer checks the consumer's index the same way (a consumer cannot be ahead of it).
 //!
+//! - Delivery accounting: the consumer releases (stores `read`) only what the layer above has
+//!   delivered, and publishes `handed`, the end of what it took out for delivery. So after the
+//!   consumer's process dies, its producer knows of each record still in the ring whether it was
+//!   never taken (`handed..write`) or was being delivered (`read..handed`), and can read it back
+//!   ([`Producer::backlog`]).
+//! - A new consumer does not guess where its records start: it waits until the producer
+//!   welcomes it ([`Producer::welcome`]: its generation and an index, in the producer's line)
+//!   and starts there ([`Consumer::open_at`]). Until then it stores nothing in the control block,
+//!   so the producer can first account for its predecessor's backlog.
+//!
 //! Two flags support sleeping: `reader_asleep` (consumer line: "ring my doorbell when you write")
 //! and `writer_waiting` (producer line: "ring my doorbell when you free space"). The sleeper sets
 //! its flag (through a [`RingWatch`] or [`Producer::ask_for_space`]); the other end clears it with
@@ -44,13 +54,24 @@ use crate::record::{record_size, Kind, RecordHeader, ALIGN, HEADER_LEN};
 pub struct ProducerLine {
     pub write: AtomicU64,
     pub writer_waiting: AtomicU32,
+    _pad: u32,
+    /// The last welcome (see [`Producer::welcome`]): the consumer's generation in the low 32
+    /// bits, the producer's in the high 32 bits; 0 before any.
+    pub welcome: AtomicU64,
+    /// Where the records for the welcomed consumer start.
+    pub welcome_at: AtomicU64,
 }
 
 /// Consumer cache lines.
 #[repr(C, align(128))]
 pub struct ConsumerLine {
+    /// Released: everything before it was delivered (or skipped); its space is free.
     pub read: AtomicU64,
     pub reader_asleep: AtomicU32,
+    _pad: u32,
+    /// Handed out: everything before it was taken out of the ring for delivery. Between `read`
+    /// and `handed` lie the records of the batch being delivered.
+    pub handed: AtomicU64,
 }
 
 /// The control block at the start of each ring.
@@ -195,11 +216,17 @@ impl RingWatch {
         unsafe { &*self.ctl }
     }
 
-    /// Has the producer published records the consumer has not released?
+    /// The producer's published index.
     #[inline]
-    pub fn has_unreleased(&self) -> bool {
-        let c = self.control();
-        c.producer.write.load(Ordering::SeqCst) != c.consumer.read.load(Ordering::SeqCst)
+    pub fn producer_index(&self) -> u64 {
+        self.control().producer.write.load(Ordering::SeqCst)
+    }
+
+    /// The producer's last welcome: (consumer generation, producer generation).
+    #[inline]
+    pub fn welcome(&self) -> (u32, u32) {
+        let w = self.control().producer.welcome.load(Ordering::SeqCst);
+        (w as u32, (w >> 32) as u32)
     }
 
     /// The consumer's published index.
@@ -289,6 +316,38 @@ impl Producer {
             mem: &self.mem,
             read: c.consumer.read.load(Ordering::Acquire),
             write: c.producer.write.load(Ordering::Acquire),
+        }
+    }
+
+    /// Tells the consumer of generation `consumer` that its records start at the current write
+    /// index and come from producer generation `producer`. Publish first: what was written
+    /// before is not for it.
+    pub fn welcome(&mut self, consumer: u32, producer: u32) {
+        let c = self.mem.control();
+        c.producer.welcome_at.store(self.write, Ordering::SeqCst);
+        c.producer
+            .welcome
+            .store(u64::from(consumer) | u64::from(producer) << 32, Ordering::SeqCst);
+    }
+
+    /// The records from index `from` (or from the consumer's `read` if that is later) to the
+    /// write index, each with whether the consumer had taken it out for delivery (before its
+    /// `handed` index). Reads our own records back, stores nothing; ends early at anything that
+    /// does not check out.
+    pub fn backlog(&self, from: u64) -> Backlog<'_> {
+        let c = self.mem.control();
+        let write = c.producer.write.load(Ordering::Acquire);
+        let read = c.consumer.read.load(Ordering::Acquire);
+        let handed = c.consumer.handed.load(Ordering::Acquire);
+        // Indices grow without wrapping in practice; compare by distance from `write`.
+        let behind = |i: u64| write.wrapping_sub(i);
+        let start = if behind(read) <= behind(from) { read } else { from };
+        let handed = if behind(handed) <= behind(start) { handed } else { start };
+        Backlog {
+            mem: &self.mem,
+            read: start,
+            write,
+            handed,
         }
     }
 
@@ -475,6 +534,52 @@ impl Iterator for Unreleased<'_> {
     }
 }
 
+/// See [`Producer::backlog`].
+pub struct Backlog<'a> {
+    mem: &'a RingMem,
+    read: u64,
+    write: u64,
+    handed: u64,
+}
+
+/// One record of a [`Backlog`].
+pub struct BacklogRecord<'a> {
+    pub header: RecordHeader,
+    pub payload: &'a [u8],
+    /// The consumer had taken it out for delivery when it stopped (it may have been delivered).
+    pub handed: bool,
+}
+
+impl<'a> Iterator for Backlog<'a> {
+    type Item = BacklogRecord<'a>;
+
+    fn next(&mut self) -> Option<BacklogRecord<'a>> {
+        loop {
+            let avail = self.write.wrapping_sub(self.read);
+            if avail == 0 || avail > self.mem.capacity as u64 {
+                return None;
+            }
+            match self.mem.locate(self.read, avail).ok()? {
+                Located::Skip(n) => self.read = self.read.wrapping_add(n as u64),
+                Located::Record(p) => {
+                    let end = self.read.wrapping_add(p.size as u64);
+                    self.read = end;
+                    let handed = self.write.wrapping_sub(end) >= self.write.wrapping_sub(self.handed);
+                    // SAFETY: `locate` checked that the payload lies inside the data area and
+                    // inside what we published; these are our own records, which the consumer
+                    // does not write, and nothing writes them while `self.mem` is borrowed.
+                    let payload = unsafe { std::slice::from_raw_parts(p.payload, p.header.len as usize) };
+                    return Some(BacklogRecord {
+                        header: p.header,
+                        payload,
+                        handed,
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// A record the consumer is looking at: a copied header and where its payload lies.
 #[derive(Clone, Copy, Debug)]
 pub struct Peeked {
@@ -488,6 +593,8 @@ pub struct Consumer {
     mem: RingMem,
     read: u64,
     cached_write: u64,
+    /// What was last stored as `handed`.
+    handed: u64,
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
@@ -505,12 +612,57 @@ impl Consumer {
             c.consumer.read.store(read, Ordering::SeqCst);
         }
         c.consumer.reader_asleep.store(0, Ordering::SeqCst);
-        Consumer {
+        let mut consumer = Consumer {
             mem,
             read,
             cached_write: read,
+            handed: read,
             _not_sync: PhantomData,
+        };
+        if discard_backlog {
+            consumer.hand_out();
         }
+        consumer
+    }
+
+    /// Starts reading at `index`, where the producer's welcome said our records start: stores
+    /// it as `read` and `handed` (what lay before it was accounted for by the producer). The
+    /// index must be within `capacity` behind the producer's. Returns whether the producer waits
+    /// for space (the caller must ring its doorbell).
+    pub fn open_at(&mut self, index: u64) -> Result<bool, ProtocolError> {
+        let c = self.mem.control();
+        let write = c.producer.write.load(Ordering::SeqCst);
+        let distance = write.wrapping_sub(index);
+        if distance > self.mem.capacity as u64 {
+            return Err(ProtocolError::BadIndex {
+                distance,
+                capacity: self.mem.capacity as u64,
+            });
+        }
+        self.read = index;
+        self.cached_write = index;
+        self.handed = index;
+        c.consumer.handed.store(index, Ordering::SeqCst);
+        Ok(self.release_to(index))
+    }
+
+    /// Publishes `handed` = the read position: everything consumed so far was taken out for
+    /// delivery.
+    pub fn hand_out(&mut self) {
+        self.hand_out_to(self.read);
+    }
+
+    /// Publishes `handed` = `index` (a position already consumed; it never moves back).
+    pub fn hand_out_to(&mut self, index: u64) {
+        if index != self.handed && self.read.wrapping_sub(index) < self.read.wrapping_sub(self.handed) {
+            self.handed = index;
+            self.mem.control().consumer.handed.store(index, Ordering::SeqCst);
+        }
+    }
+
+    /// The end of what was handed out.
+    pub fn handed_index(&self) -> u64 {
+        self.handed
     }
 
     /// Ring capacity in bytes.
@@ -573,13 +725,34 @@ impl Consumer {
         self.read = self.read.wrapping_add(p.size as u64);
     }
 
-    /// Publishes the consumer index, freeing space for the producer. Returns `true` when the
-    /// producer said it waits for space (the caller must ring its doorbell); the flag is cleared.
+    /// Publishes the consumer index (and `handed`), freeing the space of everything consumed.
+    /// Returns `true` when the producer said it waits for space (the caller must ring its
+    /// doorbell); the flag is cleared.
     pub fn release(&mut self) -> bool {
+        self.hand_out();
+        self.release_to(self.read)
+    }
+
+    /// Publishes `index` (at most the read position, at least the last one released) as the
+    /// consumer index: everything before it was delivered. Returns whether to ring the producer.
+    pub fn release_to(&mut self, index: u64) -> bool {
         let c = self.mem.control();
-        c.consumer.read.store(self.read, Ordering::SeqCst);
+        c.consumer.read.store(index, Ordering::SeqCst);
         c.producer.writer_waiting.load(Ordering::SeqCst) != 0
             && c.producer.writer_waiting.swap(0, Ordering::SeqCst) != 0
+    }
+
+    /// The published consumer index.
+    pub fn released_index(&self) -> u64 {
+        self.mem.control().consumer.read.load(Ordering::Relaxed)
+    }
+
+    /// The producer's last welcome: (consumer generation, producer generation, index).
+    pub fn welcome(&self) -> (u32, u32, u64) {
+        let c = self.mem.control();
+        let w = c.producer.welcome.load(Ordering::SeqCst);
+        let at = c.producer.welcome_at.load(Ordering::SeqCst);
+        (w as u32, (w >> 32) as u32, at)
     }
 
     pub fn read_index(&self) -> u64 {

@@ -1,0 +1,156 @@
+//! What this side knows of its peer: the connection state, and the ordered sequence of the
+//! peer's comings and goings handed to the layer above.
+//!
+//! The peer side of the segment is held by one process after another, each with a generation of
+//! its own (bumped on every attach). Two views of it are kept apart:
+//! - the *writing* view ([`Peer::tx`]): the generation we welcomed on our outgoing ring, to which
+//!   every record we write goes. It changes in [`Channel::refresh_peer`], as soon as the peer's
+//!   slot says so and before anything more is written: a departure is accounted for first (see
+//!   `departure`), then a newcomer is welcomed at the current write index.
+//! - the *reading* view (`Channel::rx_gen`): the generation whose records we are reading, from
+//!   the producer's welcome or from its HELLO record.
+//!
+//! Events wait in [`Peer::events`], in the order they happened, and are handed out only when the
+//! reading view allows: `Left(g)` once every record `g` wrote was read, `Joined(g)` once every
+//! record of the peers before `g` was. So the layer above sees each peer's messages between its
+//! `Joined` and its `Left`, every `Joined` is followed by exactly one `Left`, and the answers a
+//! departed peer sent before it left still arrive before its `Left`.
+
+use std::collections::VecDeque;
+
+use super::departure::Departure;
+use super::Channel;
+
+/// A change of the peer, as handed out by a poll (before that poll's messages).
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// A peer attached; from now on we write to it.
+    Joined { generation: u32 },
+    /// The peer of that generation left (closed, died, or was reaped), with what it did not get.
+    Left(Departure),
+}
+
+impl PeerEvent {
+    pub fn generation(&self) -> u32 {
+        match self {
+            PeerEvent::Joined { generation } => *generation,
+            PeerEvent::Left(d) => d.generation,
+        }
+    }
+}
+
+/// The peer we write to: its generation and where its records start in our outgoing ring.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TxPeer {
+    pub(super) gen: u32,
+    pub(super) from: u64,
+}
+
+/// What this side knows of its peer.
+#[derive(Default)]
+pub(super) struct Peer {
+    /// The generation we write to, if one is attached.
+    pub(super) tx: Option<TxPeer>,
+    /// Events not yet handed out, oldest first.
+    pub(super) events: VecDeque<PeerEvent>,
+    /// The generation of the last `Joined` handed out (0: none yet).
+    pub(super) last_joined: u32,
+    /// The peer slot as the last look saw it (`spin_for_work` watches for changes).
+    pub(super) seen: (bool, u32),
+    /// Departures seen so far (a blocking request watches this).
+    pub(super) departures: u64,
+    /// The highest request id accepted by a send so far: when a peer leaves, the requests up to
+    /// it that still wait for an answer were meant for that peer.
+    pub(super) last_request: u64,
+}
+
+impl Peer {
+    pub(super) fn new() -> Peer {
+        Peer {
+            seen: (false, u32::MAX),
+            ..Default::default()
+        }
+    }
+
+    pub(super) fn note_request(&mut self, id: u64) {
+        self.last_request = self.last_request.max(id);
+    }
+}
+
+/// Is generation `a` older than `b`? (Generations count up and may wrap.)
+pub(super) fn gen_before(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) > 0
+}
+
+impl Channel {
+    /// Is a peer attached (one we write to, whose slot still says so)?
+    pub fn peer_connected(&self) -> bool {
+        match self.peer.tx {
+            Some(t) => self.shared.peer_view() == (true, t.gen),
+            None => false,
+        }
+    }
+
+    /// Looks at the peer's slot: accounts for a peer that left, welcomes one that attached.
+    pub(super) fn refresh_peer(&mut self) {
+        let (connected, gen) = self.shared.peer_view();
+        self.peer.seen = (connected, gen);
+        if let Some(t) = self.peer.tx {
+            if connected && gen == t.gen {
+                return;
+            }
+            self.peer.tx = None;
+            self.peer.departures += 1;
+            let departure = self.account_departure(t);
+            self.peer.events.push_back(PeerEvent::Left(departure));
+        }
+        if connected {
+            // Whatever was written before is not for the newcomer: publish it, then say where
+            // its records start.
+            self.publish();
+            self.tx.welcome(gen, self.my_gen);
+            self.peer.tx = Some(TxPeer {
+                gen,
+                from: self.tx.write_index(),
+            });
+            self.peer.events.push_back(PeerEvent::Joined { generation: gen });
+        }
+    }
+
+    /// May the oldest waiting event be handed out now, given what was read? `limit`: the
+    /// generation whose records come next in a batch kept by a blocking request.
+    fn event_ready(&self, ev: &PeerEvent, limit: Option<u32>) -> bool {
+        let g = ev.generation();
+        if let Some(next) = limit {
+            return gen_before(g, next) || matches!(ev, PeerEvent::Joined { .. }) && g == next;
+        }
+        if !self.rx_open || !self.rx.has_data() {
+            return true;
+        }
+        match ev {
+            // Every record of the peers before `g` was read.
+            PeerEvent::Joined { .. } => !gen_before(self.rx_gen, g),
+            // Every record of `g` was read (a later peer's records are being read).
+            PeerEvent::Left(_) => gen_before(g, self.rx_gen),
+        }
+    }
+
+    /// Is an event ready to be handed out?
+    pub(super) fn events_ready(&self) -> bool {
+        self.peer.events.front().is_some_and(|ev| self.event_ready(ev, None))
+    }
+
+    /// Takes the events that may be handed out now, in order.
+    pub(super) fn take_events(&mut self, limit: Option<u32>, out: &mut Vec<PeerEvent>) {
+        while let Some(ev) = self.peer.events.front() {
+            if !self.event_ready(ev, limit) {
+                break;
+            }
+            let ev = self.peer.events.pop_front().expect("front exists");
+            if let PeerEvent::Joined { generation } = ev {
+                self.peer.last_joined = generation;
+            }
+            out.push(ev);
+        }
+    }
+}
