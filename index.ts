@@ -9,7 +9,7 @@
  *
  * @packageDocumentation
  */
-export { Channel, open, type DisconnectInfo } from './lib/channel'
+export { Channel, open, type ConnectInfo, type DisconnectInfo } from './lib/channel'
 export {
   BusyError,
   ClosedError,

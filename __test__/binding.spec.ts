@@ -73,9 +73,6 @@ test('the layout constants of the binding are what its output is', (t) => {
   t.true(native.POLL_META_HEAD > native.POLL_WORD_QUEUED + 1)
   const words = [
     native.POLL_WORD_EVENTS,
-    native.POLL_WORD_PEER_GENERATION,
-    native.POLL_WORD_UNCONFIRMED,
-    native.POLL_WORD_UNCONFIRMED + 1,
     native.POLL_WORD_MORE,
     native.POLL_WORD_ARENA_END,
     native.POLL_WORD_QUEUED,

@@ -15,7 +15,7 @@ import { ClosedError, fromNative, PeerGoneError, QueueFullError, RemoteError, Ti
 import { resolveOptions, type OpenOptions, type RequestHandler, type RequestOptions } from './options'
 import { StreamTable, type StreamHandler } from './streams'
 import { Answering } from './internal/answering'
-import { native as binding, type NativeChannel } from './internal/binding'
+import { native as binding, type NativeChannel, type PeerChange } from './internal/binding'
 import { trackNative, untrackNative } from './internal/exit-hook'
 import { PendingRequests } from './internal/pending'
 import { Poller } from './internal/polling'
@@ -26,21 +26,42 @@ import { checkName, checkTimeout, describe, toBytes } from './internal/validate'
 
 const { KIND_MESSAGE, KIND_REQUEST, KIND_STREAM, SEND_QUEUE_FULL } = binding
 
-/** Argument of the `'disconnect'` event. */
+/**
+ * Argument of the `'disconnect'` event: the peer that left, and the send-and-forget messages
+ * accepted for it that it did not get, handed back in the order sent.
+ */
 export interface DisconnectInfo {
-  /** Messages that were in the ring, not confirmed as read by the peer, when it left. */
+  /** The departed peer's generation (the same as in its `'connect'`). */
+  generation: number
+  /** Messages it surely did not get: never taken out of the ring, or still in the queue. */
+  undelivered: Buffer[]
+  /**
+   * Messages its process had taken out of the ring for delivery when it stopped (at most the one
+   * batch it was delivering): they may or may not have reached its listeners.
+   */
+  inDoubt: Buffer[]
+  /**
+   * Every message not confirmed as delivered: `undelivered.length + inDoubt.length`, plus
+   * messages over a quarter of the ring that the peer had taken in part (their bytes are gone).
+   */
   unconfirmed: number
+}
+
+/** Argument of the `'connect'` event. */
+export interface ConnectInfo {
+  /** The peer's generation: bumped each time a process takes the peer's side. */
+  generation: number
 }
 
 export interface Channel {
   on(event: 'message', listener: (data: Buffer) => void): this
-  on(event: 'connect', listener: () => void): this
+  on(event: 'connect', listener: (info: ConnectInfo) => void): this
   on(event: 'disconnect', listener: (info: DisconnectInfo) => void): this
   on(event: 'error', listener: (err: Error) => void): this
   on(event: 'close', listener: () => void): this
   on(event: 'drain', listener: () => void): this
   once(event: 'message', listener: (data: Buffer) => void): this
-  once(event: 'connect', listener: () => void): this
+  once(event: 'connect', listener: (info: ConnectInfo) => void): this
   once(event: 'disconnect', listener: (info: DisconnectInfo) => void): this
   once(event: 'error', listener: (err: Error) => void): this
   once(event: 'close', listener: () => void): this
@@ -50,7 +71,10 @@ export interface Channel {
 /**
  * One side of a named channel. Events:
  * - `'message'` `(data: Buffer)`: a send-and-forget message from the peer, in the order sent;
- * - `'connect'`: a peer attached; `'disconnect'` `(info)`: it left (closed or died);
+ * - `'connect'` `({ generation })`: a peer attached; `'disconnect'` `(info)`: it left (closed,
+ *   died, or was found a zombie), with the messages it did not get (see {@link DisconnectInfo}).
+ *   They come in order, one `'disconnect'` after each `'connect'`, and after every message that
+ *   peer sent;
  * - `'error'` `(err)`: something failed that belongs to no call (a protocol error from the peer
  *   closes the channel; an answer could not be queued). Without a listener it becomes a process
  *   warning, never an exception;
@@ -69,7 +93,6 @@ export class Channel extends EventEmitter {
   #onStream: StreamHandler | undefined
   #timeoutMs: number
   #nextId = 1
-  #connected = false
   #closing: Promise<void> | null = null
   #peerWaiters = new Set<{ resolve: () => void; reject: (e: Error) => void }>()
   #drainWaiters: Array<() => void> = []
@@ -130,8 +153,8 @@ export class Channel extends EventEmitter {
         fail: (e) => this.#fail(e),
         heat: () => this.#poller.heat(),
         later: this.#later,
-        connected: () => this.#onConnect(),
-        disconnected: (info) => this.#onDisconnect(info),
+        connected: (generation) => this.#onConnect(generation),
+        disconnected: (change) => this.#onDisconnect(change),
         message: (payload) => this.#emitSafely('message', payload),
         streamFrame: (id, type, payload) => this.#streams.onFrame(id, type, payload),
         request: (id, gen, payload) => this.#answering.onRequest(id, gen, payload),
@@ -160,9 +183,13 @@ export class Channel extends EventEmitter {
     trackNative(this.#native, () => this.#send.flush())
   }
 
-  /** Is a peer attached? */
+  /**
+   * Is a peer attached now? (Its slot in the segment says so, and it is the one this side
+   * writes to.) The `'connect'`/`'disconnect'` events follow in order, once what was read
+   * before them was delivered.
+   */
   get connected(): boolean {
-    return this.#connected
+    return this.#native?.peerConnected ?? false
   }
 
   /** Has `close()` been called? */
@@ -210,10 +237,12 @@ export class Channel extends EventEmitter {
 
   /**
    * Sends `data` to the peer's `onRequest` and resolves with its answer. Rejects with
-   * `TimeoutError`, `PeerGoneError` (the peer left first), `RemoteError` (its handler failed),
+   * `TimeoutError`, `PeerGoneError` (the peer it went to left without answering; its `reached`
+   * says whether the request got there), `RemoteError` (its handler failed),
    * `QueueFullError`, `TooLargeError`, or `ClosedError` (closed while waiting). Throws at once,
-   * without returning a promise, for bad arguments and on a channel already closed. A request made before a peer attached
-   * waits in the queue (its timeout runs) and goes out when one does.
+   * without returning a promise, for bad arguments and on a channel already closed. A request made
+   * while no peer is attached waits in the queue (its timeout runs) and goes to the next one;
+   * a request that went to a peer is answered by that peer or fails with it, never both.
    */
   request(data: Buffer | Uint8Array, options?: RequestOptions): Promise<Buffer> {
     const native = this.#live()
@@ -323,11 +352,14 @@ export class Channel extends EventEmitter {
     return this.#answering.answer(id, result)
   }
 
-  /** Resolves when a peer is attached; rejects with `TimeoutError` after `timeoutMs` if given. */
+  /**
+   * Resolves when a peer is attached (at once if one is now); rejects with `TimeoutError` after
+   * `timeoutMs` if given.
+   */
   waitForPeer(timeoutMs?: number): Promise<void> {
-    this.#live()
+    const native = this.#live()
     if (timeoutMs !== undefined) checkTimeout(timeoutMs, 'timeoutMs')
-    if (this.#connected) return Promise.resolve()
+    if (native.peerConnected) return Promise.resolve()
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined
       const w = {
@@ -367,11 +399,12 @@ export class Channel extends EventEmitter {
 
   /**
    * Closes the channel: pending requests reject with `ClosedError` and every later call throws
-   * it. Messages already accepted go on into the ring while a peer is attached and takes them
-   * (close gives up after 2 s without progress); any that could not go are reported by an
-   * `'error'` event. The wake-up thread stops and, if the
-   * peer is gone too, the segment is removed. Resolves when done; calling it again returns the
-   * same promise.
+   * it. Messages already accepted go on into the ring while a peer is attached and takes them,
+   * and close waits until the peer has delivered them (it gives up after 2 s without progress,
+   * or when the peer leaves); any not confirmed as delivered are handed back by an `'error'`
+   * event: a `PeerGoneError` with `undelivered` and `inDoubt`. The wake-up thread stops and, if
+   * the peer is gone too, the segment is removed. Resolves when done; calling it again returns
+   * the same promise.
    */
   close(): Promise<void> {
     if (this.#closing === null) this.#closing = this.#shutdown(new ClosedError('channel was closed'))
@@ -391,39 +424,49 @@ export class Channel extends EventEmitter {
     } catch {
       // a broken channel: nothing more can go out
     }
-    // Wait while the queue drains; give up after 2 s without progress (or when the peer leaves).
-    let queued = native.queuedBytes
+    // Wait while the queue drains and the peer delivers; give up after 2 s without progress (or
+    // when the peer leaves).
+    const left = () => native.queuedBytes + native.unreleasedBytes
+    let waiting = left()
     let progressAt = performance.now()
-    while (queued > 0 && this.#connected && performance.now() - progressAt < 2000) {
+    while (waiting > 0 && native.peerConnected && performance.now() - progressAt < 2000) {
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 50)
+        const t = setTimeout(resolve, 10)
         this.#drainWaiters.push(() => {
           clearTimeout(t)
           resolve()
         })
       })
-      if (native.queuedBytes < queued) progressAt = performance.now()
-      queued = native.queuedBytes
+      if (this.#native === null) return
+      if (left() < waiting) progressAt = performance.now()
+      waiting = left()
     }
-    const undelivered = native.queuedBytes
-    this.#closeNative()
-    if (undelivered > 0) {
+    const report = this.#closeNative()
+    if (report !== null && report.undelivered.length + report.inDoubt.length + report.partial > 0) {
+      const { undelivered, inDoubt, partial } = report
+      const partly = partial > 0 ? `, and ${partial} taken in part by the peer` : ''
       this.#emitError(
-        new PeerGoneError(`${undelivered} bytes of accepted messages were not delivered before the channel closed`),
+        new PeerGoneError(
+          `${undelivered.length} accepted messages were not delivered and ${inDoubt.length} may not have been before the channel closed${partly}`,
+          { undelivered, inDoubt },
+        ),
       )
     }
     this.emit('close')
   }
 
-  #closeNative(): void {
+  /** Leaves the native channel; returns what of ours it could not confirm as delivered. */
+  #closeNative(): PeerChange | null {
     const native = this.#native
     this.#native = null
     this.#pending.stop()
+    let report: PeerChange | null = null
     if (native) {
       untrackNative(native)
-      native.close()
+      report = native.close()
     }
     for (const w of this.#drainWaiters.splice(0)) w()
+    return report
   }
 
   #rejectAll(reason: Error): void {
@@ -489,25 +532,38 @@ export class Channel extends EventEmitter {
     for (const w of this.#drainWaiters.splice(0)) w()
   }
 
-  #onDisconnect(info: DisconnectInfo): void {
-    if (!this.#connected) return
-    this.#connected = false
+  #onDisconnect(change: PeerChange): void {
     this.#answering.peerLeft()
-    // A request still queued would otherwise reach the next peer and run there although it was
-    // reported as failed here.
-    this.#pending.rejectAll(new PeerGoneError('the peer left the channel before answering'), (id) =>
-      this.#native?.cancel(id),
-    )
+    // The requests that went to (or were queued for) this peer fail with it; later ones go to
+    // the next peer.
+    const unsent = new Set(change.requestsUnsent)
+    const doubt = new Set(change.requestsInDoubt)
+    const gen = change.generation
+    this.#pending.rejectThrough(change.requestsThrough, (id) => {
+      const reached = unsent.has(id) ? 'no' : doubt.has(id) ? 'maybe' : 'yes'
+      const how =
+        reached === 'no'
+          ? 'it never reached the peer'
+          : reached === 'maybe'
+            ? "the peer's process had taken it when it stopped"
+            : "the peer's handler had it"
+      return new PeerGoneError(`the peer (generation ${gen}) left the channel before answering; ${how}`, { reached })
+    })
     this.#streams.abortAll(new PeerGoneError('the peer left the channel during the stream'))
+    const info: DisconnectInfo = {
+      generation: gen,
+      undelivered: change.undelivered,
+      inDoubt: change.inDoubt,
+      unconfirmed: change.undelivered.length + change.inDoubt.length + change.partial,
+    }
     this.#emitSafely('disconnect', info)
   }
 
-  #onConnect(): void {
-    if (this.#connected) return
-    this.#connected = true
+  #onConnect(generation: number): void {
     for (const w of this.#peerWaiters) w.resolve()
     this.#peerWaiters.clear()
-    this.#emitSafely('connect')
+    const info: ConnectInfo = { generation }
+    this.#emitSafely('connect', info)
   }
 }
 

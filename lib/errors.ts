@@ -38,10 +38,37 @@ export class TimeoutError extends SharmError {
   }
 }
 
-/** The peer process left (closed or died) before answering. Code `ERR_SHARM_PEER_GONE`. */
+/** Did a request that failed with the peer reach it? */
+export type Reached = 'no' | 'maybe' | 'yes'
+
+/** What a {@link PeerGoneError} hands back besides its message. */
+export interface NotDone {
+  /**
+   * For a request: `'no'` it never reached the peer (safe to send again), `'maybe'` the peer's
+   * process had taken it when it stopped, `'yes'` its handler got it.
+   */
+  reached?: Reached
+  /** Accepted messages that were surely not delivered, in the order sent. */
+  undelivered?: Buffer[]
+  /** Accepted messages that may or may not have been delivered, in the order sent. */
+  inDoubt?: Buffer[]
+}
+
+/**
+ * The peer process left (closed or died) before answering, or before accepted messages were
+ * delivered. Code `ERR_SHARM_PEER_GONE`. What was not done is handed back: for a request,
+ * `reached` says whether it reached the peer; for messages (when `close()` could not deliver
+ * everything), `undelivered` and `inDoubt` hold them.
+ */
 export class PeerGoneError extends SharmError {
-  constructor(message: string) {
+  readonly reached: Reached | undefined
+  readonly undelivered: Buffer[]
+  readonly inDoubt: Buffer[]
+  constructor(message: string, notDone: NotDone = {}) {
     super('ERR_SHARM_PEER_GONE', message)
+    this.reached = notDone.reached
+    this.undelivered = notDone.undelivered ?? []
+    this.inDoubt = notDone.inDoubt ?? []
   }
 }
 

@@ -16,7 +16,7 @@ use napi::bindgen_prelude::{Buffer, Env, Function, Uint32ArraySlice, Uint8ArrayS
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
-use sharm_core::{ArenaSink, Channel, ChannelOptions, Kind};
+use sharm_core::{ArenaSink, Channel, ChannelOptions, Departure, Kind, PeerEvent};
 
 /// An error for JS: `code` is the core's stable code, `message` its text.
 type JsError = napi::Error<&'static str>;
@@ -73,30 +73,19 @@ pub const RECORD_ALIGN: u32 = sharm_core::record::ALIGN as u32;
 /// Words at the start of `pollInto`'s `meta`, before the four words of each message.
 #[napi]
 pub const POLL_META_HEAD: u32 = META_HEAD as u32;
-/// `pollInto` head word: the peer events of the poll (`POLL_EVENT_*` bits).
+/// `pollInto` head word: how many peer events the poll has (take them with `takeEvents()` and
+/// apply them, in order, before its messages).
 #[napi]
 pub const POLL_WORD_EVENTS: u32 = 0;
-/// `pollInto` head word: the generation of the peer that attached.
-#[napi]
-pub const POLL_WORD_PEER_GENERATION: u32 = 1;
-/// `pollInto` head words (low, high 32 bits): messages the peer that left had not confirmed.
-#[napi]
-pub const POLL_WORD_UNCONFIRMED: u32 = 2;
 /// `pollInto` head word: 1 if more is waiting (poll again).
 #[napi]
-pub const POLL_WORD_MORE: u32 = 4;
+pub const POLL_WORD_MORE: u32 = 1;
 /// `pollInto` head word: the arena offset after the payloads written.
 #[napi]
-pub const POLL_WORD_ARENA_END: u32 = 5;
+pub const POLL_WORD_ARENA_END: u32 = 2;
 /// `pollInto` head words (low, high 32 bits): bytes queued natively for the ring.
 #[napi]
-pub const POLL_WORD_QUEUED: u32 = 6;
-/// `POLL_WORD_EVENTS` bit: the peer left.
-#[napi]
-pub const POLL_EVENT_PEER_LEFT: u32 = 1;
-/// `POLL_WORD_EVENTS` bit: a peer attached (after the one that left, if both are set).
-#[napi]
-pub const POLL_EVENT_PEER_JOINED: u32 = 2;
+pub const POLL_WORD_QUEUED: u32 = 3;
 /// Length word of a message whose payload comes from `takeLarge()`.
 #[napi]
 pub const POLL_LARGE: u32 = sharm_core::LARGE;
@@ -151,10 +140,61 @@ pub struct NativeOptions {
 
 type WakeFn = ThreadsafeFunction<(), (), (), Status, false>;
 
+/// A change of the peer, from `takeEvents()`.
+#[napi(object)]
+pub struct PeerChange {
+    /// `true`: a peer attached; `false`: the peer left (the other fields say what it did not get).
+    pub joined: bool,
+    /// The peer's generation.
+    pub generation: u32,
+    #[napi(ts_type = "Buffer[]")]
+    pub undelivered: Vec<Buffer>,
+    #[napi(ts_type = "Buffer[]")]
+    pub in_doubt: Vec<Buffer>,
+    /// Messages not delivered whose bytes are gone (taken in part by the peer).
+    pub partial: f64,
+    /// Every request up to this id that still waits for an answer was meant for this peer.
+    pub requests_through: f64,
+    /// Of those, the ones that never reached it.
+    pub requests_unsent: Vec<f64>,
+    /// Of those, the ones its process had taken when it stopped (the rest reached its handler).
+    pub requests_in_doubt: Vec<f64>,
+}
+
+fn change_of(ev: PeerEvent) -> PeerChange {
+    match ev {
+        PeerEvent::Joined { generation } => PeerChange {
+            joined: true,
+            ..change_left(Departure {
+                generation,
+                ..Default::default()
+            })
+        },
+        PeerEvent::Left(d) => change_left(d),
+    }
+}
+
+fn change_left(d: Departure) -> PeerChange {
+    let ids = |v: Vec<u64>| v.into_iter().map(|id| id as f64).collect();
+    let bufs = |v: Vec<Vec<u8>>| v.into_iter().map(Buffer::from).collect();
+    PeerChange {
+        joined: false,
+        generation: d.generation,
+        partial: d.partial as f64,
+        requests_through: d.requests_through as f64,
+        undelivered: bufs(d.undelivered),
+        in_doubt: bufs(d.in_doubt),
+        requests_unsent: ids(d.requests_unsent),
+        requests_in_doubt: ids(d.requests_in_doubt),
+    }
+}
+
 /// One side of a channel. Not for direct use: see `open()` in the facade.
 #[napi]
 pub struct NativeChannel {
     ch: Option<Channel>,
+    /// Peer events of the last `pollInto`, until `takeEvents()`.
+    events: Vec<PeerEvent>,
     thread: Option<JoinHandle<()>>,
     wake: Option<Arc<WakeFn>>,
     referenced: bool,
@@ -211,6 +251,7 @@ impl NativeChannel {
             .map_err(|e| os(format!("cannot start the wake-up thread: {e}")))?;
         Ok(NativeChannel {
             ch: Some(ch),
+            events: Vec::new(),
             thread: Some(thread),
             wake: Some(tsfn),
             referenced: true,
@@ -285,19 +326,29 @@ impl NativeChannel {
             large: &mut self.large,
         };
         let info = ch.poll_into(&mut sink).map_err(js_err)?;
-        let e = info.events;
         let word = |w: u32| w as usize;
-        head[word(POLL_WORD_EVENTS)] = if e.disconnected { POLL_EVENT_PEER_LEFT } else { 0 }
-            | if e.connected { POLL_EVENT_PEER_JOINED } else { 0 };
-        head[word(POLL_WORD_PEER_GENERATION)] = e.generation;
-        head[word(POLL_WORD_UNCONFIRMED)] = e.unconfirmed as u32;
-        head[word(POLL_WORD_UNCONFIRMED) + 1] = (e.unconfirmed >> 32) as u32;
+        self.events.extend(info.events);
+        head[word(POLL_WORD_EVENTS)] = self.events.len() as u32;
         head[word(POLL_WORD_MORE)] = info.more as u32;
         head[word(POLL_WORD_ARENA_END)] = sink.used as u32;
         let queued = ch.queued_bytes() as u64;
         head[word(POLL_WORD_QUEUED)] = queued as u32;
         head[word(POLL_WORD_QUEUED) + 1] = (queued >> 32) as u32;
         Ok(sink.count as u32)
+    }
+
+    /// The peer events of the last `pollInto`, in order (apply them before its messages).
+    #[napi]
+    pub fn take_events(&mut self) -> Vec<PeerChange> {
+        self.events.drain(..).map(change_of).collect()
+    }
+
+    /// Says that everything the last `pollInto` handed out was delivered: the peer may reuse the
+    /// space and counts it as delivered. (Every `pollInto` says so of the one before.)
+    #[napi]
+    pub fn delivered(&mut self) -> Result<()> {
+        self.ch()?.delivered();
+        Ok(())
     }
 
     /// The payload of the next message `pollInto` marked as large.
@@ -352,7 +403,13 @@ impl NativeChannel {
         self.ch.as_ref().map_or(0.0, |c| c.queued_bytes() as f64)
     }
 
-    /// Is a peer attached (as of the last poll)?
+    /// Bytes we wrote into the ring that the peer has not released (delivered) yet.
+    #[napi(getter)]
+    pub fn unreleased_bytes(&self) -> f64 {
+        self.ch.as_ref().map_or(0.0, |c| c.unreleased_bytes() as f64)
+    }
+
+    /// Is a peer attached now (one we write to, whose slot still says so)?
     #[napi(getter)]
     pub fn peer_connected(&self) -> bool {
         self.ch.as_ref().is_some_and(|c| c.peer_connected())
@@ -415,9 +472,25 @@ impl NativeChannel {
     }
 
     /// Leaves the channel: stops and joins the wake-up thread, frees this side, removes the
-    /// segment if the peer is gone too. Idempotent.
+    /// segment if the peer is gone too. Returns what of ours was not confirmed as delivered:
+    /// departures not taken by `takeEvents()` yet, the queue, and what an attached peer has not
+    /// released (in doubt). Idempotent (later calls report nothing).
     #[napi]
-    pub fn close(&mut self) {
+    pub fn close(&mut self) -> PeerChange {
+        let mut report = Departure::default();
+        for ev in self.events.drain(..) {
+            if let PeerEvent::Left(d) = ev {
+                report.absorb(d);
+            }
+        }
+        if let Some(ch) = self.ch.as_mut() {
+            report.absorb(ch.leave());
+        }
+        self.shut();
+        change_left(report)
+    }
+
+    fn shut(&mut self) {
         if let Some(ch) = self.ch.as_mut() {
             ch.close();
         }
@@ -431,6 +504,6 @@ impl NativeChannel {
 
 impl Drop for NativeChannel {
     fn drop(&mut self) {
-        self.close();
+        self.shut();
     }
 }

@@ -65,6 +65,18 @@ export class PendingRequests {
     }
   }
 
+  /**
+   * Rejects every waiting request with an id up to `through` (the ones that were meant for a
+   * peer that left) with the error `reason(id)` gives.
+   */
+  rejectThrough(through: number, reason: (id: number) => Error): void {
+    for (const [id, p] of this.#pending) {
+      if (id > through) continue
+      this.#pending.delete(id)
+      p.reject(reason(id))
+    }
+  }
+
   /** No more deadlines: the channel closed. */
   stop(): void {
     this.#stopped = true

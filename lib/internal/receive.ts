@@ -7,9 +7,8 @@
  * @internal
  * @packageDocumentation
  */
-import type { DisconnectInfo } from '../channel'
 import { fromNative } from '../errors'
-import { native as binding, type NativeChannel } from './binding'
+import { native as binding, type NativeChannel, type PeerChange } from './binding'
 import type { SendBuffer } from './send-buffer'
 import type { Counters } from './stats'
 
@@ -24,13 +23,9 @@ const {
   POLL_LARGE,
   POLL_INLINE_MAX,
   POLL_WORD_EVENTS,
-  POLL_WORD_PEER_GENERATION,
-  POLL_WORD_UNCONFIRMED,
   POLL_WORD_MORE,
   POLL_WORD_ARENA_END,
   POLL_WORD_QUEUED,
-  POLL_EVENT_PEER_LEFT,
-  POLL_EVENT_PEER_JOINED,
 } = binding
 
 /** Rounds of polling one wake-up may take before it yields to the event loop. */
@@ -54,8 +49,8 @@ export interface ReceiveHost {
   later(fn: () => void): void
   /** A peer attached (its generation). */
   connected(generation: number): void
-  /** The peer left. */
-  disconnected(info: DisconnectInfo): void
+  /** The peer left, with what it did not get. */
+  disconnected(change: PeerChange): void
   message(payload: Buffer): void
   streamFrame(id: number, type: number, payload: Buffer): void
   /** A request of the peer's: `gen` is to be echoed in the answer. */
@@ -73,8 +68,6 @@ export class Receiver {
   #meta = new Uint32Array(POLL_META_HEAD + 4 * META_MESSAGES)
   #arena: Buffer = Buffer.allocUnsafeSlow(0)
   #arenaUsed = 0
-  /** The peer left; reported once everything it wrote before leaving was read. */
-  #pendingDisconnect: DisconnectInfo | null = null
 
   constructor(host: ReceiveHost, send: SendBuffer, stats: Counters) {
     this.#host = host
@@ -86,6 +79,7 @@ export class Receiver {
   drain = (): void => {
     const host = this.#host
     if (!this.#send.flushOrFail()) return
+    let delivered = 0
     for (let round = 0; round < DRAIN_ROUNDS; round++) {
       const native = host.native()
       if (native === null) break
@@ -106,44 +100,34 @@ export class Receiver {
       this.#arenaUsed = meta[POLL_WORD_ARENA_END]
       this.#send.nativeQueued = meta[POLL_WORD_QUEUED] + meta[POLL_WORD_QUEUED + 1] * 0x1_0000_0000
       const more = meta[POLL_WORD_MORE] !== 0
-      const events = meta[POLL_WORD_EVENTS]
-      if (events & POLL_EVENT_PEER_LEFT) {
-        this.#pendingDisconnect = {
-          unconfirmed: meta[POLL_WORD_UNCONFIRMED] + meta[POLL_WORD_UNCONFIRMED + 1] * 0x1_0000_0000,
+      // The peer's comings and goings, in order, before this poll's messages (the native side
+      // hands a departure out only after everything that peer wrote, so its last answers
+      // resolve their requests first).
+      if (meta[POLL_WORD_EVENTS] > 0) {
+        for (const change of native.takeEvents()) {
+          if (change.joined) host.connected(change.generation)
+          else host.disconnected(change)
         }
       }
-      if (events & POLL_EVENT_PEER_JOINED) {
-        // A new peer: the old one's leaving comes first.
-        this.#reportDisconnect()
-        host.connected(meta[POLL_WORD_PEER_GENERATION])
-      }
       let settled = 0
+      delivered = count
       if (count > 0) {
         this.#stats.batches++
         if (count > this.#stats.largestBatch) this.#stats.largestBatch = count
         host.heat()
         settled = this.#deliver(meta, count, arena, start)
       }
-      // A disconnect is applied once everything the peer wrote before leaving was read, so its
-      // last answers still resolve their requests.
-      if (!more) {
-        this.#reportDisconnect()
-        break
-      }
+      if (!more) break
       if (settled > 0) {
         // Let the code waiting for these answers run (and send) before reading on.
         host.later(this.drain)
         break
       }
     }
+    // Everything handed out was delivered: the peer may count it so and reuse the space now
+    // rather than at the next poll.
+    if (delivered > 0) host.native()?.delivered()
     host.drained()
-  }
-
-  #reportDisconnect(): void {
-    const info = this.#pendingDisconnect
-    if (info === null) return
-    this.#pendingDisconnect = null
-    this.#host.disconnected(info)
   }
 
   /**

@@ -347,6 +347,11 @@ impl Channel {
         if self.rx_open {
             if self.pending.messages.is_empty() {
                 self.rx.hand_out_to(self.hold_from.unwrap_or(self.rx.read_index()));
+                if sink.count() == 0 {
+                    // Nothing was handed out to wait for delivery (chunks, stale answers): free
+                    // the space now, the writer may be waiting for it.
+                    self.delivered();
+                }
             }
             self.shared.rx_cursor.store(self.rx.read_index(), SeqCst);
         }

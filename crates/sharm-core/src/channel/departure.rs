@@ -48,6 +48,10 @@ impl Departure {
 
     /// Adds what `other` holds (for a report that covers several departures).
     pub fn absorb(&mut self, other: Departure) {
+        if other.generation != 0 {
+            self.generation = other.generation;
+        }
+        self.requests_through = self.requests_through.max(other.requests_through);
         self.undelivered.extend(other.undelivered);
         self.in_doubt.extend(other.in_doubt);
         self.partial += other.partial;

@@ -195,6 +195,11 @@ impl Channel {
         self.queue.bytes()
     }
 
+    /// Bytes written into the ring that the peer has not released (delivered) yet.
+    pub fn unreleased_bytes(&self) -> u64 {
+        self.tx.write_index().wrapping_sub(self.tx.consumer_index())
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed
     }
