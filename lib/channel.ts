@@ -51,6 +51,8 @@ export interface DisconnectInfo {
 export interface ConnectInfo {
   /** The peer's generation: bumped each time a process takes the peer's side. */
   generation: number
+  /** The peer's process id. */
+  pid: number
 }
 
 export interface Channel {
@@ -71,7 +73,7 @@ export interface Channel {
 /**
  * One side of a named channel. Events:
  * - `'message'` `(data: Buffer)`: a send-and-forget message from the peer, in the order sent;
- * - `'connect'` `({ generation })`: a peer attached; `'disconnect'` `(info)`: it left (closed,
+ * - `'connect'` `({ generation, pid })`: a peer attached; `'disconnect'` `(info)`: it left (closed,
  *   died, or was found a zombie), with the messages it did not get (see {@link DisconnectInfo}).
  *   They come in order, one `'disconnect'` after each `'connect'`, and after every message that
  *   peer sent;
@@ -153,7 +155,7 @@ export class Channel extends EventEmitter {
         fail: (e) => this.#fail(e),
         heat: () => this.#poller.heat(),
         later: this.#later,
-        connected: (generation) => this.#onConnect(generation),
+        connected: (change) => this.#onConnect(change),
         disconnected: (change) => this.#onDisconnect(change),
         message: (payload) => this.#emitSafely('message', payload),
         streamFrame: (id, type, payload) => this.#streams.onFrame(id, type, payload),
@@ -559,10 +561,10 @@ export class Channel extends EventEmitter {
     this.#emitSafely('disconnect', info)
   }
 
-  #onConnect(generation: number): void {
+  #onConnect(change: PeerChange): void {
     for (const w of this.#peerWaiters) w.resolve()
     this.#peerWaiters.clear()
-    const info: ConnectInfo = { generation }
+    const info: ConnectInfo = { generation: change.generation, pid: change.pid }
     this.#emitSafely('connect', info)
   }
 }

@@ -147,6 +147,8 @@ pub struct PeerChange {
     pub joined: bool,
     /// The peer's generation.
     pub generation: u32,
+    /// The peer's process id (when it joined; 0 for a departure).
+    pub pid: u32,
     #[napi(ts_type = "Buffer[]")]
     pub undelivered: Vec<Buffer>,
     #[napi(ts_type = "Buffer[]")]
@@ -163,8 +165,9 @@ pub struct PeerChange {
 
 fn change_of(ev: PeerEvent) -> PeerChange {
     match ev {
-        PeerEvent::Joined { generation } => PeerChange {
+        PeerEvent::Joined { generation, pid } => PeerChange {
             joined: true,
+            pid,
             ..change_left(Departure {
                 generation,
                 ..Default::default()
@@ -180,6 +183,7 @@ fn change_left(d: Departure) -> PeerChange {
     PeerChange {
         joined: false,
         generation: d.generation,
+        pid: 0,
         partial: d.partial as f64,
         requests_through: d.requests_through as f64,
         undelivered: bufs(d.undelivered),

@@ -47,8 +47,8 @@ export interface ReceiveHost {
   heat(): void
   /** Runs `fn` in the next turn of the event loop. */
   later(fn: () => void): void
-  /** A peer attached (its generation). */
-  connected(generation: number): void
+  /** A peer attached. */
+  connected(change: PeerChange): void
   /** The peer left, with what it did not get. */
   disconnected(change: PeerChange): void
   message(payload: Buffer): void
@@ -105,7 +105,7 @@ export class Receiver {
       // resolve their requests first).
       if (meta[POLL_WORD_EVENTS] > 0) {
         for (const change of native.takeEvents()) {
-          if (change.joined) host.connected(change.generation)
+          if (change.joined) host.connected(change)
           else host.disconnected(change)
         }
       }

@@ -17,6 +17,7 @@
 //! departed peer sent before it left still arrive before its `Left`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::SeqCst;
 
 use super::departure::Departure;
 use super::Channel;
@@ -25,7 +26,7 @@ use super::Channel;
 #[derive(Debug)]
 pub enum PeerEvent {
     /// A peer attached; from now on we write to it.
-    Joined { generation: u32 },
+    Joined { generation: u32, pid: u32 },
     /// The peer of that generation left (closed, died, or was reaped), with what it did not get.
     Left(Departure),
 }
@@ -33,7 +34,7 @@ pub enum PeerEvent {
 impl PeerEvent {
     pub fn generation(&self) -> u32 {
         match self {
-            PeerEvent::Joined { generation } => *generation,
+            PeerEvent::Joined { generation, .. } => *generation,
             PeerEvent::Left(d) => d.generation,
         }
     }
@@ -113,7 +114,8 @@ impl Channel {
                 gen,
                 from: self.tx.write_index(),
             });
-            self.peer.events.push_back(PeerEvent::Joined { generation: gen });
+            let pid = self.shared.header().slots[1 - self.shared.side].pid.load(SeqCst);
+            self.peer.events.push_back(PeerEvent::Joined { generation: gen, pid });
         }
     }
 
@@ -147,7 +149,7 @@ impl Channel {
                 break;
             }
             let ev = self.peer.events.pop_front().expect("front exists");
-            if let PeerEvent::Joined { generation } = ev {
+            if let PeerEvent::Joined { generation, .. } = ev {
                 self.peer.last_joined = generation;
             }
             out.push(ev);

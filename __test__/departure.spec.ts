@@ -1,0 +1,290 @@
+// A peer that leaves (killed with SIGKILL, or closing) while traffic runs: what was accepted is
+// delivered or handed back, requests fail only with the peer they went to, and connection events
+// come in order. The peers log what they did with synchronous writes, so their logs survive the
+// kill (see helpers/restart-peer.ts).
+import { fork, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+
+import test from 'ava'
+
+import { open, PeerGoneError, type DisconnectInfo } from '../index'
+import { killAllPeers, uniqueName } from './helpers'
+
+const PREFIX = 'departure'
+const script = path.join(__dirname, 'helpers', 'restart-peer.ts')
+const dir = mkdtempSync(path.join(tmpdir(), 'sharmipc-departure-'))
+const live = new Set<ChildProcess>()
+
+test.after.always(async () => {
+  for (const c of live) c.kill('SIGKILL')
+  await killAllPeers()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+interface RestartPeer {
+  child: ChildProcess
+  log: string
+  /** Tells it to open the channel; resolves once it did. */
+  open(): Promise<void>
+  kill(): void
+  exited: Promise<unknown>
+}
+
+/** Starts a peer that waits to be told to open `name` (it logs into a file of its own). */
+async function startPeer(name: string, closeAfterConnectMs?: number): Promise<RestartPeer> {
+  const log = path.join(dir, `${name}-${live.size}-${Math.random().toString(36).slice(2)}.log`)
+  const args = [name, log, ...(closeAfterConnectMs === undefined ? [] : [String(closeAfterConnectMs)])]
+  const child = fork(script, args, { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  live.add(child)
+  const exited = once(child, 'close')
+  void exited.then(() => live.delete(child))
+  await once(child, 'message')
+  return {
+    child,
+    log,
+    exited,
+    open: async () => {
+      const opened = once(child, 'message')
+      child.send({ op: 'open' })
+      await opened
+    },
+    kill: () => void child.kill('SIGKILL'),
+  }
+}
+
+/** What a peer's log says it ran (`R`) and delivered (`M`). */
+function readLog(file: string): { ran: string[]; delivered: number[] } {
+  const ran: string[] = []
+  const delivered: number[] = []
+  let text = ''
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch {
+    // it never opened
+  }
+  for (const line of text.split('\n')) {
+    if (line.startsWith('R ')) ran.push(line.slice(2))
+    if (line.startsWith('M ')) delivered.push(Number(line.slice(2)))
+  }
+  return { ran, delivered }
+}
+
+/** Keeps the event loop busy for `ms` (a survivor with synchronous work in hand). */
+function busyFor(ms: number): void {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    // spin
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+test('a request made while the peer is killed and replaced is answered by the new peer or fails with the old one, never both', async (t) => {
+  t.timeout(170_000)
+  const name = uniqueName(PREFIX)
+  const ch = open(name, { timeoutMs: 20_000 })
+  const generationOf = new Map<number, number>() // pid -> generation
+  ch.on('connect', ({ generation, pid }) => generationOf.set(pid, generation))
+  let departed = 0 // generation of the last departure, for the rejections it causes
+  ch.on('disconnect', (info: DisconnectInfo) => (departed = info.generation))
+  const outcomes = new Map<string, { ok: boolean; wrong?: boolean; generation?: number; reached?: string }>()
+  let running = true
+  let seq = 0
+  const loops = Array.from({ length: 8 }, async () => {
+    while (running) {
+      const id = `q${seq++}`
+      try {
+        const answer = await ch.request(Buffer.from(id))
+        outcomes.set(id, { ok: true, wrong: answer.toString() !== id })
+      } catch (e) {
+        if (!(e instanceof PeerGoneError)) throw e
+        outcomes.set(id, { ok: false, generation: departed, reached: e.reached })
+        await sleep(1)
+      }
+    }
+  })
+  let peer = await startPeer(name)
+  await peer.open()
+  const logs = [peer.log]
+  const pids = [peer.child.pid!]
+  for (let cycle = 0; cycle < 20; cycle++) {
+    await sleep(100 + Math.random() * 200)
+    const next = await startPeer(name)
+    logs.push(next.log)
+    pids.push(next.child.pid!)
+    // Kill, let the new one open at once, and keep this side busy meanwhile every other cycle.
+    peer.kill()
+    const opened = next.open()
+    if (cycle % 2 === 0) busyFor(300)
+    await opened
+    peer = next
+  }
+  await sleep(300)
+  running = false
+  await Promise.all(loops)
+  const ranBy = new Map<string, number[]>() // request id -> pids whose handler got it
+  logs.forEach((log, i) => {
+    for (const id of readLog(log).ran) ranBy.set(id, [...(ranBy.get(id) ?? []), pids[i]])
+  })
+  let failed = 0
+  let bothFailedAndRun = 0
+  let unsentButRun = 0
+  for (const [id, o] of outcomes) {
+    t.false(o.wrong ?? false, `request ${id} got another request's answer`)
+    if (o.ok) continue
+    failed++
+    for (const pid of ranBy.get(id) ?? []) {
+      // It may have run only on the peer that left (the one it failed with).
+      if (generationOf.get(pid) !== o.generation) bothFailedAndRun++
+      if (o.reached === 'no') unsentButRun++
+    }
+  }
+  t.log(`${outcomes.size} requests, ${failed} failed with the peer they went to, 20 kills`)
+  t.is(bothFailedAndRun, 0, 'a request that failed with a peer ran on another one')
+  t.is(unsentButRun, 0, "a request said to have never reached the peer ran")
+  t.true(outcomes.size > 100)
+  peer.kill()
+  await peer.exited
+  await ch.close()
+})
+
+test('a peer that leaves before the newcomer’s first turn gives connect then disconnect, and leaves it disconnected', async (t) => {
+  const name = uniqueName(PREFIX)
+  // The peer closes 50 ms after it sees us attach; we stay busy for longer than that.
+  const peer = await startPeer(name, 50)
+  await peer.open()
+  const ch = open(name)
+  const events: string[] = []
+  ch.on('connect', ({ generation }) => events.push(`connect ${generation}`))
+  ch.on('disconnect', ({ generation }) => events.push(`disconnect ${generation}`))
+  busyFor(1500)
+  await sleep(300)
+  t.is(events.length, 2, events.join(', '))
+  t.regex(events[0], /^connect \d+$/)
+  t.is(events[1], events[0].replace('connect', 'disconnect'))
+  t.false(ch.connected)
+  await t.throwsAsync(ch.waitForPeer(300), { code: 'ERR_SHARM_TIMEOUT' })
+  await peer.exited
+  await ch.close()
+})
+
+test('every accepted message is delivered or handed back through 20 SIGKILLs of the receiver', async (t) => {
+  t.timeout(170_000)
+  const name = uniqueName(PREFIX)
+  const ch = open(name, { capacity: 64 * 1024 })
+  const handedBack = new Set<number>()
+  const inDoubt = new Set<number>()
+  let partial = 0
+  const collect = (info: { undelivered: Buffer[]; inDoubt: Buffer[] }) => {
+    for (const b of info.undelivered) handedBack.add(b.readUInt32LE(0))
+    for (const b of info.inDoubt) inDoubt.add(b.readUInt32LE(0))
+  }
+  ch.on('disconnect', (info: DisconnectInfo) => {
+    collect(info)
+    partial += info.unconfirmed - info.undelivered.length - info.inDoubt.length
+  })
+  ch.on('error', (e) => {
+    if (e instanceof PeerGoneError) collect(e)
+    else throw e
+  })
+  let accepted = 0
+  let running = true
+  const sender = (async () => {
+    while (running) {
+      const b = Buffer.alloc(8 + (accepted % 200))
+      b.writeUInt32LE(accepted, 0)
+      if (ch.send(b)) {
+        accepted++
+        if (accepted % 64 === 0) await new Promise((r) => setImmediate(r))
+      } else {
+        await once(ch, 'drain')
+      }
+    }
+  })()
+  const logs: string[] = []
+  let peer = await startPeer(name)
+  logs.push(peer.log)
+  await peer.open()
+  for (let cycle = 0; cycle < 20; cycle++) {
+    await sleep(100 + Math.random() * 300)
+    const next = await startPeer(name)
+    logs.push(next.log)
+    peer.kill()
+    await next.open()
+    peer = next
+  }
+  running = false
+  await sender
+  // The last receiver stays: close waits until it delivered everything (or hands back the rest).
+  await sleep(200)
+  await ch.close()
+  const closing = peer.child.send({ op: 'close' })
+  t.true(closing)
+  await peer.exited
+  const delivered = new Map<number, number>()
+  for (const log of logs) for (const n of readLog(log).delivered) delivered.set(n, (delivered.get(n) ?? 0) + 1)
+  let missing = 0
+  let both = 0
+  let twice = 0
+  for (let n = 0; n < accepted; n++) {
+    const d = delivered.get(n) ?? 0
+    if (d > 1) twice++
+    if (d > 0 && handedBack.has(n)) both++
+    if (d === 0 && !handedBack.has(n) && !inDoubt.has(n)) missing++
+  }
+  t.log(
+    `${accepted} accepted, ${delivered.size} delivered, ${handedBack.size} handed back, ${inDoubt.size} in doubt, ${partial} partial, 20 kills`,
+  )
+  t.is(missing, 0, 'accepted messages neither delivered nor handed back')
+  t.is(both, 0, 'messages handed back as undelivered that were delivered')
+  t.is(twice, 0, 'messages delivered twice')
+  t.is(partial, 0)
+  t.true(handedBack.size + inDoubt.size > 0, 'the kills caught messages in flight')
+})
+
+test('a closing sender whose receiver is killed during the close hands back what was not delivered', async (t) => {
+  const name = uniqueName(PREFIX)
+  const ch = open(name, { capacity: 64 * 1024, maxQueueBytes: 512 << 20 })
+  const peer = await startPeer(name)
+  await peer.open()
+  await ch.waitForPeer(5000)
+  // Fill the ring and the queue: the receiver writes a log line per message, so it lags.
+  let accepted = 0
+  while (accepted < 2_000_000) {
+    const b = Buffer.alloc(64)
+    b.writeUInt32LE(accepted, 0)
+    if (ch.send(b)) accepted++
+    else break
+  }
+  t.true(ch.queuedBytes > 0)
+  let report: PeerGoneError | null = null
+  const lost: DisconnectInfo[] = []
+  ch.on('disconnect', (info: DisconnectInfo) => lost.push(info))
+  ch.on('error', (e) => (report = e as PeerGoneError))
+  const closed = ch.close()
+  await sleep(20)
+  peer.kill()
+  await closed
+  await peer.exited
+  const delivered = new Set(readLog(peer.log).delivered)
+  const back = new Set<number>()
+  const doubt = new Set<number>()
+  for (const info of [...lost, ...(report ? [report as PeerGoneError] : [])]) {
+    for (const b of info.undelivered) back.add(b.readUInt32LE(0))
+    for (const b of info.inDoubt) doubt.add(b.readUInt32LE(0))
+  }
+  let missing = 0
+  let both = 0
+  for (let n = 0; n < accepted; n++) {
+    if (delivered.has(n) && back.has(n)) both++
+    if (!delivered.has(n) && !back.has(n) && !doubt.has(n)) missing++
+  }
+  t.log(`${accepted} accepted, ${delivered.size} delivered, ${back.size} handed back, ${doubt.size} in doubt`)
+  t.true(back.size > 0, 'the kill caught messages not delivered yet')
+  t.is(missing, 0)
+  t.is(both, 0)
+})
+
