@@ -11,7 +11,7 @@ import {
   type Channel,
   type OpenOptions,
 } from '../index'
-import { killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
+import { killAllPeers, leftoverSegments, spawnPeer, spawnUnreapedPeer, uniqueName } from './helpers'
 
 const PREFIX = 'fail'
 const HEADER_BYTES = 4096
@@ -82,6 +82,28 @@ test('a peer killed and restarted 20 times under traffic never yields a wrong an
   t.true(answered >= 20 * 50, `answered ${answered}`)
   t.log(`${answered} answered, ${gone} failed with PeerGone/Timeout around the kills, 0 wrong`)
   await last.close()
+  await ch.close()
+})
+
+test('a killed peer not yet reaped by its parent is gone: its requests reject with ERR_SHARM_PEER_GONE, the name opens again', async (t) => {
+  const name = uniqueName(PREFIX)
+  const ch = open(name)
+  const peer = await spawnUnreapedPeer(name, 'silent')
+  await ch.waitForPeer(5000)
+  const disconnected = once(ch, 'disconnect')
+  // The peer never answers; the request may only end by the peer's departure or its own 30 s.
+  const asked = Date.now()
+  const pending = ch.request(Buffer.from('never answered'), { timeoutMs: 30_000 })
+  await peer.kill()
+  await t.throwsAsync(pending, { instanceOf: PeerGoneError })
+  t.true(Date.now() - asked < 15_000, `rejected ${Date.now() - asked} ms after the request: its timeout was not far`)
+  await disconnected
+  t.false(ch.connected)
+  const next = await spawnPeer(name, 'echo')
+  t.true(next.hello.ready, `a new process could not open the name: ${JSON.stringify(next.hello)}`)
+  t.is((await ch.request(Buffer.from('after the zombie'))).toString(), 'after the zombie')
+  await next.close()
+  await peer.release()
   await ch.close()
 })
 

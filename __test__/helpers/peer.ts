@@ -195,5 +195,5 @@ function serve(ch: Channel) {
     }
   })
 
-  reply({ ready: true })
+  reply({ ready: true, pid: process.pid })
 }
