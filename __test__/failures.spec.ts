@@ -1,5 +1,5 @@
 import { once } from 'node:events'
-import { closeSync, openSync, readSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, openSync, readSync, statSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
 
 import test from 'ava'
 
@@ -121,6 +121,58 @@ test('a segment left by two killed processes is re-initialised by the next open'
   t.is((await ch.request(Buffer.from('fresh'))).toString(), 'fresh')
   await peer.close()
   await ch.close()
+})
+
+/** Starts two peers on a new channel, kills both, and returns the name and its segment's file. */
+async function leftBehind(): Promise<{ name: string; file: string }> {
+  const name = uniqueName(PREFIX)
+  const peers = [await spawnPeer(name, 'echo'), await spawnPeer(name, 'echo')]
+  for (const p of peers) if (!p.hello.ready) throw new Error(`a peer could not open: ${JSON.stringify(p.hello)}`)
+  for (const p of peers) await p.kill()
+  return { name, file: `/dev/shm/sharm.${name}` }
+}
+
+for (const [what, len] of [
+  ['below its header page', 100],
+  ['through its rings', HEADER_BYTES + 4096],
+  ['to nothing', 0],
+] as const) {
+  test(`a segment truncated ${what} that no live process holds is replaced by the next open`, async (t) => {
+    const { name, file } = await leftBehind()
+    truncateSync(file, len)
+    const ch = open(name, { capacity: 8192 })
+    t.is(ch.capacity, 8192, 'created afresh with our own capacity')
+    t.is(statSync(file).size, HEADER_BYTES + 2 * (RING_CONTROL_BYTES + 8192))
+    const peer = await spawnPeer(name, 'echo')
+    t.is((await ch.request(Buffer.from('whole again'))).toString(), 'whole again')
+    await peer.close()
+    await ch.close()
+  })
+}
+
+test('a truncated segment that a live process holds is refused at once, naming the file, both sizes and the process', async (t) => {
+  const { name, file } = await leftBehind()
+  // Side 0 as held by this process (start time 0: unknown, so the pid alone counts).
+  const fd = openSync(file, 'r+')
+  const slot = Buffer.alloc(24)
+  slot.writeUInt32LE(process.pid, 0)
+  slot.writeUInt32LE(2, 4) // ready
+  slot.writeUInt32LE(1, 8) // generation
+  writeSync(fd, slot, 0, slot.length, 72)
+  writeSync(fd, Buffer.from([1, 0, 0, 0]), 0, 4, 28) // the attach word: side 0
+  closeSync(fd)
+  truncateSync(file, HEADER_BYTES + 4096)
+  try {
+    const err = t.throws(() => openChannel(name), { instanceOf: ProtocolError })
+    t.is(
+      err!.message,
+      `shared memory ${file} is 8192 bytes, but its ring capacity of 1048576 bytes needs 2101760: it was truncated ` +
+        `while process ${process.pid} held it (which dies with SIGBUS when it touches the missing part); ` +
+        'open the channel again once it has gone',
+    )
+  } finally {
+    unlinkSync(file)
+  }
 })
 
 test('a segment of another layout version is refused with ERR_SHARM_PROTOCOL naming both versions', async (t) => {

@@ -69,9 +69,27 @@ export async function killAllPeers(): Promise<void> {
  * such as compat-peer.ts) and waits until it opened.
  */
 export async function spawnPeer(name: string, mode: string, options: object = {}, script = peerScript): Promise<Peer> {
+  return spawnPeerAs({}, name, mode, options, script)
+}
+
+/** A user and group to run a peer as (needs root); the default is ours. */
+export interface RunAs {
+  uid?: number
+  gid?: number
+}
+
+/** As {@link spawnPeer}, as another user or group. */
+export async function spawnPeerAs(
+  user: RunAs,
+  name: string,
+  mode: string,
+  options: object = {},
+  script = peerScript,
+): Promise<Peer> {
   const child = fork(script, [name, mode, JSON.stringify(options)], {
     execArgv: ['--import', 'tsx'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    ...user,
   })
   return talkTo(child)
 }

@@ -143,7 +143,10 @@ mod tests {
             if s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z') {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "the killed child never became a zombie: {s}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the killed child never became a zombie: {s}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         let alive = is_alive(pid, start);
@@ -154,7 +157,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn stat_lines_are_parsed_after_the_last_parenthesis_and_dead_states_refused() {
-        let line = |state: &str| format!("42 (a) b (c)) {state} 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0");
+        let line =
+            |state: &str| format!("42 (a) b (c)) {state} 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0");
         assert_eq!(parse_stat(&line("S")), Some(98765));
         assert_eq!(parse_stat(&line("R")), Some(98765));
         assert_eq!(parse_stat(&line("Z")), None);

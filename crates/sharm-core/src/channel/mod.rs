@@ -8,15 +8,25 @@
 //! watch, and calls `notify` so that the driving thread calls [`Channel::poll`].
 //!
 //! Attach protocol (both processes run the same code; there are no roles):
-//! 1. Create the segment exclusively; if that works, initialise it and take side 0.
+//! 1. Create the segment exclusively; if that works, claim it (`creator_pid`, by a CAS from 0),
+//!    initialise it and take side 0.
 //! 2. Otherwise open it, wait until its creator finished, check magic and versions, reap sides
 //!    whose process is dead, and take a free side by a CAS on the `attach` word. No live side at
-//!    all means the segment is stale: it is removed and we start over with a fresh one.
+//!    all means the segment is stale: whoever marks it DEAD (a CAS from 0) removes it and starts
+//!    over with a fresh one. A creator that died half-way is taken over by a CAS on
+//!    `creator_pid`, and its segment removed the same way.
 //! 3. Taking a side: state ATTACHING, bump the generation, record pid and start time, skip
 //!    whatever is left in the incoming ring, queue a HELLO record, state READY, ring the peer.
 //!
 //! Leaving: state FREE, clear the `attach` bit; the side that clears the last bit also sets
 //! DEAD in the same CAS and unlinks the name, so no newcomer can join a segment being removed.
+//!
+//! Removal can fail: in the sticky `/dev/shm`, a segment shared with other users (`mode`) may
+//! be removed only by its owner. A last side out that cannot remove it clears DEAD again, which
+//! leaves a stale segment; an opener that holds a stale or abandoned segment but cannot remove it
+//! initialises it again in place (init state PENDING with its pid as `creator_pid`, so others
+//! wait for it, and take over if it dies) and takes side 0. A segment shorter than its header
+//! says (truncated) is removed or rebuilt the same way once no live process holds it.
 //!
 //! The rooms, along the path of a request:
 //! - `attach`: open, claim, reap, generations, leave; the connection state ([`PeerEvents`]);
@@ -32,7 +42,7 @@ use std::time::Duration;
 use crate::doorbell::Doorbell;
 use crate::error::{Error, ProtocolError};
 use crate::framing::Reassembler;
-use crate::layout::Header;
+use crate::layout::{Header, ATTACH_DEAD};
 use crate::ring::{Consumer, Producer, RingWatch};
 use crate::segment::Segment;
 
@@ -123,8 +133,10 @@ unsafe impl Sync for Shared {}
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if *self.unlink.get_mut() {
-            self.seg.unlink_on_drop();
+        if *self.unlink.get_mut() && self.seg.unlink().is_err() {
+            // This process may not remove the segment (another user's, in the sticky /dev/shm):
+            // leave it as one nobody holds, which the next `open` removes or initialises again.
+            let _ = self.header().attach.compare_exchange(ATTACH_DEAD, 0, SeqCst, SeqCst);
         }
     }
 }
