@@ -263,6 +263,80 @@ test.serial(
   },
 )
 
+// Offsets in the header page (crates/sharm-core/src/layout.rs): the attach word, and the slots of
+// side 0 (ours: we create the channel) and side 1 (the peer's), each pid, state, generation, then
+// the start time at +16.
+const ATTACH = 28
+const OWN_SLOT = 72
+const PEER_SLOT = 136
+/** Above the largest pid Linux ever gives (PID_MAX_LIMIT, 2^22): no process has it. */
+const NO_PID = 4_194_305
+
+function u32(v: number): Buffer {
+  const b = Buffer.alloc(4)
+  b.writeUInt32LE(v >>> 0)
+  return b
+}
+
+const scribbles: [string, (seg: ReturnType<typeof segment>) => void][] = [
+  ['unknown bits in the attach word', (seg) => seg.write(ATTACH, u32(seg.read(ATTACH, 4).readUInt32LE(0) | 0x100))],
+  ['a slot state that is not free, attaching or ready', (seg) => seg.write(PEER_SLOT + 4, u32(7))],
+  ["the peer's pid replaced by one no process has", (seg) => seg.write(PEER_SLOT, u32(NO_PID))],
+  [
+    "the peer's start time changed",
+    (seg) => {
+      const start = seg.read(PEER_SLOT + 16, 8)
+      start.writeBigUInt64LE(start.readBigUInt64LE(0) + 1n)
+      seg.write(PEER_SLOT + 16, start)
+    },
+  ],
+  ["a pid of 0 in the peer's ready slot", (seg) => seg.write(PEER_SLOT, u32(0))],
+  [
+    "the peer's generation going back",
+    (seg) => seg.write(PEER_SLOT + 8, u32(seg.read(PEER_SLOT + 8, 4).readUInt32LE(0) - 1)),
+  ],
+  ['our own pid replaced', (seg) => seg.write(OWN_SLOT, u32(NO_PID))],
+  [
+    'garbage over the attach word and both slots',
+    (seg) => seg.write(ATTACH, Buffer.alloc(PEER_SLOT + 64 - ATTACH, 0xa5)),
+  ],
+]
+
+for (const [what, scribble] of scribbles) {
+  test(`${what} in a live channel's header breaks it with ERR_SHARM_PROTOCOL, not a disconnect`, async (t) => {
+    const name = uniqueName(PREFIX)
+    const ch = open(name)
+    const file = `/dev/shm${ch.segmentName}`
+    const peer = await spawnPeer(name, 'silent')
+    try {
+      await ch.waitForPeer(5000)
+      // The peer never answers: the request ends only with the channel.
+      const pending = t.throwsAsync(ch.request(Buffer.from('pending'), { timeoutMs: 30_000 }), {
+        instanceOf: ProtocolError,
+      })
+      const seen = new Promise<unknown>((resolve) => {
+        ch.on('error', resolve)
+        ch.on('disconnect', () => resolve('a disconnect'))
+        setTimeout(resolve, 10_000, 'nothing within 10 s').unref()
+      })
+      scribble(segment(ch))
+      const outcome = await seen
+      t.true(outcome instanceof ProtocolError, `saw ${outcome}`)
+      t.is((outcome as ProtocolError).code, 'ERR_SHARM_PROTOCOL')
+      t.regex((outcome as Error).message, /^corrupt channel header in shared memory: /)
+      t.log((outcome as Error).message)
+      await pending
+      t.true(ch.closed)
+    } finally {
+      await peer.kill()
+      await ch.close()
+      try {
+        unlinkSync(file) // what is left of the scribbled segment
+      } catch {}
+    }
+  })
+}
+
 test('answering an id twice throws, and the second answer is not sent', async (t) => {
   const name = uniqueName(PREFIX)
   let id = 0

@@ -115,7 +115,8 @@ export async function spawnUnreapedPeer(name: string, mode: string): Promise<Unr
     { stdio: ['pipe', 'inherit', 'inherit', 'ipc'] },
   )
   const peer = await talkTo(child)
-  const pid: number = peer.hello.pid
+  if (!peer.hello.ready) throw new Error(`the peer could not open: ${JSON.stringify(peer.hello)}`)
+  const pid: number = (await peer.cmd({ op: 'report' })).pid
   unreaped.set(child, pid)
   void once(child, 'close').then(() => unreaped.delete(child))
   const release = async () => {

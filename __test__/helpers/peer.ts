@@ -137,6 +137,7 @@ function serve(ch: Channel) {
         }
         case 'report':
           reply({
+            pid: process.pid,
             received,
             outOfOrder,
             bytesReceived,
@@ -195,5 +196,5 @@ function serve(ch: Channel) {
     }
   })
 
-  reply({ ready: true, pid: process.pid })
+  reply({ ready: true })
 }

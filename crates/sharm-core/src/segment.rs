@@ -25,6 +25,8 @@
 //! or, when that would exceed 30 bytes (macOS allows 31 including the slash), `/sharm.` + the
 //! first 6 bytes of the name + `.` + 16 hex digits of a 64-bit FNV-1a hash of the whole name.
 
+use std::sync::OnceLock;
+
 use shared_memory::{Shmem, ShmemConf, ShmemError};
 
 use crate::error::Error;
@@ -46,6 +48,8 @@ const MAX_OS_ID_BYTES: usize = 30;
 /// A mapped segment.
 pub struct Segment {
     shmem: Shmem,
+    /// The first fault found in the segment's contents by a thread of this process.
+    fault: OnceLock<String>,
 }
 
 // SAFETY: the mapping is ordinary memory shared by design; every access to it goes through
@@ -100,12 +104,30 @@ pub enum Opened {
 }
 
 impl Segment {
+    fn mapped(shmem: Shmem) -> Segment {
+        Segment {
+            shmem,
+            fault: OnceLock::new(),
+        }
+    }
+
+    /// Records a fault found in the segment's contents, for every user of this mapping to report
+    /// (the first one found is kept).
+    pub fn note_fault(&self, what: String) {
+        let _ = self.fault.set(what);
+    }
+
+    /// The first fault [`Segment::note_fault`] recorded.
+    pub fn fault(&self) -> Option<&str> {
+        self.fault.get().map(String::as_str)
+    }
+
     /// Creates the segment exclusively (mode 0600), zero-filled.
     pub fn create(os_id: &str, size: usize) -> Result<Created, Error> {
         match ShmemConf::new().os_id(os_id).size(size).create() {
             Ok(mut shmem) => {
                 shmem.set_owner(false);
-                Ok(Created::New(Segment { shmem }))
+                Ok(Created::New(Segment::mapped(shmem)))
             }
             Err(ShmemError::MappingIdExists) => Ok(Created::Exists),
             Err(e) => Err(Error::Os(format!(
@@ -119,7 +141,7 @@ impl Segment {
         match ShmemConf::new().os_id(os_id).open() {
             Ok(mut shmem) => {
                 shmem.set_owner(false);
-                Ok(Opened::Mapped(Segment { shmem }))
+                Ok(Opened::Mapped(Segment::mapped(shmem)))
             }
             Err(ShmemError::MapOpenFailed(NOT_FOUND)) => Ok(Opened::Missing),
             Err(ShmemError::MapOpenFailed(ACCESS_DENIED)) => Err(Error::Os(format!(

@@ -302,6 +302,25 @@ impl Channel {
         reap_if_dead(h, 1);
         loop {
             let a = h.attach.load(SeqCst);
+            if !super::header_check::attach_word_is_valid(a) {
+                // Scribbled on. The segment is free for the taking once no live process holds a
+                // side (the dead were reaped above).
+                let pids: Vec<String> = (0..2)
+                    .map(|s| h.slots[s].pid.load(SeqCst))
+                    .filter(|&pid| pid != 0)
+                    .map(|pid| pid.to_string())
+                    .collect();
+                if !pids.is_empty() {
+                    return Err(Error::Protocol(format!(
+                        "corrupt channel header in shared memory: the attach word {a:#x} is none the protocol writes, and process {} holds a side",
+                        pids.join(" and ")
+                    )));
+                }
+                if h.attach.compare_exchange(a, ATTACH_DEAD, SeqCst, SeqCst).is_ok() {
+                    return Ok(Claim::Stale);
+                }
+                continue;
+            }
             if a & ATTACH_DEAD != 0 {
                 return Ok(Claim::Retry);
             }
@@ -566,9 +585,16 @@ impl Channel {
         }
         let h = sh.header();
         let side = sh.side;
-        h.slots[side].state.store(SLOT_FREE, SeqCst);
+        let corrupt = sh.seg.fault().is_some();
+        // After a corrupt header, leave the slot so that the peer reports the corruption too.
+        h.slots[side]
+            .state
+            .store(if corrupt { SLOT_BROKEN } else { SLOT_FREE }, SeqCst);
         h.slots[side].pid.store(0, SeqCst);
-        reap_if_dead(h, 1 - side);
+        // A corrupt header's pids cannot be trusted: a live peer's would be reaped.
+        if !corrupt {
+            reap_if_dead(h, 1 - side);
+        }
         let mut a = h.attach.load(SeqCst);
         loop {
             let mut next = a & !ATTACH_SIDE[side];

@@ -33,7 +33,8 @@
 //! - `send`: the send queue, single and batched sends, flushing the queue into the ring;
 //! - `wake`: the wake-up thread and every spin/sleep decision of the core;
 //! - `deliver`: draining the incoming ring into a batch or a caller's arena, delivery accounting;
-//! - `sync`: the blocking request.
+//! - `sync`: the blocking request;
+//! - `header_check`: what a side checks in the segment header while attached.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
@@ -48,6 +49,7 @@ use crate::segment::Segment;
 
 mod attach;
 mod deliver;
+mod header_check;
 mod send;
 mod sync;
 #[cfg(test)]
@@ -200,16 +202,24 @@ impl Channel {
         self.shared.seg.os_id()
     }
 
+    /// Is the channel open and its header sane (see [`header_check`])? Called before every poll
+    /// and send, before anything looks at the peer's slot.
     fn usable(&self) -> Result<(), Error> {
         if self.closed {
             return Err(Error::Closed);
         }
         if self.shared.broken.load(SeqCst) {
-            return Err(Error::Protocol(
-                "the channel was closed after a protocol error from the peer".into(),
-            ));
+            return Err(Error::Protocol(match self.shared.seg.fault() {
+                Some(fault) => fault.to_string(),
+                None => "the channel was closed after a protocol error from the peer".into(),
+            }));
         }
-        Ok(())
+        let sh = &self.shared;
+        header_check::check_now(sh.header(), sh.side, self.my_gen, self.rx_gen).map_err(|e| {
+            let e = self.broken(e);
+            sh.seg.note_fault(e.to_string());
+            e
+        })
     }
 
     /// Marks the channel unusable after a protocol error from the peer.

@@ -23,6 +23,7 @@ impl Channel {
         let disconnects = self.peer.disconnects;
         let mut idle = IdleWait::default();
         loop {
+            self.usable()?;
             self.refresh_peer();
             if self.peer.disconnects != disconnects {
                 self.cancel(id);
