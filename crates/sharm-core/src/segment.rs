@@ -3,7 +3,8 @@
 //! What we rely on from `shared_memory` 0.12 (see its `unix.rs`):
 //! - `create()` does `shm_open(O_CREAT | O_EXCL, 0600)` then `ftruncate` and `mmap`; a second
 //!   creator gets `MappingIdExists`. There is a short window in which the object exists with size
-//!   0: [`Segment::open`] reports the size it found and the caller retries.
+//!   0, which `open()` fails to map (mmap of 0 bytes is EINVAL): [`Segment::open`] reports it as
+//!   [`Opened::Empty`] and the caller retries.
 //! - `open()` maps the whole object (size from `fstat`); a missing name is `MapOpenFailed(ENOENT)`.
 //! - The mapping is page-aligned, and the owner's `Drop` unlinks the name, ignoring any error. We
 //!   never let it unlink on Unix: ownership is cleared at once, and [`Segment::unlink`] removes the
@@ -264,7 +265,7 @@ impl Segment {
         }
         #[cfg(windows)]
         {
-            self.shmem.set_owner(true);
+            self.unlink_on_drop();
             Ok(())
         }
     }

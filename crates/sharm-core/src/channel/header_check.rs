@@ -32,6 +32,9 @@ use crate::liveness;
 /// Every bit the `attach` word may have.
 pub(super) const ATTACH_KNOWN: u32 = ATTACH_SIDE[0] | ATTACH_SIDE[1] | ATTACH_DEAD;
 
+/// The other cause of a lost side than a scribble.
+const TAKEN: &str = " (unless another process took this one for dead, as processes in different PID namespaces do)";
+
 fn fault(what: String) -> ProtocolError {
     ProtocolError::Header(what)
 }
@@ -57,14 +60,14 @@ pub(super) fn check_now(h: &Header, side: usize, gen: u32, peer_gen: u32) -> Res
     }
     if a & ATTACH_SIDE[side] == 0 {
         return Err(fault(format!(
-            "the attach word {a:#x} says side {side} is not attached, but it is"
+            "the attach word {a:#x} says side {side}, this process's, is free{TAKEN}"
         )));
     }
     let own = &h.slots[side];
     let (state, own_gen) = (own.state.load(SeqCst), own.generation.load(SeqCst));
     if state != SLOT_READY || own_gen != gen {
         return Err(fault(format!(
-            "side {side}'s slot has state {state} and generation {own_gen}, but this side attached with state {SLOT_READY} (ready) and generation {gen}"
+            "side {side}, this process's, has state {state} and generation {own_gen} in its slot, not {SLOT_READY} (ready) and {gen}{TAKEN}"
         )));
     }
     let peer = 1 - side;
@@ -160,7 +163,7 @@ impl HeaderWatch {
         let (pid, start) = (own.pid.load(SeqCst), own.start_time.load(SeqCst));
         if pid != self.pid || (start != self.start && self.start != 0) {
             return Err(fault(format!(
-                "side {side}'s slot holds pid {pid} started at {start}, but this side is pid {} started at {}",
+                "side {side}, this process's, holds pid {pid} started at {start} in its slot, not {} started at {}{TAKEN}",
                 self.pid, self.start
             )));
         }
