@@ -60,6 +60,14 @@ const OWNER: RunAs = { uid: 0, gid: 65534 }
 const NOBODY: RunAs = { uid: 65534, gid: 65534 }
 const SHARED = { mode: 0o660 }
 
+/** Starts the owner (creating the channel) and the non-owner, and sees them talk. */
+async function sharedPair(t: ExecutionContext, name: string): Promise<[Peer, Peer]> {
+  const owner = await spawnPeerAs(OWNER, name, 'echo', SHARED)
+  const other = await spawnPeerAs(NOBODY, name, 'echo')
+  await talk(t, owner, other, 'before')
+  return [owner, other]
+}
+
 /** Both peers answer each other's requests. */
 async function talk(t: ExecutionContext, a: Peer, b: Peer, what: string): Promise<void> {
   t.true(a.hello.ready, `${what}: the first could not open: ${JSON.stringify(a.hello)}`)
@@ -74,11 +82,9 @@ test.serial(
     t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
     const name = uniqueName(PREFIX)
     const file = `/dev/shm/sharm.${name}`
-    const owner = await spawnPeerAs(OWNER, name, 'echo', SHARED)
+    const [owner, other] = await sharedPair(t, name)
     const st = statSync(file)
     t.deepEqual([st.uid, st.gid, st.mode & 0o777], [0, 65534, 0o660])
-    const other = await spawnPeerAs(NOBODY, name, 'echo')
-    await talk(t, owner, other, 'first')
     await owner.close()
     await other.close()
     t.true(existsSync(file), "nobody may not remove the owner's segment: it stays")
@@ -108,9 +114,7 @@ test.serial('a group-shared channel whose two sides were killed opens again for 
   t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
   const name = uniqueName(PREFIX)
   const file = `/dev/shm/sharm.${name}`
-  const owner = await spawnPeerAs(OWNER, name, 'echo', SHARED)
-  const other = await spawnPeerAs(NOBODY, name, 'echo')
-  await talk(t, owner, other, 'before')
+  const [owner, other] = await sharedPair(t, name)
   await owner.kill()
   await other.kill()
   const left = statSync(file)
@@ -129,9 +133,7 @@ test.serial(
     t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
     const name = uniqueName(PREFIX)
     const file = `/dev/shm/sharm.${name}`
-    const owner = await spawnPeerAs(OWNER, name, 'echo', SHARED)
-    const other = await spawnPeerAs(NOBODY, name, 'echo')
-    await talk(t, owner, other, 'before')
+    const [owner, other] = await sharedPair(t, name)
     await owner.kill()
     await other.kill()
     const whole = statSync(file)

@@ -107,22 +107,6 @@ test('a killed peer not yet reaped by its parent is gone: its requests reject wi
   await ch.close()
 })
 
-test('a segment left by two killed processes is re-initialised by the next open', async (t) => {
-  const name = uniqueName(PREFIX)
-  const a = await spawnPeer(name, 'echo')
-  const b = await spawnPeer(name, 'echo')
-  t.true(a.hello.ready && b.hello.ready)
-  await a.kill()
-  await b.kill()
-  t.deepEqual(leftoverSegments(name).length, 1, 'the killed processes left their segment behind')
-  const ch = open(name, { capacity: 8192 })
-  t.is(ch.capacity, 8192, 'created afresh with our own capacity')
-  const peer = await spawnPeer(name, 'echo')
-  t.is((await ch.request(Buffer.from('fresh'))).toString(), 'fresh')
-  await peer.close()
-  await ch.close()
-})
-
 /** Starts two peers on a new channel, kills both, and returns the name and its segment's file. */
 async function leftBehind(): Promise<{ name: string; file: string }> {
   const name = uniqueName(PREFIX)
@@ -131,6 +115,17 @@ async function leftBehind(): Promise<{ name: string; file: string }> {
   for (const p of peers) await p.kill()
   return { name, file: `/dev/shm/sharm.${name}` }
 }
+
+test('a segment left by two killed processes is re-initialised by the next open', async (t) => {
+  const { name } = await leftBehind()
+  t.deepEqual(leftoverSegments(name).length, 1, 'the killed processes left their segment behind')
+  const ch = open(name, { capacity: 8192 })
+  t.is(ch.capacity, 8192, 'created afresh with our own capacity')
+  const peer = await spawnPeer(name, 'echo')
+  t.is((await ch.request(Buffer.from('fresh'))).toString(), 'fresh')
+  await peer.close()
+  await ch.close()
+})
 
 for (const [what, len] of [
   ['below its header page', 100],

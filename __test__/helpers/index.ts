@@ -142,7 +142,7 @@ export async function spawnUnreapedPeer(name: string, mode: string): Promise<Unr
 }
 
 /** The state letter of process `pid` (`R`, `S`, `Z`...), from /proc. */
-export function processState(pid: number): string {
+function processState(pid: number): string {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
   return stat.slice(stat.lastIndexOf(')') + 2)[0]
 }

@@ -141,15 +141,18 @@ pub(super) struct HeaderWatch {
 }
 
 impl HeaderWatch {
-    /// For side `side`, attached with generation `gen` by this process.
-    pub(super) fn new(side: usize, gen: u32) -> HeaderWatch {
+    /// For side `side`, attached with generation `gen` by this process. Takes its first look
+    /// at the peer's slot now, on the thread that opened the channel: the wake-up thread may
+    /// start late, and what it would first see of the peer is what later looks are checked
+    /// against.
+    pub(super) fn new(h: &Header, side: usize, gen: u32) -> HeaderWatch {
         let (pid, start) = liveness::current();
         HeaderWatch {
             side,
             gen,
             pid,
             start,
-            peer: None,
+            peer: SlotLook::read(h, 1 - side),
         }
     }
 

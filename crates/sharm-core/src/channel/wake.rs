@@ -150,7 +150,7 @@ impl Channel {
     pub fn waker(&self) -> Waker {
         Waker {
             shared: self.shared.clone(),
-            header: HeaderWatch::new(self.shared.side, self.my_gen),
+            header: HeaderWatch::new(self.shared.header(), self.shared.side, self.my_gen),
         }
     }
 
