@@ -305,15 +305,10 @@ impl Channel {
             if !super::header_check::attach_word_is_valid(a) {
                 // Scribbled on. The segment is free for the taking once no live process holds a
                 // side (the dead were reaped above).
-                let pids: Vec<String> = (0..2)
-                    .map(|s| h.slots[s].pid.load(SeqCst))
-                    .filter(|&pid| pid != 0)
-                    .map(|pid| pid.to_string())
-                    .collect();
-                if !pids.is_empty() {
+                let holders = holders(h);
+                if !holders.is_empty() {
                     return Err(Error::Protocol(format!(
-                        "corrupt channel header in shared memory: the attach word {a:#x} is none the protocol writes, and process {} holds a side",
-                        pids.join(" and ")
+                        "corrupt channel header in shared memory: the attach word {a:#x} is none the protocol writes, and process {holders} holds a side"
                     )));
                 }
                 if h.attach.compare_exchange(a, ATTACH_DEAD, SeqCst, SeqCst).is_ok() {
@@ -361,24 +356,18 @@ impl Channel {
         reap_if_dead(h, 1);
         loop {
             let a = h.attach.load(SeqCst);
-            if a & ATTACH_DEAD != 0 {
+            if a == ATTACH_DEAD {
                 return Ok(Joined::Wait(
                     "being removed by the last process that left it".to_string(),
                 ));
             }
-            let holders: Vec<String> = (0..2)
-                .filter(|&s| a & ATTACH_SIDE[s] != 0)
-                .map(|s| h.slots[s].pid.load(SeqCst))
-                .filter(|&pid| pid != 0)
-                .map(|pid| pid.to_string())
-                .collect();
+            let holders = holders(h);
             if !holders.is_empty() {
                 return Err(Error::Protocol(format!(
-                    "shared memory {} is {} bytes, but its ring capacity of {cap} bytes needs {}: it was truncated while process {} held it (which dies with SIGBUS when it touches the missing part); open the channel again once it has gone",
+                    "shared memory {} is {} bytes, but its ring capacity of {cap} bytes needs {}: it was truncated while process {holders} held it (which dies with SIGBUS when it touches the missing part); open the channel again once it has gone",
                     seg.path(),
                     seg.len(),
                     segment_bytes(cap),
-                    holders.join(" and ")
                 )));
             }
             if h.attach.compare_exchange(a, ATTACH_DEAD, SeqCst, SeqCst).is_ok() {
@@ -613,6 +602,19 @@ impl Channel {
         }
         sh.peer_bell.ring();
     }
+}
+
+/// The pids in the two slots ("" if none; "a and b" for two), once the dead were reaped: the
+/// live processes holding the segment.
+fn holders(h: &Header) -> String {
+    let pids: Vec<String> = h
+        .slots
+        .iter()
+        .map(|s| s.pid.load(SeqCst))
+        .filter(|&pid| pid != 0)
+        .map(|pid| pid.to_string())
+        .collect();
+    pids.join(" and ")
 }
 
 fn bad_magic(path: &str, magic: u64) -> Error {
