@@ -345,116 +345,6 @@ impl Channel {
         }
     }
 
-    /// A segment shorter than its capacity says (someone truncated it): whoever maps it dies with
-    /// SIGBUS on touching the missing part, so it can only be removed or rebuilt. That is done
-    /// when no live process holds it; else the error names them. A side taken with no pid in its
-    /// slot counts as free here: only a claim in progress looks so, and none can be in progress
-    /// on a segment too short to join.
-    fn reclaim_short(seg: Segment, opts: &ChannelOptions, cap: usize) -> Result<Joined, Error> {
-        let h = header_of(&seg);
-        reap_if_dead(h, 0);
-        reap_if_dead(h, 1);
-        loop {
-            let a = h.attach.load(SeqCst);
-            if a == ATTACH_DEAD {
-                return Ok(Joined::Wait(
-                    "being removed by the last process that left it".to_string(),
-                ));
-            }
-            let holders = holders(h);
-            if !holders.is_empty() {
-                return Err(Error::Protocol(format!(
-                    "shared memory {} is {} bytes, but its ring capacity of {cap} bytes needs {}: it was truncated while process {holders} held it (which dies with SIGBUS when it touches the missing part); open the channel again once it has gone",
-                    seg.path(),
-                    seg.len(),
-                    segment_bytes(cap),
-                )));
-            }
-            if h.attach.compare_exchange(a, ATTACH_DEAD, SeqCst, SeqCst).is_ok() {
-                return Self::remove_or_reuse(seg, opts);
-            }
-        }
-    }
-
-    /// For a segment this process holds alone (it set DEAD on a stale one, or took over an
-    /// unfinished one): removes it, so that the next look creates it afresh, or, when that fails
-    /// (another user's segment in the sticky `/dev/shm`), initialises it again in place and takes
-    /// side 0. A failed removal thus never leaves the name unusable.
-    fn remove_or_reuse(mut seg: Segment, opts: &ChannelOptions) -> Result<Joined, Error> {
-        let Err(unlink) = seg.unlink() else {
-            return Ok(Joined::Again);
-        };
-        Self::reinit(seg, opts)
-            .map(|ch| Joined::Channel(Box::new(ch)))
-            .map_err(|e| Error::Os(format!("{unlink}, and it cannot be re-initialised in place: {e}")))
-    }
-
-    /// Initialises again, in place, a segment this process holds alone, and takes side 0. The
-    /// segment keeps its capacity (its own one if it is readable, else the one its length fits,
-    /// else ours), its owner and its mode; the generations of its sides go on from where they
-    /// were, so no one who saw them sees them go back. Meanwhile openers wait for this process
-    /// (`creator_pid`), and take over if it dies.
-    fn reinit(seg: Segment, opts: &ChannelOptions) -> Result<Channel, Error> {
-        let h = header_of(&seg);
-        h.creator_pid.store(std::process::id(), SeqCst);
-        h.init_state.store(INIT_PENDING, SeqCst);
-        let readable = h.magic.load(SeqCst) == MAGIC && h.layout_version.load(SeqCst) == LAYOUT_VERSION;
-        let own = h.capacity.load(SeqCst);
-        let cap = if readable && own <= usize::MAX as u64 && capacity_is_valid(own as usize) {
-            own as usize
-        } else {
-            (MIN_CAPACITY.trailing_zeros()..=MAX_CAPACITY.trailing_zeros())
-                .map(|bits| 1usize << bits)
-                .find(|&c| segment_bytes(c) == seg.len())
-                .unwrap_or(opts.capacity)
-        };
-        let need = segment_bytes(cap);
-        let seg = if seg.len() >= need {
-            seg
-        } else {
-            let lengthened = Segment::grow(seg.os_id(), need).and_then(|()| match Segment::open(seg.os_id())? {
-                Opened::Mapped(longer) if longer.len() >= need => Ok(longer),
-                _ => Err(Error::Os(format!(
-                    "{} is not {need} bytes long after lengthening it",
-                    seg.path()
-                ))),
-            });
-            match lengthened {
-                Ok(longer) => longer,
-                Err(e) => {
-                    // Let the next opener try (it takes over from no holder after a while).
-                    h.creator_pid.store(0, SeqCst);
-                    return Err(e);
-                }
-            }
-        };
-        let base = seg.as_ptr();
-        // SAFETY: `seg` is at least segment_bytes(cap) long, so both ring control blocks and both
-        // doorbell areas lie inside it; while init_state is not READY and no side is attached,
-        // no process reads or writes them.
-        unsafe {
-            for r in 0..2 {
-                std::ptr::write_bytes(base.add(ring_offset(r, cap)), 0, RING_CONTROL_BYTES);
-            }
-            for side in 0..2 {
-                std::ptr::write_bytes(base.add(doorbell_offset(side)), 0, DOORBELL_BYTES);
-            }
-        }
-        let h = header_of(&seg);
-        for slot in &h.slots {
-            slot.state.store(SLOT_FREE, SeqCst);
-            slot.pid.store(0, SeqCst);
-            slot.start_time.store(0, SeqCst);
-        }
-        Self::init_new(
-            seg,
-            ChannelOptions {
-                capacity: cap,
-                ..opts.clone()
-            },
-        )
-    }
-
     fn attach_side(seg: Segment, side: usize, cap: usize, opts: ChannelOptions) -> Result<Channel, Error> {
         let base = seg.as_ptr();
         // SAFETY: the segment is segment_bytes(cap) long (checked by the caller or created so);
@@ -601,6 +491,119 @@ impl Channel {
             }
         }
         sh.peer_bell.ring();
+    }
+}
+
+/// Taking over a segment that nobody alive holds: removing it, or reusing it in place.
+impl Channel {
+    /// A segment shorter than its capacity says (someone truncated it): whoever maps it dies with
+    /// SIGBUS on touching the missing part, so it can only be removed or rebuilt. That is done
+    /// when no live process holds it; else the error names them. A side taken with no pid in its
+    /// slot counts as free here: only a claim in progress looks so, and none can be in progress
+    /// on a segment too short to join.
+    fn reclaim_short(seg: Segment, opts: &ChannelOptions, cap: usize) -> Result<Joined, Error> {
+        let h = header_of(&seg);
+        reap_if_dead(h, 0);
+        reap_if_dead(h, 1);
+        loop {
+            let a = h.attach.load(SeqCst);
+            if a == ATTACH_DEAD {
+                return Ok(Joined::Wait(
+                    "being removed by the last process that left it".to_string(),
+                ));
+            }
+            let holders = holders(h);
+            if !holders.is_empty() {
+                return Err(Error::Protocol(format!(
+                    "shared memory {} is {} bytes, but its ring capacity of {cap} bytes needs {}: it was truncated while process {holders} held it (which dies with SIGBUS when it touches the missing part); open the channel again once it has gone",
+                    seg.path(),
+                    seg.len(),
+                    segment_bytes(cap),
+                )));
+            }
+            if h.attach.compare_exchange(a, ATTACH_DEAD, SeqCst, SeqCst).is_ok() {
+                return Self::remove_or_reuse(seg, opts);
+            }
+        }
+    }
+
+    /// For a segment this process holds alone (it set DEAD on a stale one, or took over an
+    /// unfinished one): removes it, so that the next look creates it afresh, or, when that fails
+    /// (another user's segment in the sticky `/dev/shm`), initialises it again in place and takes
+    /// side 0. A failed removal thus never leaves the name unusable.
+    fn remove_or_reuse(mut seg: Segment, opts: &ChannelOptions) -> Result<Joined, Error> {
+        let Err(unlink) = seg.unlink() else {
+            return Ok(Joined::Again);
+        };
+        Self::reinit(seg, opts)
+            .map(|ch| Joined::Channel(Box::new(ch)))
+            .map_err(|e| Error::Os(format!("{unlink}, and it cannot be re-initialised in place: {e}")))
+    }
+
+    /// Initialises again, in place, a segment this process holds alone, and takes side 0. The
+    /// segment keeps its capacity (its own one if it is readable, else the one its length fits,
+    /// else ours), its owner and its mode; the generations of its sides go on from where they
+    /// were, so no one who saw them sees them go back. Meanwhile openers wait for this process
+    /// (`creator_pid`), and take over if it dies.
+    fn reinit(seg: Segment, opts: &ChannelOptions) -> Result<Channel, Error> {
+        let h = header_of(&seg);
+        h.creator_pid.store(std::process::id(), SeqCst);
+        h.init_state.store(INIT_PENDING, SeqCst);
+        let readable = h.magic.load(SeqCst) == MAGIC && h.layout_version.load(SeqCst) == LAYOUT_VERSION;
+        let own = h.capacity.load(SeqCst);
+        let cap = if readable && own <= usize::MAX as u64 && capacity_is_valid(own as usize) {
+            own as usize
+        } else {
+            (MIN_CAPACITY.trailing_zeros()..=MAX_CAPACITY.trailing_zeros())
+                .map(|bits| 1usize << bits)
+                .find(|&c| segment_bytes(c) == seg.len())
+                .unwrap_or(opts.capacity)
+        };
+        let need = segment_bytes(cap);
+        let seg = if seg.len() >= need {
+            seg
+        } else {
+            let lengthened = Segment::grow(seg.os_id(), need).and_then(|()| match Segment::open(seg.os_id())? {
+                Opened::Mapped(longer) if longer.len() >= need => Ok(longer),
+                _ => Err(Error::Os(format!(
+                    "{} is not {need} bytes long after lengthening it",
+                    seg.path()
+                ))),
+            });
+            match lengthened {
+                Ok(longer) => longer,
+                Err(e) => {
+                    // Let the next opener try (it takes over from no holder after a while).
+                    h.creator_pid.store(0, SeqCst);
+                    return Err(e);
+                }
+            }
+        };
+        let base = seg.as_ptr();
+        // SAFETY: `seg` is at least segment_bytes(cap) long, so both ring control blocks and both
+        // doorbell areas lie inside it; while init_state is not READY and no side is attached,
+        // no process reads or writes them.
+        unsafe {
+            for r in 0..2 {
+                std::ptr::write_bytes(base.add(ring_offset(r, cap)), 0, RING_CONTROL_BYTES);
+            }
+            for side in 0..2 {
+                std::ptr::write_bytes(base.add(doorbell_offset(side)), 0, DOORBELL_BYTES);
+            }
+        }
+        let h = header_of(&seg);
+        for slot in &h.slots {
+            slot.state.store(SLOT_FREE, SeqCst);
+            slot.pid.store(0, SeqCst);
+            slot.start_time.store(0, SeqCst);
+        }
+        Self::init_new(
+            seg,
+            ChannelOptions {
+                capacity: cap,
+                ..opts.clone()
+            },
+        )
     }
 }
 
