@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process'
-import { statSync } from 'node:fs'
+import { existsSync, statSync, truncateSync } from 'node:fs'
 import path from 'node:path'
 import { promisify } from 'node:util'
 
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 import { open } from '../index'
-import { killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
+import { killAllPeers, leftoverSegments, spawnPeer, spawnPeerAs, uniqueName, type Peer, type RunAs } from './helpers'
 
 const PREFIX = 'access'
 const facade = path.join(__dirname, '..', 'dist', 'index.js')
@@ -50,6 +50,104 @@ test('mode: 0o666 lets a process of another user join', async (t) => {
   t.deepEqual(await openAsNobody(name), { ok: true })
   await ch.close()
 })
+
+/**
+ * Two users sharing a channel through a group: the owner is root in group nogroup, so the segment
+ * it creates with mode 0o660 is root:nogroup, which user nobody (group nogroup) may read and
+ * write but, in the sticky /dev/shm, not remove.
+ */
+const OWNER: RunAs = { uid: 0, gid: 65534 }
+const NOBODY: RunAs = { uid: 65534, gid: 65534 }
+const SHARED = { mode: 0o660 }
+
+/** Starts the owner (creating the channel) and the non-owner, and sees them talk. */
+async function sharedPair(t: ExecutionContext, name: string): Promise<[Peer, Peer]> {
+  const owner = await spawnPeerAs(OWNER, name, 'echo', SHARED)
+  const other = await spawnPeerAs(NOBODY, name, 'echo')
+  await talk(t, owner, other, 'before')
+  return [owner, other]
+}
+
+/** Both peers answer each other's requests. */
+async function talk(t: ExecutionContext, a: Peer, b: Peer, what: string): Promise<void> {
+  t.true(a.hello.ready, `${what}: the first could not open: ${JSON.stringify(a.hello)}`)
+  t.true(b.hello.ready, `${what}: the second could not open: ${JSON.stringify(b.hello)}`)
+  t.deepEqual(await a.cmd({ op: 'request', data: `${what} a`, timeoutMs: 5000 }), { answer: `${what} a` })
+  t.deepEqual(await b.cmd({ op: 'request', data: `${what} b`, timeoutMs: 5000 }), { answer: `${what} b` })
+}
+
+test.serial(
+  'a group-shared channel whose non-owner closed last opens again, for the owner and for the non-owner',
+  async (t) => {
+    t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
+    const name = uniqueName(PREFIX)
+    const file = `/dev/shm/sharm.${name}`
+    const [owner, other] = await sharedPair(t, name)
+    const st = statSync(file)
+    t.deepEqual([st.uid, st.gid, st.mode & 0o777], [0, 65534, 0o660])
+    await owner.close()
+    await other.close()
+    t.true(existsSync(file), "nobody may not remove the owner's segment: it stays")
+
+    // The owner comes back first, then the non-owner.
+    const owner2 = await spawnPeerAs(OWNER, name, 'echo', SHARED)
+    const other2 = await spawnPeerAs(NOBODY, name, 'echo')
+    await talk(t, owner2, other2, 'owner first')
+    await owner2.close()
+    await other2.close()
+    t.true(existsSync(file))
+
+    // The non-owner comes back first (and reuses the owner's segment in place), then the owner.
+    const left = statSync(file)
+    const other3 = await spawnPeerAs(NOBODY, name, 'echo', SHARED)
+    const reused = statSync(file)
+    t.deepEqual([reused.ino, reused.uid, reused.mode & 0o777], [left.ino, 0, 0o660])
+    const owner3 = await spawnPeerAs(OWNER, name, 'echo', SHARED)
+    await talk(t, other3, owner3, 'non-owner first')
+    await other3.close()
+    await owner3.close()
+    t.false(existsSync(file), 'the owner, closing last, removed it')
+  },
+)
+
+test.serial('a group-shared channel whose two sides were killed opens again for the non-owner first', async (t) => {
+  t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
+  const name = uniqueName(PREFIX)
+  const file = `/dev/shm/sharm.${name}`
+  const [owner, other] = await sharedPair(t, name)
+  await owner.kill()
+  await other.kill()
+  const left = statSync(file)
+  const other2 = await spawnPeerAs(NOBODY, name, 'echo', SHARED)
+  t.is(statSync(file).ino, left.ino, 'reused in place')
+  const owner2 = await spawnPeerAs(OWNER, name, 'echo', SHARED)
+  await talk(t, other2, owner2, 'after')
+  await other2.close()
+  await owner2.close()
+  t.false(existsSync(file))
+})
+
+test.serial(
+  'a group-shared segment truncated after its two sides were killed is rebuilt in place by the non-owner',
+  async (t) => {
+    t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
+    const name = uniqueName(PREFIX)
+    const file = `/dev/shm/sharm.${name}`
+    const [owner, other] = await sharedPair(t, name)
+    await owner.kill()
+    await other.kill()
+    const whole = statSync(file)
+    truncateSync(file, 8192)
+    const other2 = await spawnPeerAs(NOBODY, name, 'echo', SHARED)
+    const rebuilt = statSync(file)
+    t.deepEqual([rebuilt.ino, rebuilt.size], [whole.ino, whole.size], 'the same file, its length back')
+    const owner2 = await spawnPeerAs(OWNER, name, 'echo', SHARED)
+    await talk(t, other2, owner2, 'after')
+    await other2.close()
+    await owner2.close()
+    t.false(existsSync(file))
+  },
+)
 
 test('closing right after many sends still delivers every accepted message', async (t) => {
   const name = uniqueName(PREFIX)

@@ -1,5 +1,5 @@
 import { once } from 'node:events'
-import { closeSync, openSync, readSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, openSync, readSync, statSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
 
 import test from 'ava'
 
@@ -11,7 +11,7 @@ import {
   type Channel,
   type OpenOptions,
 } from '../index'
-import { killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
+import { killAllPeers, leftoverSegments, spawnPeer, spawnUnreapedPeer, uniqueName } from './helpers'
 
 const PREFIX = 'fail'
 const HEADER_BYTES = 4096
@@ -85,13 +85,39 @@ test('a peer killed and restarted 20 times under traffic never yields a wrong an
   await ch.close()
 })
 
-test('a segment left by two killed processes is re-initialised by the next open', async (t) => {
+test('a killed peer not yet reaped by its parent is gone: its requests reject with ERR_SHARM_PEER_GONE, the name opens again', async (t) => {
   const name = uniqueName(PREFIX)
-  const a = await spawnPeer(name, 'echo')
-  const b = await spawnPeer(name, 'echo')
-  t.true(a.hello.ready && b.hello.ready)
-  await a.kill()
-  await b.kill()
+  const ch = open(name)
+  const peer = await spawnUnreapedPeer(name, 'silent')
+  await ch.waitForPeer(5000)
+  const disconnected = once(ch, 'disconnect')
+  // The peer never answers; the request may only end by the peer's departure or its own 30 s.
+  const asked = Date.now()
+  const pending = ch.request(Buffer.from('never answered'), { timeoutMs: 30_000 })
+  await peer.kill()
+  await t.throwsAsync(pending, { instanceOf: PeerGoneError })
+  t.true(Date.now() - asked < 15_000, `rejected ${Date.now() - asked} ms after the request: its timeout was not far`)
+  await disconnected
+  t.false(ch.connected)
+  const next = await spawnPeer(name, 'echo')
+  t.true(next.hello.ready, `a new process could not open the name: ${JSON.stringify(next.hello)}`)
+  t.is((await ch.request(Buffer.from('after the zombie'))).toString(), 'after the zombie')
+  await next.close()
+  await peer.release()
+  await ch.close()
+})
+
+/** Starts two peers on a new channel, kills both, and returns the name and its segment's file. */
+async function leftBehind(): Promise<{ name: string; file: string }> {
+  const name = uniqueName(PREFIX)
+  const peers = [await spawnPeer(name, 'echo'), await spawnPeer(name, 'echo')]
+  for (const p of peers) if (!p.hello.ready) throw new Error(`a peer could not open: ${JSON.stringify(p.hello)}`)
+  for (const p of peers) await p.kill()
+  return { name, file: `/dev/shm/sharm.${name}` }
+}
+
+test('a segment left by two killed processes is re-initialised by the next open', async (t) => {
+  const { name } = await leftBehind()
   t.deepEqual(leftoverSegments(name).length, 1, 'the killed processes left their segment behind')
   const ch = open(name, { capacity: 8192 })
   t.is(ch.capacity, 8192, 'created afresh with our own capacity')
@@ -99,6 +125,49 @@ test('a segment left by two killed processes is re-initialised by the next open'
   t.is((await ch.request(Buffer.from('fresh'))).toString(), 'fresh')
   await peer.close()
   await ch.close()
+})
+
+for (const [what, len] of [
+  ['below its header page', 100],
+  ['through its rings', HEADER_BYTES + 4096],
+  ['to nothing', 0],
+] as const) {
+  test(`a segment truncated ${what} that no live process holds is replaced by the next open`, async (t) => {
+    const { name, file } = await leftBehind()
+    truncateSync(file, len)
+    const ch = open(name, { capacity: 8192 })
+    t.is(ch.capacity, 8192, 'created afresh with our own capacity')
+    t.is(statSync(file).size, HEADER_BYTES + 2 * (RING_CONTROL_BYTES + 8192))
+    const peer = await spawnPeer(name, 'echo')
+    t.is((await ch.request(Buffer.from('whole again'))).toString(), 'whole again')
+    await peer.close()
+    await ch.close()
+  })
+}
+
+test('a truncated segment that a live process holds is refused at once, naming the file, both sizes and the process', async (t) => {
+  const { name, file } = await leftBehind()
+  // Side 0 as held by this process (start time 0: unknown, so the pid alone counts).
+  const fd = openSync(file, 'r+')
+  const slot = Buffer.alloc(24)
+  slot.writeUInt32LE(process.pid, 0)
+  slot.writeUInt32LE(2, 4) // ready
+  slot.writeUInt32LE(1, 8) // generation
+  writeSync(fd, slot, 0, slot.length, 72)
+  writeSync(fd, Buffer.from([1, 0, 0, 0]), 0, 4, 28) // the attach word: side 0
+  closeSync(fd)
+  truncateSync(file, HEADER_BYTES + 4096)
+  try {
+    const err = t.throws(() => openChannel(name), { instanceOf: ProtocolError })
+    t.is(
+      err!.message,
+      `shared memory ${file} is 8192 bytes, but its ring capacity of 1048576 bytes needs 2101760: it was truncated ` +
+        `while process ${process.pid} held it (which dies with SIGBUS when it touches the missing part); ` +
+        'open the channel again once it has gone',
+    )
+  } finally {
+    unlinkSync(file)
+  }
 })
 
 test('a segment of another layout version is refused with ERR_SHARM_PROTOCOL naming both versions', async (t) => {
@@ -194,6 +263,80 @@ test.serial(
     await ch.close()
   },
 )
+
+// Offsets in the header page (crates/sharm-core/src/layout.rs): the attach word, and the slots of
+// side 0 (ours: we create the channel) and side 1 (the peer's), each pid, state, generation, then
+// the start time at +16.
+const ATTACH = 28
+const OWN_SLOT = 72
+const PEER_SLOT = 136
+/** Above the largest pid Linux ever gives (PID_MAX_LIMIT, 2^22): no process has it. */
+const NO_PID = 4_194_305
+
+function u32(v: number): Buffer {
+  const b = Buffer.alloc(4)
+  b.writeUInt32LE(v >>> 0)
+  return b
+}
+
+const scribbles: [string, (seg: ReturnType<typeof segment>) => void][] = [
+  ['unknown bits in the attach word', (seg) => seg.write(ATTACH, u32(seg.read(ATTACH, 4).readUInt32LE(0) | 0x100))],
+  ['a slot state that is not free, attaching or ready', (seg) => seg.write(PEER_SLOT + 4, u32(7))],
+  ["the peer's pid replaced by one no process has", (seg) => seg.write(PEER_SLOT, u32(NO_PID))],
+  [
+    "the peer's start time changed",
+    (seg) => {
+      const start = seg.read(PEER_SLOT + 16, 8)
+      start.writeBigUInt64LE(start.readBigUInt64LE(0) + 1n)
+      seg.write(PEER_SLOT + 16, start)
+    },
+  ],
+  ["a pid of 0 in the peer's ready slot", (seg) => seg.write(PEER_SLOT, u32(0))],
+  [
+    "the peer's generation going back",
+    (seg) => seg.write(PEER_SLOT + 8, u32(seg.read(PEER_SLOT + 8, 4).readUInt32LE(0) - 1)),
+  ],
+  ['our own pid replaced', (seg) => seg.write(OWN_SLOT, u32(NO_PID))],
+  [
+    'garbage over the attach word and both slots',
+    (seg) => seg.write(ATTACH, Buffer.alloc(PEER_SLOT + 64 - ATTACH, 0xa5)),
+  ],
+]
+
+for (const [what, scribble] of scribbles) {
+  test(`${what} in a live channel's header breaks it with ERR_SHARM_PROTOCOL, not a disconnect`, async (t) => {
+    const name = uniqueName(PREFIX)
+    const ch = open(name)
+    const file = `/dev/shm${ch.segmentName}`
+    const peer = await spawnPeer(name, 'silent')
+    try {
+      await ch.waitForPeer(5000)
+      // The peer never answers: the request ends only with the channel.
+      const pending = t.throwsAsync(ch.request(Buffer.from('pending'), { timeoutMs: 30_000 }), {
+        instanceOf: ProtocolError,
+      })
+      const seen = new Promise<unknown>((resolve) => {
+        ch.on('error', resolve)
+        ch.on('disconnect', () => resolve('a disconnect'))
+        setTimeout(resolve, 10_000, 'nothing within 10 s').unref()
+      })
+      scribble(segment(ch))
+      const outcome = await seen
+      t.true(outcome instanceof ProtocolError, `saw ${outcome}`)
+      t.is((outcome as ProtocolError).code, 'ERR_SHARM_PROTOCOL')
+      t.regex((outcome as Error).message, /^corrupt channel header in shared memory: /)
+      t.log((outcome as Error).message)
+      await pending
+      t.true(ch.closed)
+    } finally {
+      await peer.kill()
+      await ch.close()
+      try {
+        unlinkSync(file) // what is left of the scribbled segment
+      } catch {}
+    }
+  })
+}
 
 test('answering an id twice throws, and the second answer is not sent', async (t) => {
   const name = uniqueName(PREFIX)

@@ -1,7 +1,7 @@
 // Shared helpers of the two-process tests.
-import { fork, type ChildProcess } from 'node:child_process'
+import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { readdirSync } from 'node:fs'
+import { readFileSync, readdirSync } from 'node:fs'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 
@@ -39,6 +39,8 @@ export interface Peer {
 }
 
 const live = new Set<ChildProcess>()
+/** The peer's pid, for children that are the shell of an unreaped peer. */
+const unreaped = new Map<ChildProcess, number>()
 
 /** Kills every peer still running (for `test.after.always`, so a failed test cannot hang the run). */
 export async function killAllPeers(): Promise<void> {
@@ -47,7 +49,16 @@ export async function killAllPeers(): Promise<void> {
   await Promise.all(
     all.map((c) => {
       const exited = once(c, 'close')
-      c.kill('SIGKILL')
+      const pid = unreaped.get(c)
+      if (pid === undefined) {
+        c.kill('SIGKILL')
+      } else {
+        // Kill the peer, then let its shell reap it: killing the shell would orphan it.
+        try {
+          process.kill(pid, 'SIGKILL')
+        } catch {}
+        c.stdin!.end()
+      }
       return exited
     }),
   )
@@ -58,10 +69,86 @@ export async function killAllPeers(): Promise<void> {
  * such as compat-peer.ts) and waits until it opened.
  */
 export async function spawnPeer(name: string, mode: string, options: object = {}, script = peerScript): Promise<Peer> {
+  return spawnPeerAs({}, name, mode, options, script)
+}
+
+/** A user and group to run a peer as (needs root); the default is ours. */
+export interface RunAs {
+  uid?: number
+  gid?: number
+}
+
+/** As {@link spawnPeer}, as another user or group. */
+export async function spawnPeerAs(
+  user: RunAs,
+  name: string,
+  mode: string,
+  options: object = {},
+  script = peerScript,
+): Promise<Peer> {
   const child = fork(script, [name, mode, JSON.stringify(options)], {
     execArgv: ['--import', 'tsx'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    ...user,
   })
+  return talkTo(child)
+}
+
+/** A peer whose parent never reaps it: once killed, it stays a zombie until `release()`. */
+export interface UnreapedPeer extends Peer {
+  /** The peer's own pid (`child` is the shell that started it and does not wait for it). */
+  pid: number
+  /** SIGKILLs the peer and waits until it is a zombie (killed, not reaped). */
+  kill(): Promise<void>
+  /** Lets the shell reap the peer once it exits (at once if it is a zombie), and waits for that. */
+  release(): Promise<void>
+}
+
+/**
+ * Starts a peer through a shell that puts it in the background and then only reads its stdin, so
+ * nobody reaps the peer when it dies; closing that stdin makes the shell wait for it and exit.
+ */
+export async function spawnUnreapedPeer(name: string, mode: string): Promise<UnreapedPeer> {
+  const child = spawn(
+    'sh',
+    ['-c', '"$0" "$@" & read _; wait', process.execPath, '--import', 'tsx', peerScript, name, mode, '{}'],
+    { stdio: ['pipe', 'inherit', 'inherit', 'ipc'] },
+  )
+  const peer = await talkTo(child)
+  if (!peer.hello.ready) throw new Error(`the peer could not open: ${JSON.stringify(peer.hello)}`)
+  const pid: number = (await peer.cmd({ op: 'report' })).pid
+  unreaped.set(child, pid)
+  void once(child, 'close').then(() => unreaped.delete(child))
+  const release = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const exited = once(child, 'close')
+    child.stdin!.end()
+    await exited
+  }
+  return {
+    ...peer,
+    pid,
+    // A dead peer does not read the message, and its shell reaps it all the same.
+    close: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.send({ op: 'close' })
+      await release()
+    },
+    release,
+    kill: async () => {
+      process.kill(pid, 'SIGKILL')
+      while (processState(pid) !== 'Z') await new Promise((r) => setTimeout(r, 1))
+    },
+  }
+}
+
+/** The state letter of process `pid` (`R`, `S`, `Z`...), from /proc. */
+function processState(pid: number): string {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  return stat.slice(stat.lastIndexOf(')') + 2)[0]
+}
+
+/** Waits for the first message of a started peer and returns the handle to speak to it. */
+async function talkTo(child: ChildProcess): Promise<Peer> {
   live.add(child)
   // 'close' comes after the IPC channel is drained, unlike 'exit': a message sent just before
   // exiting is still seen.

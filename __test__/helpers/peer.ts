@@ -137,6 +137,7 @@ function serve(ch: Channel) {
         }
         case 'report':
           reply({
+            pid: process.pid,
             received,
             outOfOrder,
             bytesReceived,

@@ -27,7 +27,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use sharm_core::layout::RING_CONTROL_BYTES;
 use sharm_core::record::RecordHeader;
 use sharm_core::ring::{Consumer, Producer, RingMem};
-use sharm_core::segment::{os_id_for, Created, Segment};
+use sharm_core::segment::{os_id_for, Created, Opened, Segment};
 use sharm_core::{Batch, Channel, ChannelOptions, Kind, Payload, SendOutcome};
 
 /// Set in the environment of the peer process: the channel name to open.
@@ -374,8 +374,8 @@ fn run_peer(name: &str) {
     if orphaned.load(Ordering::SeqCst) {
         // The bench process may not be reaped yet, and then counts as attached: the name is
         // ours alone, so remove it regardless.
-        if let Ok(Some(mut seg)) = Segment::open(&os_id) {
-            seg.unlink_on_drop();
+        if let Ok(Opened::Mapped(mut seg)) = Segment::open(&os_id) {
+            let _ = seg.unlink();
         }
     }
 }

@@ -28,6 +28,9 @@ pub enum ProtocolError {
         len: u64,
         max: u64,
     },
+    /// The segment header (the `attach` word or a side's slot) holds what the protocol never
+    /// writes there.
+    Header(String),
 }
 
 impl fmt::Display for ProtocolError {
@@ -57,6 +60,7 @@ impl fmt::Display for ProtocolError {
             ProtocolError::MessageTooLarge { len, max } => {
                 write!(f, "message claims {len} bytes, more than maxMessageBytes ({max})")
             }
+            ProtocolError::Header(what) => f.write_str(what),
         }
     }
 }
@@ -140,7 +144,11 @@ impl std::error::Error for Error {}
 
 impl From<ProtocolError> for Error {
     fn from(e: ProtocolError) -> Self {
-        Error::Protocol(format!("protocol error from the peer: {e}"))
+        match e {
+            // Anyone with write access to the segment may have written it, not only the peer.
+            ProtocolError::Header(what) => Error::Protocol(format!("corrupt channel header in shared memory: {what}")),
+            e => Error::Protocol(format!("protocol error from the peer: {e}")),
+        }
     }
 }
 

@@ -48,13 +48,16 @@ pub const ATTACH_DEAD: u32 = 4;
 pub const SLOT_FREE: u32 = 0;
 pub const SLOT_ATTACHING: u32 = 1;
 pub const SLOT_READY: u32 = 2;
+/// Free, left by a side that found the header corrupt, so that its peer reports the corruption
+/// rather than a departure (a peer that does not know this state sees a departure).
+pub const SLOT_BROKEN: u32 = 3;
 
 /// One side's slot in the header.
 #[repr(C)]
 pub struct Slot {
     /// Pid of the attached process; 0 while free or while a claim is in progress.
     pub pid: AtomicU32,
-    /// `SLOT_FREE`, `SLOT_ATTACHING` or `SLOT_READY`.
+    /// `SLOT_FREE`, `SLOT_ATTACHING`, `SLOT_READY` or `SLOT_BROKEN`.
     pub state: AtomicU32,
     /// Bumped on every attach, so the peer can tell a restarted process from the old one.
     pub generation: AtomicU32,

@@ -1,20 +1,35 @@
 //! Is the process that holds a side still the one that attached?
 //!
 //! A pid alone can be reused by an unrelated process after the holder died, so a side records
-//! the pid and the process start time. On Linux the start time is field 22 of `/proc/<pid>/stat`
-//! (clock ticks since boot), so a reused pid has a different one. On Windows it is the creation
-//! time from `GetProcessTimes` (100 ns units since 1601), and a process counts as alive while
-//! `GetExitCodeProcess` says `STILL_ACTIVE`. On other Unix systems the start time is 0 and only
-//! `kill(pid, 0)` is checked.
+//! the pid and the process start time. On Linux both the state and the start time come from
+//! `/proc/<pid>/task/<pid>/stat` (the main thread's entry; fields 3 and 22): a process whose state
+//! is `Z` (killed or exited, not yet reaped by its parent) or `X` is dead, and a reused pid has
+//! a different start time (clock ticks since boot). `/proc/<pid>/stat` would say the same on a
+//! plain kernel, but under qemu-user the emulator answers it for the processes it runs, with a
+//! start time that can be one tick off from what other processes read, so two emulated processes
+//! would take each other for dead; the task entry is read from the kernel in every case. (A
+//! process whose main thread exited while other threads run also shows `Z` there: Node never does
+//! that.) On Windows the start time is the creation time from `GetProcessTimes` (100 ns units
+//! since 1601), and a process counts as alive while `GetExitCodeProcess` says `STILL_ACTIVE`. On
+//! other Unix systems the start time is 0 and only `kill(pid, 0)` is checked (a zombie passes it).
 
-/// Start time of process `pid`, or `None` if there is no such process.
+/// Start time of process `pid`, or `None` if there is no such process or it is dead (a zombie).
 #[cfg(target_os = "linux")]
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+/// The start time in a `stat` line of a process that has not died, else `None`.
+#[cfg(target_os = "linux")]
+fn parse_stat(stat: &str) -> Option<u64> {
     // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // Fields after the name start at field 3; starttime is field 22.
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
+    // Fields after the name start at field 3, the state; starttime is field 22.
+    if matches!(fields.next()?, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 #[cfg(all(unix, not(target_os = "linux")))]
@@ -109,5 +124,45 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(!is_alive(pid, start));
+    }
+
+    /// A killed child that its parent (this test) has not waited for yet is a zombie: its pid and
+    /// start time are still there, but the process is dead.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_killed_child_not_yet_reaped_is_dead() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let pid = child.id();
+        let start = start_time(pid).expect("a running child has a start time");
+        assert!(is_alive(pid, start));
+        child.kill().unwrap();
+        let stat = format!("/proc/{pid}/task/{pid}/stat");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let s = std::fs::read_to_string(&stat).expect("an unreaped child keeps its /proc entry");
+            if s[s.rfind(')').unwrap() + 1..].trim_start().starts_with('Z') {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the killed child never became a zombie: {s}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let alive = is_alive(pid, start);
+        child.wait().unwrap();
+        assert!(!alive, "a zombie counted as alive");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stat_lines_are_parsed_after_the_last_parenthesis_and_dead_states_refused() {
+        let line =
+            |state: &str| format!("42 (a) b (c)) {state} 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0");
+        assert_eq!(parse_stat(&line("S")), Some(98765));
+        assert_eq!(parse_stat(&line("R")), Some(98765));
+        assert_eq!(parse_stat(&line("Z")), None);
+        assert_eq!(parse_stat(&line("X")), None);
+        assert_eq!(parse_stat("42 (no fields)"), None);
     }
 }

@@ -3,11 +3,18 @@
 //! What we rely on from `shared_memory` 0.12 (see its `unix.rs`):
 //! - `create()` does `shm_open(O_CREAT | O_EXCL, 0600)` then `ftruncate` and `mmap`; a second
 //!   creator gets `MappingIdExists`. There is a short window in which the object exists with size
-//!   0: [`Segment::open`] reports the size it found and the caller retries.
+//!   0, which `open()` fails to map (mmap of 0 bytes is EINVAL): [`Segment::open`] reports it as
+//!   [`Opened::Empty`] and the caller retries.
 //! - `open()` maps the whole object (size from `fstat`); a missing name is `MapOpenFailed(ENOENT)`.
-//! - The mapping is page-aligned, and the owner's `Drop` unlinks the name. We never let it unlink
-//!   on its own: ownership is cleared at once and set again only by the last side to leave, which
-//!   is decided in shared memory by `channel`.
+//! - The mapping is page-aligned, and the owner's `Drop` unlinks the name, ignoring any error. We
+//!   never let it unlink on Unix: ownership is cleared at once, and [`Segment::unlink`] removes the
+//!   name itself (`shm_unlink`) when `channel` decided in shared memory that this process is the
+//!   one to do it, so that a failure is seen. It does fail: in the sticky `/dev/shm` only the
+//!   file's owner (or root) may remove it, and a channel created with a wider `mode` is shared
+//!   with other users. `channel` then reuses the segment in place rather than giving up the name.
+//! - A segment may be shorter than its header says (anyone with write access can `ftruncate` it):
+//!   touching a page past the end raises SIGBUS, so `channel` checks the length before it reads
+//!   anything past the header, and [`Segment::grow`] lengthens a short one it holds alone.
 //! - `Shmem` is neither `Send` nor `Sync`; the mapping itself is plain memory, so we wrap it.
 //! - Windows (its `windows.rs`): the segment is a file mapping backed by a file under
 //!   `%TEMP%\shared_memory-rs\`, named like the Unix object. Opening a name whose file is missing
@@ -18,6 +25,8 @@
 //! Names: a channel name is 1..=128 bytes of `[A-Za-z0-9._-]`. The OS name is `/sharm.<name>`,
 //! or, when that would exceed 30 bytes (macOS allows 31 including the slash), `/sharm.` + the
 //! first 6 bytes of the name + `.` + 16 hex digits of a 64-bit FNV-1a hash of the whole name.
+
+use std::sync::OnceLock;
 
 use shared_memory::{Shmem, ShmemConf, ShmemError};
 
@@ -40,6 +49,8 @@ const MAX_OS_ID_BYTES: usize = 30;
 /// A mapped segment.
 pub struct Segment {
     shmem: Shmem,
+    /// The first fault found in the segment's contents by a thread of this process.
+    fault: OnceLock<String>,
 }
 
 // SAFETY: the mapping is ordinary memory shared by design; every access to it goes through
@@ -84,13 +95,40 @@ pub enum Created {
     Exists,
 }
 
+/// What [`Segment::open`] found under a name.
+pub enum Opened {
+    Mapped(Segment),
+    /// Nothing under that name.
+    Missing,
+    /// An object of 0 bytes: its creator has not sized it yet, or it was truncated.
+    Empty,
+}
+
 impl Segment {
+    fn mapped(shmem: Shmem) -> Segment {
+        Segment {
+            shmem,
+            fault: OnceLock::new(),
+        }
+    }
+
+    /// Records a fault found in the segment's contents, for every user of this mapping to report
+    /// (the first one found is kept).
+    pub fn note_fault(&self, what: String) {
+        let _ = self.fault.set(what);
+    }
+
+    /// The first fault [`Segment::note_fault`] recorded.
+    pub fn fault(&self) -> Option<&str> {
+        self.fault.get().map(String::as_str)
+    }
+
     /// Creates the segment exclusively (mode 0600), zero-filled.
     pub fn create(os_id: &str, size: usize) -> Result<Created, Error> {
         match ShmemConf::new().os_id(os_id).size(size).create() {
             Ok(mut shmem) => {
                 shmem.set_owner(false);
-                Ok(Created::New(Segment { shmem }))
+                Ok(Created::New(Segment::mapped(shmem)))
             }
             Err(ShmemError::MappingIdExists) => Ok(Created::Exists),
             Err(e) => Err(Error::Os(format!(
@@ -99,20 +137,54 @@ impl Segment {
         }
     }
 
-    /// Opens an existing segment; `Ok(None)` when there is none under that name.
-    pub fn open(os_id: &str) -> Result<Option<Segment>, Error> {
+    /// Opens an existing segment and maps all of it (its length is the object's size now).
+    pub fn open(os_id: &str) -> Result<Opened, Error> {
         match ShmemConf::new().os_id(os_id).open() {
             Ok(mut shmem) => {
                 shmem.set_owner(false);
-                Ok(Some(Segment { shmem }))
+                Ok(Opened::Mapped(Segment::mapped(shmem)))
             }
-            Err(ShmemError::MapOpenFailed(NOT_FOUND)) => Ok(None),
+            Err(ShmemError::MapOpenFailed(NOT_FOUND)) => Ok(Opened::Missing),
             Err(ShmemError::MapOpenFailed(ACCESS_DENIED)) => Err(Error::Os(format!(
                 "permission denied opening shared memory {os_id:?}: it belongs to another user (channels are owner-only)"
             ))),
-            // A segment still being sized by its creator maps as empty.
-            Err(ShmemError::MapSizeZero) => Ok(None),
+            Err(ShmemError::MapSizeZero) => Ok(Opened::Empty),
+            // On Unix an empty object fails to map (mmap of 0 bytes is EINVAL).
+            #[cfg(unix)]
+            Err(ShmemError::MapOpenFailed(e)) if e == libc::EINVAL as u32 && object_size(os_id) == Some(0) => {
+                Ok(Opened::Empty)
+            }
             Err(e) => Err(Error::Os(format!("cannot open shared memory {os_id:?}: {e}"))),
+        }
+    }
+
+    /// Makes the object under `os_id` at least `len` bytes long; never shortens it, so a creator
+    /// sizing it at the same time loses nothing. Mappings made before keep their length: open it
+    /// again to see the new one. Linux only (`fallocate`, which also reserves the memory); on
+    /// other platforms an error saying so.
+    pub fn grow(os_id: &str, len: usize) -> Result<(), Error> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let path = format!("/dev/shm{os_id}");
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::Os(format!("cannot open {path} to lengthen it to {len} bytes: {e}")))?;
+            // SAFETY: fallocate only reads its arguments; the descriptor is open for writing.
+            let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len as libc::off_t) };
+            if r != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(Error::Os(format!("cannot lengthen {path} to {len} bytes: {e}")));
+            }
+            Ok(())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Err(Error::Os(format!(
+                "shared memory {os_id} is too short, and lengthening it in place is not supported on this platform: remove it"
+            )))
         }
     }
 
@@ -130,6 +202,15 @@ impl Segment {
 
     pub fn os_id(&self) -> &str {
         self.shmem.get_os_id()
+    }
+
+    /// Where the segment is, for messages: its file on Linux, else its OS name.
+    pub fn path(&self) -> String {
+        if cfg!(target_os = "linux") {
+            format!("/dev/shm{}", self.os_id())
+        } else {
+            self.os_id().to_string()
+        }
     }
 
     /// Sets the access mode of a segment we created (default 0600, owner only).
@@ -157,9 +238,54 @@ impl Segment {
         }
     }
 
-    /// Removes the name when this mapping is dropped (the mapping itself stays valid until then).
+    /// Removes the name when this mapping is dropped (the mapping itself stays valid until then),
+    /// ignoring failures. [`Segment::unlink`] reports them.
     pub fn unlink_on_drop(&mut self) {
         self.shmem.set_owner(true);
+    }
+
+    /// Removes the name now; the mapping stays valid. A name already gone counts as removed. The
+    /// error says why not (e.g. EPERM: another user's file in the sticky `/dev/shm`), with the
+    /// path. Call it only when the segment under the name is known to be this one (see `channel`):
+    /// it removes whatever the name holds. On Windows the name goes when the last mapping does.
+    pub fn unlink(&mut self) -> Result<(), Error> {
+        #[cfg(unix)]
+        {
+            let name = std::ffi::CString::new(self.os_id())
+                .map_err(|_| Error::Invalid(format!("shared memory name {:?} contains a NUL", self.os_id())))?;
+            // SAFETY: `name` is a NUL-terminated string that outlives the call.
+            if unsafe { libc::shm_unlink(name.as_ptr()) } == 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(());
+            }
+            Err(Error::Os(format!("cannot remove shared memory {}: {e}", self.path())))
+        }
+        #[cfg(windows)]
+        {
+            self.unlink_on_drop();
+            Ok(())
+        }
+    }
+}
+
+/// Size of the shared-memory object `os_id`, if it can be opened.
+#[cfg(unix)]
+fn object_size(os_id: &str) -> Option<u64> {
+    let name = std::ffi::CString::new(os_id).ok()?;
+    // SAFETY: `name` is NUL-terminated; the descriptor returned is closed below.
+    let fd = unsafe { libc::shm_open(name.as_ptr(), libc::O_RDONLY, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `stat` is plain data that fstat fills; `fd` is open, and closed once, here.
+    unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        let ok = libc::fstat(fd, &mut stat) == 0;
+        libc::close(fd);
+        ok.then_some(stat.st_size as u64)
     }
 }
 

@@ -19,10 +19,15 @@ use crate::layout::*;
 use crate::liveness;
 use crate::record::Kind;
 use crate::ring::{Consumer, Producer, RingMem};
-use crate::segment::{os_id_for, Created, Segment};
+use crate::segment::{os_id_for, Created, Opened, Segment};
 
 /// How long `open` keeps retrying while the segment is being created or removed by others.
 const OPEN_PATIENCE: Duration = Duration::from_secs(2);
+/// How long a segment with a header page may show no creator before an opener takes it over. A
+/// creator claims it right after mapping it, so this is a creator that died in between (or
+/// memory someone zeroed); taking over a live but slow creator's new segment does no harm, as
+/// that creator then joins instead (it writes nothing before its claim).
+const UNCLAIMED_PATIENCE: Duration = Duration::from_millis(100);
 
 impl Shared {
     /// The peer's slot: (connected, generation).
@@ -64,8 +69,30 @@ enum Claim {
     Side(usize),
     /// Someone else is removing the segment: open again (once the name is gone).
     Retry,
-    /// Nobody alive held the segment and we marked it dead: we unlink it, then open again.
+    /// Nobody alive held the segment and we marked it dead: we remove it (or reuse it), then
+    /// open again.
     Stale,
+}
+
+/// What one look at the segment under a channel's name came to.
+enum Joined {
+    Channel(Box<Channel>),
+    /// This process changed something (removed the segment, or took it over): look again at once.
+    Again,
+    /// Another process is creating, re-initialising or removing the segment: look again shortly.
+    /// Says what is going on, for the error if it never ends.
+    Wait(String),
+}
+
+/// The fixed part of a segment's header page.
+fn header_of(seg: &Segment) -> &Header {
+    assert!(
+        seg.len() >= HEADER_BYTES,
+        "a segment is read only once it has a header page"
+    );
+    // SAFETY: the mapping is page-aligned and at least HEADER_BYTES long (checked above), and
+    // `Header` is all atomics; the reference lives no longer than the mapping.
+    unsafe { &*(seg.as_ptr() as *const Header) }
 }
 
 impl Channel {
@@ -82,27 +109,59 @@ impl Channel {
             return Err(Error::Invalid("maxMessageBytes must be at least 1".into()));
         }
         let started = Instant::now();
+        // Set when this process lengthened a truncated object: nobody is creating that one.
+        let mut grown = false;
         loop {
-            match Segment::create(&os_id, segment_bytes(opts.capacity))? {
-                Created::New(mut seg) => {
+            if let Created::New(mut seg) = Segment::create(&os_id, segment_bytes(opts.capacity))? {
+                // Claim the creation: an opener that found the new object unclaimed for too long
+                // may have taken it over (see `join`); then it is theirs, and we join it.
+                let me = std::process::id();
+                if header_of(&seg)
+                    .creator_pid
+                    .compare_exchange(0, me, SeqCst, SeqCst)
+                    .is_ok()
+                {
                     if opts.mode != 0o600 {
                         if let Err(e) = seg.set_mode(opts.mode) {
-                            seg.unlink_on_drop();
-                            return Err(e);
+                            return Err(match seg.unlink() {
+                                Ok(()) => e,
+                                Err(u) => Error::Os(format!("{e}; and {u}")),
+                            });
                         }
                     }
                     return Self::init_new(seg, opts);
                 }
-                Created::Exists => {}
             }
-            if let Some(seg) = Segment::open(&os_id)? {
-                if let Some(ch) = Self::join(seg, &opts, started)? {
-                    return Ok(ch);
+            let wait = match Segment::open(&os_id)? {
+                Opened::Mapped(seg) if seg.len() < HEADER_BYTES => {
+                    // A creator sizes its object in one step, from 0 to the whole segment: one
+                    // between the two was truncated. Give it its header page back and look again.
+                    if let Some(e) = foreign(&seg) {
+                        return Err(e);
+                    }
+                    Segment::grow(&os_id, HEADER_BYTES)?;
+                    grown = true;
+                    continue;
                 }
-            }
+                Opened::Mapped(seg) => match Self::join(seg, &opts, started, std::mem::take(&mut grown))? {
+                    Joined::Channel(ch) => return Ok(*ch),
+                    Joined::Again => continue,
+                    Joined::Wait(what) => what,
+                },
+                // Removed meanwhile: create it.
+                Opened::Missing => continue,
+                Opened::Empty if started.elapsed() > OPEN_PATIENCE => {
+                    // Creators size their object right after creating it: this one was truncated
+                    // to nothing (or its creator died in between).
+                    Segment::grow(&os_id, HEADER_BYTES)?;
+                    grown = true;
+                    continue;
+                }
+                Opened::Empty => "empty (0 bytes), not sized by its creator yet".to_string(),
+            };
             if started.elapsed() > OPEN_PATIENCE {
                 return Err(Error::Os(format!(
-                    "could not open channel {name:?}: its segment {os_id} kept being created or removed for {} ms",
+                    "could not open channel {name:?}: after {} ms its segment {os_id} is still {wait}",
                     OPEN_PATIENCE.as_millis()
                 )));
             }
@@ -130,75 +189,78 @@ impl Channel {
         Ok(ch)
     }
 
-    /// Joins an existing segment; `Ok(None)` means "try again from the start".
-    fn join(mut seg: Segment, opts: &ChannelOptions, started: Instant) -> Result<Option<Channel>, Error> {
-        let os_id = seg.os_id().to_string();
-        if seg.len() < HEADER_BYTES {
-            if started.elapsed() > OPEN_PATIENCE {
-                return Err(Error::Protocol(format!(
-                    "shared memory {os_id} is {} bytes, too small to be a sharmipc segment (at least {HEADER_BYTES})",
-                    seg.len()
-                )));
-            }
-            return Ok(None);
-        }
-        // SAFETY: as in init_new; the length was checked.
-        let h = unsafe { &*(seg.as_ptr() as *const Header) };
+    /// Joins an existing segment of at least a header page.
+    ///
+    /// Until its `init_state` is READY, a segment belongs to the process in `creator_pid`: its
+    /// creator, or one that took it over. An opener takes it over, by a CAS on `creator_pid`,
+    /// when that process is dead, or when there is none (0: only a creator between mapping the
+    /// object and its claim can be so, and only briefly) and the object was truncated or stays
+    /// so for [`UNCLAIMED_PATIENCE`].
+    fn join(seg: Segment, opts: &ChannelOptions, started: Instant, grown: bool) -> Result<Joined, Error> {
+        let h = header_of(&seg);
+        let since = Instant::now();
         while h.init_state.load(SeqCst) != INIT_READY {
             let magic = h.magic.load(SeqCst);
             if magic != 0 && magic != MAGIC {
-                return Err(bad_magic(&os_id, magic));
+                return Err(bad_magic(&seg.path(), magic));
             }
             let state = h.init_state.load(SeqCst);
-            if state == INIT_ABANDONED {
-                return Ok(None); // another opener is removing it
-            }
-            let creator = h.creator_pid.load(SeqCst);
-            if creator != 0
-                && !liveness::is_alive(creator, 0)
-                && h.init_state
-                    .compare_exchange(state, INIT_ABANDONED, SeqCst, SeqCst)
+            let holder = h.creator_pid.load(SeqCst);
+            let gone = match holder {
+                0 => grown || since.elapsed() > UNCLAIMED_PATIENCE,
+                pid => !liveness::is_alive(pid, 0),
+            };
+            if gone
+                && h.creator_pid
+                    .compare_exchange(holder, std::process::id(), SeqCst, SeqCst)
                     .is_ok()
             {
-                // The creator died half-way: remove the remains (only the one who marked them
-                // abandoned does) and start over.
-                seg.unlink_on_drop();
-                return Ok(None);
+                // Ours now. Whoever waits on this object looks again (it may be removed).
+                h.init_state.store(INIT_ABANDONED, SeqCst);
+                return Self::remove_or_reuse(seg, opts);
+            }
+            if state == INIT_ABANDONED {
+                return Ok(Joined::Wait(format!(
+                    "being removed or re-initialised by process {holder}"
+                )));
             }
             if started.elapsed() > OPEN_PATIENCE {
-                return Err(Error::Protocol(format!(
-                    "shared memory {os_id} was never initialised (init state {:#x}, magic {magic:#x})",
-                    h.init_state.load(SeqCst)
+                return Ok(Joined::Wait(format!(
+                    "being initialised by process {holder} (init state {state:#x})"
                 )));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
         let magic = h.magic.load(SeqCst);
         if magic != MAGIC {
-            return Err(bad_magic(&os_id, magic));
+            return Err(bad_magic(&seg.path(), magic));
         }
         let (lv, pv) = (h.layout_version.load(SeqCst), h.protocol_version.load(SeqCst));
         if lv != LAYOUT_VERSION || pv != PROTOCOL_VERSION {
             return Err(Error::Protocol(format!(
-                "channel segment {os_id} has layout version {lv} and protocol version {pv}; this sharmipc speaks layout {LAYOUT_VERSION} and protocol {PROTOCOL_VERSION}"
+                "channel segment {} has layout version {lv} and protocol version {pv}; this sharmipc speaks layout {LAYOUT_VERSION} and protocol {PROTOCOL_VERSION}",
+                seg.os_id()
             )));
         }
         let cap = h.capacity.load(SeqCst);
-        if cap > usize::MAX as u64 || !capacity_is_valid(cap as usize) || seg.len() < segment_bytes(cap as usize) {
+        if cap > usize::MAX as u64 || !capacity_is_valid(cap as usize) {
             return Err(Error::Protocol(format!(
-                "channel segment {os_id} claims a ring capacity of {cap} bytes but is {} bytes long",
-                seg.len()
+                "channel segment {} claims a ring capacity of {cap} bytes, which is not a power of two from {MIN_CAPACITY} to {MAX_CAPACITY}",
+                seg.os_id()
             )));
         }
+        let cap = cap as usize;
+        if seg.len() < segment_bytes(cap) {
+            return Self::reclaim_short(seg, opts, cap);
+        }
         match Self::claim(h)? {
-            Claim::Side(side) => Self::attach_side(seg, side, cap as usize, opts.clone()).map(Some),
-            Claim::Retry => Ok(None),
-            Claim::Stale => {
-                // Only the process whose CAS marked it dead removes the name, so a newer
-                // segment under the same name can never be removed by a latecomer.
-                seg.unlink_on_drop();
-                Ok(None)
+            Claim::Side(side) => {
+                Self::attach_side(seg, side, cap, opts.clone()).map(|ch| Joined::Channel(Box::new(ch)))
             }
+            Claim::Retry => Ok(Joined::Wait(
+                "being removed by the last process that left it".to_string(),
+            )),
+            Claim::Stale => Self::remove_or_reuse(seg, opts),
         }
     }
 
@@ -207,11 +269,25 @@ impl Channel {
         reap_if_dead(h, 1);
         loop {
             let a = h.attach.load(SeqCst);
+            if !super::header_check::attach_word_is_valid(a) {
+                // Scribbled on. The segment is free for the taking once no live process holds a
+                // side (the dead were reaped above).
+                let holders = holders(h);
+                if !holders.is_empty() {
+                    return Err(Error::Protocol(format!(
+                        "corrupt channel header in shared memory: the attach word {a:#x} is none the protocol writes, and process {holders} holds a side"
+                    )));
+                }
+                if h.attach.compare_exchange(a, ATTACH_DEAD, SeqCst, SeqCst).is_ok() {
+                    return Ok(Claim::Stale);
+                }
+                continue;
+            }
             if a & ATTACH_DEAD != 0 {
                 return Ok(Claim::Retry);
             }
             if a == 0 {
-                // Nobody alive holds it: a stale segment. Mark it dead; the caller unlinks it.
+                // Nobody alive holds it: a stale segment. Mark it dead; the caller removes it.
                 if h.attach.compare_exchange(0, ATTACH_DEAD, SeqCst, SeqCst).is_ok() {
                     return Ok(Claim::Stale);
                 }
@@ -381,9 +457,16 @@ impl Channel {
         }
         let h = sh.header();
         let side = sh.side;
-        h.slots[side].state.store(SLOT_FREE, SeqCst);
+        let corrupt = sh.seg.fault().is_some();
+        // After a corrupt header, leave the slot so that the peer reports the corruption too.
+        h.slots[side]
+            .state
+            .store(if corrupt { SLOT_BROKEN } else { SLOT_FREE }, SeqCst);
         h.slots[side].pid.store(0, SeqCst);
-        reap_if_dead(h, 1 - side);
+        // A corrupt header's pids cannot be trusted: a live peer's would be reaped.
+        if !corrupt {
+            reap_if_dead(h, 1 - side);
+        }
         let mut a = h.attach.load(SeqCst);
         loop {
             let mut next = a & !ATTACH_SIDE[side];
@@ -404,9 +487,149 @@ impl Channel {
     }
 }
 
-fn bad_magic(os_id: &str, magic: u64) -> Error {
+/// Taking over a segment that nobody alive holds: removing it, or reusing it in place.
+impl Channel {
+    /// A segment shorter than its capacity says (someone truncated it): whoever maps it dies with
+    /// SIGBUS on touching the missing part, so it can only be removed or rebuilt. That is done
+    /// when no live process holds it; else the error names them. A side taken with no pid in its
+    /// slot counts as free here: only a claim in progress looks so, and none can be in progress
+    /// on a segment too short to join.
+    fn reclaim_short(seg: Segment, opts: &ChannelOptions, cap: usize) -> Result<Joined, Error> {
+        let h = header_of(&seg);
+        reap_if_dead(h, 0);
+        reap_if_dead(h, 1);
+        loop {
+            let a = h.attach.load(SeqCst);
+            if a == ATTACH_DEAD {
+                return Ok(Joined::Wait(
+                    "being removed by the last process that left it".to_string(),
+                ));
+            }
+            let holders = holders(h);
+            if !holders.is_empty() {
+                return Err(Error::Protocol(format!(
+                    "shared memory {} is {} bytes, but its ring capacity of {cap} bytes needs {}: it was truncated while process {holders} held it (which dies with SIGBUS when it touches the missing part); open the channel again once it has gone",
+                    seg.path(),
+                    seg.len(),
+                    segment_bytes(cap),
+                )));
+            }
+            if h.attach.compare_exchange(a, ATTACH_DEAD, SeqCst, SeqCst).is_ok() {
+                return Self::remove_or_reuse(seg, opts);
+            }
+        }
+    }
+
+    /// For a segment this process holds alone (it set DEAD on a stale one, or took over an
+    /// unfinished one): removes it, so that the next look creates it afresh, or, when that fails
+    /// (another user's segment in the sticky `/dev/shm`), initialises it again in place and takes
+    /// side 0. A failed removal thus never leaves the name unusable.
+    fn remove_or_reuse(mut seg: Segment, opts: &ChannelOptions) -> Result<Joined, Error> {
+        let Err(unlink) = seg.unlink() else {
+            return Ok(Joined::Again);
+        };
+        Self::reinit(seg, opts)
+            .map(|ch| Joined::Channel(Box::new(ch)))
+            .map_err(|e| Error::Os(format!("{unlink}, and it cannot be re-initialised in place: {e}")))
+    }
+
+    /// Initialises again, in place, a segment this process holds alone, and takes side 0. The
+    /// segment keeps its capacity (its own one if it is readable, else the one its length fits,
+    /// else ours), its owner and its mode; the generations of its sides go on from where they
+    /// were, so no one who saw them sees them go back. Meanwhile openers wait for this process
+    /// (`creator_pid`), and take over if it dies.
+    fn reinit(seg: Segment, opts: &ChannelOptions) -> Result<Channel, Error> {
+        let h = header_of(&seg);
+        h.creator_pid.store(std::process::id(), SeqCst);
+        h.init_state.store(INIT_PENDING, SeqCst);
+        let readable = h.magic.load(SeqCst) == MAGIC && h.layout_version.load(SeqCst) == LAYOUT_VERSION;
+        let own = h.capacity.load(SeqCst);
+        let cap = if readable && own <= usize::MAX as u64 && capacity_is_valid(own as usize) {
+            own as usize
+        } else {
+            (MIN_CAPACITY.trailing_zeros()..=MAX_CAPACITY.trailing_zeros())
+                .map(|bits| 1usize << bits)
+                .find(|&c| segment_bytes(c) == seg.len())
+                .unwrap_or(opts.capacity)
+        };
+        let need = segment_bytes(cap);
+        let seg = if seg.len() >= need {
+            seg
+        } else {
+            let lengthened = Segment::grow(seg.os_id(), need).and_then(|()| match Segment::open(seg.os_id())? {
+                Opened::Mapped(longer) if longer.len() >= need => Ok(longer),
+                _ => Err(Error::Os(format!(
+                    "{} is not {need} bytes long after lengthening it",
+                    seg.path()
+                ))),
+            });
+            match lengthened {
+                Ok(longer) => longer,
+                Err(e) => {
+                    // Let the next opener try (it takes over from no holder after a while).
+                    h.creator_pid.store(0, SeqCst);
+                    return Err(e);
+                }
+            }
+        };
+        let base = seg.as_ptr();
+        // SAFETY: `seg` is at least segment_bytes(cap) long, so both ring control blocks and both
+        // doorbell areas lie inside it; while init_state is not READY and no side is attached,
+        // no process reads or writes them.
+        unsafe {
+            for r in 0..2 {
+                std::ptr::write_bytes(base.add(ring_offset(r, cap)), 0, RING_CONTROL_BYTES);
+            }
+            for side in 0..2 {
+                std::ptr::write_bytes(base.add(doorbell_offset(side)), 0, DOORBELL_BYTES);
+            }
+        }
+        let h = header_of(&seg);
+        for slot in &h.slots {
+            slot.state.store(SLOT_FREE, SeqCst);
+            slot.pid.store(0, SeqCst);
+            slot.start_time.store(0, SeqCst);
+        }
+        Self::init_new(
+            seg,
+            ChannelOptions {
+                capacity: cap,
+                ..opts.clone()
+            },
+        )
+    }
+}
+
+/// The pids in the two slots ("" if none; "a and b" for two), once the dead were reaped: the
+/// live processes holding the segment.
+fn holders(h: &Header) -> String {
+    let pids: Vec<String> = h
+        .slots
+        .iter()
+        .map(|s| s.pid.load(SeqCst))
+        .filter(|&pid| pid != 0)
+        .map(|pid| pid.to_string())
+        .collect();
+    pids.join(" and ")
+}
+
+fn bad_magic(path: &str, magic: u64) -> Error {
     Error::Protocol(format!(
-        "shared memory {os_id} is not a sharmipc channel: found magic {:?}, expected \"SHARMIPC\"",
+        "shared memory {path} is not a sharmipc channel: found magic {:?}, expected \"SHARMIPC\"",
         String::from_utf8_lossy(&magic.to_le_bytes())
     ))
+}
+
+/// The error for an object shorter than a header page whose first bytes are not the start of
+/// a sharmipc segment (nor zeros), so that it is not lengthened.
+fn foreign(seg: &Segment) -> Option<Error> {
+    let n = seg.len().min(8);
+    // SAFETY: the mapping is `seg.len()` bytes long, and only its first `n <= len` are read.
+    let head = unsafe { std::slice::from_raw_parts(seg.as_ptr(), n) };
+    if head.iter().all(|&b| b == 0) || head == &MAGIC.to_le_bytes()[..n] {
+        return None;
+    }
+    let mut magic = [0u8; 8];
+    magic[..n].copy_from_slice(head);
+    Some(bad_magic(&seg.path(), u64::from_le_bytes(magic)))
 }

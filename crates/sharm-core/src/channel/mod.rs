@@ -8,10 +8,13 @@
 //! watch, and calls `notify` so that the driving thread calls [`Channel::poll`].
 //!
 //! Attach protocol (both processes run the same code; there are no roles):
-//! 1. Create the segment exclusively; if that works, initialise it and take side 0.
+//! 1. Create the segment exclusively; if that works, claim it (`creator_pid`, by a CAS from 0),
+//!    initialise it and take side 0.
 //! 2. Otherwise open it, wait until its creator finished, check magic and versions, reap sides
 //!    whose process is dead, and take a free side by a CAS on the `attach` word. No live side at
-//!    all means the segment is stale: it is removed and we start over with a fresh one.
+//!    all means the segment is stale: whoever marks it DEAD (a CAS from 0) removes it and starts
+//!    over with a fresh one. A creator that died half-way is taken over by a CAS on
+//!    `creator_pid`, and its segment removed the same way.
 //! 3. Taking a side: state ATTACHING, bump the generation, record pid and start time, queue a
 //!    HELLO record, state READY, ring the peer, welcome the peer if one is attached.
 //! 4. Welcome: the incoming ring may still hold what its producer wrote for our predecessor.
@@ -23,6 +26,13 @@
 //! Leaving: state FREE, clear the `attach` bit; the side that clears the last bit also sets
 //! DEAD in the same CAS and unlinks the name, so no newcomer can join a segment being removed.
 //!
+//! Removal can fail: in the sticky `/dev/shm`, a segment shared with other users (`mode`) may
+//! be removed only by its owner. A last side out that cannot remove it clears DEAD again, which
+//! leaves a stale segment; an opener that holds a stale or abandoned segment but cannot remove it
+//! initialises it again in place (init state PENDING with its pid as `creator_pid`, so others
+//! wait for it, and take over if it dies) and takes side 0. A segment shorter than its header
+//! says (truncated) is removed or rebuilt the same way once no live process holds it.
+//!
 //! The rooms, along the path of a request:
 //! - `attach`: open, claim, reap, generations, leave;
 //! - `peer`: the connection state and the ordered peer events ([`PeerEvent`]);
@@ -30,7 +40,8 @@
 //! - `send`: the send queue, single and batched sends, flushing the queue into the ring;
 //! - `wake`: the wake-up thread and every spin/sleep decision of the core;
 //! - `deliver`: draining the incoming ring into a batch or a caller's arena, delivery accounting;
-//! - `sync`: the blocking request.
+//! - `sync`: the blocking request;
+//! - `header_check`: what a side checks in the segment header while attached.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock};
@@ -39,13 +50,14 @@ use std::time::Duration;
 use crate::doorbell::Doorbell;
 use crate::error::{Error, ProtocolError};
 use crate::framing::Reassembler;
-use crate::layout::Header;
+use crate::layout::{Header, ATTACH_DEAD};
 use crate::ring::{Consumer, Producer, RingWatch};
 use crate::segment::Segment;
 
 mod attach;
 mod deliver;
 mod departure;
+mod header_check;
 mod peer;
 mod send;
 mod sync;
@@ -139,8 +151,10 @@ unsafe impl Sync for Shared {}
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        if *self.unlink.get_mut() {
-            self.seg.unlink_on_drop();
+        if *self.unlink.get_mut() && self.seg.unlink().is_err() {
+            // This process may not remove the segment (another user's, in the sticky /dev/shm):
+            // leave it as one nobody holds, which the next `open` removes or initialises again.
+            let _ = self.header().attach.compare_exchange(ATTACH_DEAD, 0, SeqCst, SeqCst);
         }
     }
 }
@@ -209,16 +223,24 @@ impl Channel {
         self.shared.seg.os_id()
     }
 
+    /// Is the channel open and its header sane (see [`header_check`])? Called before every poll
+    /// and send, before anything looks at the peer's slot.
     fn usable(&self) -> Result<(), Error> {
         if self.closed {
             return Err(Error::Closed);
         }
         if self.shared.broken.load(SeqCst) {
-            return Err(Error::Protocol(
-                "the channel was closed after a protocol error from the peer".into(),
-            ));
+            return Err(Error::Protocol(match self.shared.seg.fault() {
+                Some(fault) => fault.to_string(),
+                None => "the channel was closed after a protocol error from the peer".into(),
+            }));
         }
-        Ok(())
+        let sh = &self.shared;
+        header_check::check_now(sh.header(), sh.side, self.my_gen, self.rx_gen).map_err(|e| {
+            let e = self.broken(e);
+            sh.seg.note_fault(e.to_string());
+            e
+        })
     }
 
     /// Marks the channel unusable after a protocol error from the peer.

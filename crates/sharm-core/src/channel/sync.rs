@@ -25,6 +25,7 @@ impl Channel {
         let departures = self.peer.departures;
         let mut idle = IdleWait::default();
         loop {
+            self.usable()?;
             self.refresh_peer();
             self.open_rx()?;
             let gone = self.peer.departures != departures;

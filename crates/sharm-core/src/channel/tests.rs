@@ -265,3 +265,45 @@ fn a_bad_batch_is_refused_with_what_was_wrong() {
     let e = a.send_batch(&short).unwrap_err();
     assert!(e.to_string().contains("runs past the end"), "{e}");
 }
+
+/// A segment file as a creator that died at once would leave it: full size, all zeros. Before
+/// its creator claimed it nobody can tell it from one being created, but not for long.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unclaimed_zeroed_segment_is_taken_over_and_created_afresh() {
+    let name = format!("unclaimed-{}", std::process::id());
+    let path = format!("/dev/shm/sharm.{name}");
+    std::fs::write(&path, vec![0u8; crate::layout::segment_bytes(4096)]).unwrap();
+    let opts = ChannelOptions {
+        capacity: 8192,
+        ..Default::default()
+    };
+    let mut ch = Channel::open(&name, opts).unwrap();
+    assert_eq!(ch.capacity(), 8192, "created afresh, with our capacity");
+    ch.close();
+    drop(ch);
+    assert!(!std::path::Path::new(&path).exists());
+}
+
+/// A creator that died half-way leaves its pid and a header that is not READY.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_segment_whose_creator_died_half_way_is_taken_over() {
+    use crate::layout::{segment_bytes, Header};
+    use std::sync::atomic::Ordering::SeqCst;
+    let name = format!("half-made-{}", std::process::id());
+    let path = format!("/dev/shm/sharm.{name}");
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    let mut bytes = vec![0u8; segment_bytes(4096)];
+    let creator = std::mem::offset_of!(Header, creator_pid);
+    bytes[creator..creator + 4].copy_from_slice(&dead.id().to_le_bytes());
+    bytes[..8].copy_from_slice(b"SHARMIPC");
+    std::fs::write(&path, bytes).unwrap();
+    let mut ch = Channel::open(&name, ChannelOptions::default()).unwrap();
+    assert_eq!(ch.capacity(), ChannelOptions::default().capacity, "created afresh");
+    assert_eq!(ch.shared.header().init_state.load(SeqCst), crate::layout::INIT_READY);
+    ch.close();
+    drop(ch);
+    assert!(!std::path::Path::new(&path).exists());
+}

@@ -8,16 +8,21 @@
 //! flags in [`Shared`]. Its cycle: spin up to `spin` looking for work; if there is some, notify
 //! once and wait (parked) until the driving thread polled; else set `reader_asleep` (and
 //! `writer_waiting` when the driving thread waits for space), look once more, and sleep on the
-//! doorbell for at most [`LIVENESS_INTERVAL`]. Every interval it also checks that the peer's
-//! process is alive. While the driving thread polls by itself ([`Channel::set_driving`]) the
-//! wake-up thread stays parked, so the two do not compete for a core.
+//! doorbell for at most [`LIVENESS_INTERVAL`]. Every interval it also checks the segment header
+//! (see [`super::header_check`]) and then that the peer's process is alive; it checks the header
+//! as well before it notifies of a change of the peer's slot. A header found corrupt breaks the
+//! channel (the driving thread's next poll reports it) and nobody is reaped. While the driving
+//! thread polls by itself ([`Channel::set_driving`]) the wake-up thread stays parked, so the two
+//! do not compete for a core.
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::attach::reap_if_dead;
+use super::header_check::HeaderWatch;
 use super::{Channel, Shared};
+use crate::error::Error;
 
 /// How often a sleeping side checks whether its peer is still alive.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -67,13 +72,31 @@ impl Shared {
 /// The wake-up thread's handle. [`Waker::run`] returns when the channel closes.
 pub struct Waker {
     shared: Arc<Shared>,
+    header: HeaderWatch,
 }
 
 impl Waker {
+    /// Checks the segment header; if it is corrupt, breaks the channel, notifies the driving
+    /// thread (whose next poll reports it) and returns `false`. Also `false` once broken.
+    fn header_is_sane(&mut self, notify: &impl Fn()) -> bool {
+        let sh = &*self.shared;
+        if sh.broken.load(SeqCst) {
+            return false;
+        }
+        let Err(e) = self.header.look(sh.header()) else {
+            return true;
+        };
+        sh.seg.note_fault(Error::from(e).to_string());
+        sh.broken.store(true, SeqCst);
+        notify();
+        false
+    }
+
     /// Watches the channel and calls `notify` when the driving thread should poll. After a
     /// notification it waits until that poll happened before it notifies again.
-    pub fn run(self, notify: impl Fn()) {
-        let sh = &*self.shared;
+    pub fn run(mut self, notify: impl Fn()) {
+        let shared = self.shared.clone();
+        let sh = &*shared;
         let _ = sh.thread.set(std::thread::current());
         let mut last_peer = (false, u32::MAX);
         let mut next_check = Instant::now();
@@ -81,7 +104,9 @@ impl Waker {
         while !sh.stop.load(SeqCst) {
             let now = Instant::now();
             if now >= next_check {
-                reap_if_dead(sh.header(), 1 - sh.side);
+                if self.header_is_sane(&notify) {
+                    reap_if_dead(sh.header(), 1 - sh.side);
+                }
                 next_check = now + LIVENESS_INTERVAL;
             }
             if sh.driving.load(SeqCst) {
@@ -100,7 +125,11 @@ impl Waker {
                 continue;
             }
             if sh.spin_for_work(last_peer, sh.spin, WAKER_SPINS) {
-                last_peer = sh.peer_view();
+                let seen = sh.peer_view();
+                if seen != last_peer && !self.header_is_sane(&notify) {
+                    continue;
+                }
+                last_peer = seen;
                 notified_at = Instant::now();
                 sh.notified.store(true, SeqCst);
                 notify();
@@ -125,6 +154,7 @@ impl Channel {
     pub fn waker(&self) -> Waker {
         Waker {
             shared: self.shared.clone(),
+            header: HeaderWatch::new(self.shared.header(), self.shared.side, self.my_gen),
         }
     }
 
