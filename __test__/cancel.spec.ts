@@ -154,85 +154,91 @@ test("the handler's ctx.signal aborts after the asker's timeout and after its ab
   await peer.close()
 })
 
-test.serial('a long-lived signal used for 100,000 requests holds one listener while any waits and none after', async (t) => {
-  const { ch, peer } = await pair('cancel')
-  const warnings: Error[] = []
-  const onWarning = (w: Error) => warnings.push(w)
-  process.on('warning', onWarning)
-  const { signal } = new AbortController()
-  const ECHO = Buffer.from('echo')
-  const FAIL = Buffer.from('fail')
-  const HANG = Buffer.from('hang')
-  const totals: Record<string, number> = {}
-  let listenersWhileWaiting = new Set<number>()
-  for (let w = 0; w < 100; w++) {
-    const batch: Promise<Buffer>[] = []
-    for (let i = 0; i < 1000; i++) {
-      // Settled every way a request can settle: answered, failed remotely, timed out.
-      const data = i % 10 === 1 ? FAIL : w % 10 === 9 && i % 10 === 2 ? HANG : ECHO
-      batch.push(ch.request(data, { signal, timeoutMs: data === HANG ? 50 : 30_000 }))
-    }
-    listenersWhileWaiting.add(getEventListeners(signal, 'abort').length)
-    for (const [k, v] of Object.entries(count(await Promise.allSettled(batch)))) totals[k] = (totals[k] ?? 0) + v
-    t.is(getEventListeners(signal, 'abort').length, 0, `after batch ${w}`)
-  }
-  process.off('warning', onWarning)
-  t.deepEqual([...listenersWhileWaiting], [1])
-  t.deepEqual(totals, { answered: 89_000, RemoteError: 10_000, TimeoutError: 1_000 })
-  t.deepEqual(
-    warnings.map((w) => w.name),
-    [],
-  )
-  t.is(ch.pendingRequests, 0)
-  await peer.close()
-})
-
-test.serial('1,000,000 requests abandoned by timeout or abort leave both processes within 64 MB of their start', async (t) => {
-  t.timeout(170_000)
-  t.is(typeof global.gc, 'function', 'run with node --expose-gc')
-  const name = uniqueName(PREFIX)
-  const ch = open(name)
-  const peer = await spawnPeer(name, 'cancel', {}, undefined, ['--expose-gc'])
-  await ch.waitForPeer(5000)
-  // Half 'hang' (the handler's promise never settles), half 'later' (answerLater(), never answered).
-  const HANG = Buffer.from('hang')
-  const LATER = Buffer.from('later')
-  const WINDOW = 10_000
-  let wrong = ''
-  /** Runs `windows` windows of WINDOW requests; even ones are aborted, odd ones time out. */
-  const run = async (windows: number, from: number) => {
-    for (let w = from; w < from + windows && wrong === ''; w++) {
-      const ac = w % 2 === 0 ? new AbortController() : null
-      const options = ac !== null ? { signal: ac.signal, timeoutMs: 30_000 } : { timeoutMs: 20 }
+test.serial(
+  'a long-lived signal used for 100,000 requests holds one listener while any waits and none after',
+  async (t) => {
+    const { ch, peer } = await pair('cancel')
+    const warnings: Error[] = []
+    const onWarning = (w: Error) => warnings.push(w)
+    process.on('warning', onWarning)
+    const { signal } = new AbortController()
+    const ECHO = Buffer.from('echo')
+    const FAIL = Buffer.from('fail')
+    const HANG = Buffer.from('hang')
+    const totals: Record<string, number> = {}
+    let listenersWhileWaiting = new Set<number>()
+    for (let w = 0; w < 100; w++) {
       const batch: Promise<Buffer>[] = []
-      for (let i = 0; i < WINDOW; i++) batch.push(ch.request(i % 2 === 0 ? HANG : LATER, options))
-      if (ac !== null) {
-        await peerHasSeen(ch)
-        ac.abort()
+      for (let i = 0; i < 1000; i++) {
+        // Settled every way a request can settle: answered, failed remotely, timed out.
+        const data = i % 10 === 1 ? FAIL : w % 10 === 9 && i % 10 === 2 ? HANG : ECHO
+        batch.push(ch.request(data, { signal, timeoutMs: data === HANG ? 50 : 30_000 }))
       }
-      const c = count(await Promise.allSettled(batch))
-      const want = ac !== null ? 'AbortError' : 'TimeoutError'
-      if (c[want] !== WINDOW) wrong = `window ${w}: ${JSON.stringify(c)}, expected ${WINDOW} of ${want}`
+      listenersWhileWaiting.add(getEventListeners(signal, 'abort').length)
+      for (const [k, v] of Object.entries(count(await Promise.allSettled(batch)))) totals[k] = (totals[k] ?? 0) + v
+      t.is(getEventListeners(signal, 'abort').length, 0, `after batch ${w}`)
     }
-  }
-  const rss = () => {
-    for (let i = 0; i < 3; i++) global.gc!()
-    return process.memoryUsage().rss
-  }
-  await run(4, 0) // warm-up
-  await sleep(100)
-  const start = { here: rss(), peer: (await peer.cmd({ op: 'gc' })).rss }
-  await run(100, 4)
-  await sleep(100)
-  const end = { here: rss(), peer: (await peer.cmd({ op: 'gc' })).rss }
-  const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MB`
-  t.log(`RSS here ${mb(start.here)} → ${mb(end.here)}, peer ${mb(start.peer)} → ${mb(end.peer)}`)
-  t.is(wrong, '')
-  const report = await peer.cmd({ op: 'report' })
-  t.is(report.abandoned, 1_040_000, 'every request reached the handler')
-  t.is(report.stats.sent.answers, report.stats.received.requests - report.abandoned, 'pings only')
-  t.true(end.here - start.here < 64 * 2 ** 20, `this process grew by ${mb(end.here - start.here)}`)
-  t.true(end.peer - start.peer < 64 * 2 ** 20, `the peer grew by ${mb(end.peer - start.peer)}`)
-  t.is(ch.pendingRequests, 0)
-  await peer.close()
-})
+    process.off('warning', onWarning)
+    t.deepEqual([...listenersWhileWaiting], [1])
+    t.deepEqual(totals, { answered: 89_000, RemoteError: 10_000, TimeoutError: 1_000 })
+    t.deepEqual(
+      warnings.map((w) => w.name),
+      [],
+    )
+    t.is(ch.pendingRequests, 0)
+    await peer.close()
+  },
+)
+
+test.serial(
+  '1,000,000 requests abandoned by timeout or abort leave both processes within 64 MB of their start',
+  async (t) => {
+    t.timeout(170_000)
+    t.is(typeof global.gc, 'function', 'run with node --expose-gc')
+    const name = uniqueName(PREFIX)
+    const ch = open(name)
+    const peer = await spawnPeer(name, 'cancel', {}, undefined, ['--expose-gc'])
+    await ch.waitForPeer(5000)
+    // Half 'hang' (the handler's promise never settles), half 'later' (answerLater(), never answered).
+    const HANG = Buffer.from('hang')
+    const LATER = Buffer.from('later')
+    const WINDOW = 10_000
+    let wrong = ''
+    /** Runs `windows` windows of WINDOW requests; even ones are aborted, odd ones time out. */
+    const run = async (windows: number, from: number) => {
+      for (let w = from; w < from + windows && wrong === ''; w++) {
+        const ac = w % 2 === 0 ? new AbortController() : null
+        const options = ac !== null ? { signal: ac.signal, timeoutMs: 30_000 } : { timeoutMs: 20 }
+        const batch: Promise<Buffer>[] = []
+        for (let i = 0; i < WINDOW; i++) batch.push(ch.request(i % 2 === 0 ? HANG : LATER, options))
+        if (ac !== null) {
+          await peerHasSeen(ch)
+          ac.abort()
+        }
+        const c = count(await Promise.allSettled(batch))
+        const want = ac !== null ? 'AbortError' : 'TimeoutError'
+        if (c[want] !== WINDOW) wrong = `window ${w}: ${JSON.stringify(c)}, expected ${WINDOW} of ${want}`
+      }
+    }
+    const rss = () => {
+      for (let i = 0; i < 3; i++) global.gc!()
+      return process.memoryUsage().rss
+    }
+    await run(4, 0) // warm-up
+    await sleep(100)
+    const start = { here: rss(), peer: (await peer.cmd({ op: 'gc' })).rss }
+    await run(100, 4)
+    await sleep(100)
+    const end = { here: rss(), peer: (await peer.cmd({ op: 'gc' })).rss }
+    const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MB`
+    t.log(`RSS here ${mb(start.here)} → ${mb(end.here)}, peer ${mb(start.peer)} → ${mb(end.peer)}`)
+    t.is(wrong, '')
+    const report = await peer.cmd({ op: 'report' })
+    t.is(report.abandoned, 1_040_000, 'every request reached the handler')
+    t.is(report.stats.sent.answers, report.stats.received.requests - report.abandoned, 'pings only')
+    t.true(end.here - start.here < 64 * 2 ** 20, `this process grew by ${mb(end.here - start.here)}`)
+    t.true(end.peer - start.peer < 64 * 2 ** 20, `the peer grew by ${mb(end.peer - start.peer)}`)
+    t.is(ch.pendingRequests, 0)
+    await peer.close()
+  },
+)
