@@ -1,10 +1,11 @@
 // Cancellation: an AbortSignal on request(), and the asker's timeout or abort reaching the
 // answering side, which aborts ctx.signal and keeps nothing of the request.
-import { getEventListeners } from 'node:events'
+import { getEventListeners, once } from 'node:events'
 
 import test from 'ava'
 
-import { TimeoutError, type Channel } from '../index'
+import { SharmIpc } from '../compat'
+import { PeerGoneError, TimeoutError, type Channel, type RequestContext } from '../index'
 import { channelKit, killAllPeers, spawnPeer, uniqueName, type Peer } from './helpers'
 
 const PREFIX = 'cncl'
@@ -242,3 +243,58 @@ test.serial(
     await peer.close()
   },
 )
+
+test('the asker leaving aborts ctx.signal with PeerGoneError, and answer() for its requests is false', async (t) => {
+  const name = uniqueName(PREFIX)
+  const seen: RequestContext[] = []
+  const ch = open(name, {
+    onRequest: (_data, ctx) => {
+      ctx.answerLater()
+      seen.push(ctx)
+    },
+  })
+  const peer = await spawnPeer(name, 'cancel')
+  await ch.waitForPeer(5000)
+  peer.child.send({ op: 'request', data: 'first', timeoutMs: 30_000 })
+  peer.child.send({ op: 'request', data: 'second', timeoutMs: 30_000 })
+  while (seen.length < 2) await sleep(5)
+  const read = seen[0].signal // read before the asker leaves; seen[1]'s only after
+  t.false(read.aborted)
+  const left = once(ch, 'disconnect')
+  await peer.kill()
+  await left
+  t.true(read.aborted)
+  t.true(read.reason instanceof PeerGoneError, String(read.reason))
+  t.true(seen[1].signal.aborted)
+  t.true(seen[1].signal.reason instanceof PeerGoneError)
+  t.false(ch.answer(seen[0].id, Buffer.from('too late')))
+  t.false(ch.answer(seen[1].id, new Error('too late')))
+  t.is(ch.stats().sent.answers, 0)
+})
+
+test("compat's remoteRequestAsync takes a signal: [false, null, AbortError], and the peer's handler sees it", async (t) => {
+  const name = uniqueName(PREFIX)
+  const sm = new SharmIpc(name, (data: Buffer) => [true, data])
+  const peer = await spawnPeer(name, 'cancel')
+  await sm.channel.waitForPeer(5000)
+  const ac = new AbortController()
+  const asked = sm.remoteRequestAsync(Buffer.from('watch compat'), undefined, ac.signal)
+  await peerHasSeen(sm.channel)
+  ac.abort('stop')
+  const [ok, data, err] = await asked
+  t.false(ok)
+  t.is(data, null)
+  t.is(err?.name, 'AbortError')
+  t.is(err?.cause, 'stop')
+  const r = await reportWhen(peer, (r) => r.signalEvents.length >= 1)
+  t.deepEqual(
+    r.signalEvents.map((e: any) => [e.tag, e.aborted, e.answered]),
+    [['watch compat', true, false]],
+  )
+  t.throws(() => sm.remoteRequestAsync(Buffer.from('x'), undefined, 'stop' as never), {
+    instanceOf: TypeError,
+    message: 'signal must be an AbortSignal, got a string ("stop")',
+  })
+  await peer.close()
+  await sm.dispose()
+})
