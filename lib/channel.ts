@@ -338,8 +338,9 @@ export class Channel extends EventEmitter {
    * answer went out, `false` when the request no longer waits: its asker gave up on it (timeout
    * or abort; `ctx.signal` has aborted) or has left, or it was answered already. Nothing is kept
    * of requests that no longer wait (so that abandoned ones cost no memory), which is why a
-   * second answer is `false` rather than an error. Throws a RangeError for an id this channel
-   * never gave out.
+   * second answer is `false` rather than an error. A request whose handler did not call
+   * `answerLater()` is answered by what the handler returns: `answer()` for it is `false` too.
+   * Throws a RangeError for an id this channel never gave out.
    */
   answer(id: number, result: Buffer | Uint8Array | Error): boolean {
     this.#live()

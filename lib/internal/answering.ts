@@ -38,7 +38,7 @@ class Incoming extends RequestContext {
   override answerLater(): number {
     if (!this.deferred) {
       super.answerLater()
-      this.#answering.deferred(this)
+      this.#answering.answersLater(this)
     }
     return this.id
   }
@@ -97,7 +97,7 @@ export class Answering {
   }
 
   /** The handler of `ctx` called answerLater(): `answer()` may find it by its handle. */
-  deferred(ctx: Incoming): void {
+  answersLater(ctx: Incoming): void {
     if (this.#waiting.get(ctx.wireId) === ctx) this.#later.set(ctx.id, ctx)
   }
 
@@ -115,8 +115,9 @@ export class Answering {
   /**
    * `Channel.answer`: answers request `id` whose handler called `answerLater()`. Returns false
    * for a request that no longer waits (its asker gave up or left, or it was answered): nothing
-   * is kept of such requests, so a second answer is `false` too. Throws a RangeError for an id
-   * this channel never gave out.
+   * is kept of such requests, so a second answer is `false` too; so is an answer for a request
+   * whose handler did not call `answerLater()`. Throws a RangeError for an id this channel never
+   * gave out.
    */
   answer(id: number, result: Buffer | Uint8Array | Error): boolean {
     const ctx = this.#later.get(id)

@@ -75,21 +75,23 @@ export class PendingRequests {
     }
     w.ids.add(id)
     const { resolve, reject } = p
-    const unwatch = () => {
-      const w = this.#watches.get(signal)
-      if (w === undefined || !w.ids.delete(id) || w.ids.size > 0) return
-      this.#watches.delete(signal)
-      signal.removeEventListener('abort', w.listener)
-    }
     p.resolve = (b) => {
-      unwatch()
+      this.#unwatch(signal, id)
       resolve(b)
     }
     p.reject = (e) => {
-      unwatch()
+      this.#unwatch(signal, id)
       reject(e)
     }
     return p
+  }
+
+  /** Request `id` no longer watches `signal`; the last one out removes the listener. */
+  #unwatch(signal: AbortSignal, id: number): void {
+    const w = this.#watches.get(signal)
+    if (w === undefined || !w.ids.delete(id) || w.ids.size > 0) return
+    this.#watches.delete(signal)
+    signal.removeEventListener('abort', w.listener)
   }
 
   /** `signal` aborted: rejects the requests waiting with it. */
