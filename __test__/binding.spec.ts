@@ -40,6 +40,7 @@ test("the record kinds the facade uses are the binding's, one number each, and t
     errorResponse: native.KIND_ERROR_RESPONSE,
     message: native.KIND_MESSAGE,
     stream: native.KIND_STREAM,
+    cancel: native.KIND_CANCEL,
   }
   const numbers = Object.values(kinds)
   t.true(

@@ -338,7 +338,7 @@ for (const [what, scribble] of scribbles) {
   })
 }
 
-test('answering an id twice throws, and the second answer is not sent', async (t) => {
+test('answering an id twice returns false the second time, and the second answer is not sent', async (t) => {
   const name = uniqueName(PREFIX)
   let id = 0
   const ch = open(name, {
@@ -351,8 +351,13 @@ test('answering an id twice throws, and the second answer is not sent', async (t
   const asked = peer.cmd({ op: 'request', data: 'q', timeoutMs: 5000 })
   while (id === 0) await new Promise((r) => setTimeout(r, 5))
   t.true(ch.answer(id, Buffer.from('first')))
-  t.throws(() => ch.answer(id, Buffer.from('second')), { instanceOf: RangeError, message: /no request with id/ })
+  t.false(ch.answer(id, Buffer.from('second')))
+  t.throws(() => ch.answer(id + 1, Buffer.from('never asked')), {
+    instanceOf: RangeError,
+    message: /no request with id/,
+  })
   t.deepEqual(await asked, { answer: 'first' })
+  t.is(ch.stats().sent.answers, 1)
   await peer.close()
   await ch.close()
 })

@@ -11,7 +11,16 @@ import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
 
-import { ClosedError, fromNative, PeerGoneError, QueueFullError, RemoteError, TimeoutError, timedOut } from './errors'
+import {
+  aborted,
+  ClosedError,
+  fromNative,
+  PeerGoneError,
+  QueueFullError,
+  RemoteError,
+  TimeoutError,
+  timedOut,
+} from './errors'
 import { resolveOptions, type OpenOptions, type RequestHandler, type RequestOptions } from './options'
 import { StreamTable, type StreamHandler } from './streams'
 import { Answering } from './internal/answering'
@@ -22,7 +31,7 @@ import { Poller } from './internal/polling'
 import { Receiver } from './internal/receive'
 import { SendBuffer } from './internal/send-buffer'
 import { Counters, type ChannelStats } from './internal/stats'
-import { checkName, checkTimeout, describe, toBytes } from './internal/validate'
+import { checkName, checkSignal, checkTimeout, describe, toBytes } from './internal/validate'
 
 const { KIND_MESSAGE, KIND_REQUEST, KIND_STREAM, SEND_QUEUE_FULL } = binding
 
@@ -129,10 +138,12 @@ export class Channel extends EventEmitter {
       o.maxQueueBytes,
       o.maxMessageBytes,
     )
+    // A request given up on here is taken back, or the peer is told (its handler's ctx.signal aborts).
+    const withdraw = (id: number) => this.#native !== null && this.#send.withdraw(this.#native, id)
     this.#pending = new PendingRequests((id) => {
-      this.#native?.cancel(id)
+      withdraw(id)
       this.#stats.timeouts++
-    })
+    }, withdraw)
     this.#answering = new Answering(
       { native, handler: () => this.#onRequest, error: (e) => this.#emitError(e), queueFull: () => this.#queueFull() },
       this.#send,
@@ -160,6 +171,7 @@ export class Channel extends EventEmitter {
         message: (payload) => this.#emitSafely('message', payload),
         streamFrame: (id, type, payload) => this.#streams.onFrame(id, type, payload),
         request: (id, gen, payload) => this.#answering.onRequest(id, gen, payload),
+        cancel: (id, gen) => this.#answering.cancel(id, gen),
         answer: (id, ok, payload) => this.#pending.answer(id, ok, payload),
         drained: () => this.#drained(),
       },
@@ -241,15 +253,20 @@ export class Channel extends EventEmitter {
    * Sends `data` to the peer's `onRequest` and resolves with its answer. Rejects with
    * `TimeoutError`, `PeerGoneError` (the peer it went to left without answering; its `reached`
    * says whether the request got there), `RemoteError` (its handler failed),
-   * `QueueFullError`, `TooLargeError`, or `ClosedError` (closed while waiting). Throws at once,
-   * without returning a promise, for bad arguments and on a channel already closed. A request made
-   * while no peer is attached waits in the queue (its timeout runs) and goes to the next one;
-   * a request that went to a peer is answered by that peer or fails with it, never both.
+   * `QueueFullError`, `TooLargeError`, `ClosedError` (closed while waiting), or an `AbortError`
+   * when `options.signal` aborts (at once, sending nothing, if it already has). Throws at once,
+   * without returning a promise, for bad arguments and on a channel already closed. A request
+   * made while no peer is attached waits in the queue (its timeout runs) and goes to the next
+   * one; a request that went to a peer is answered by that peer or fails with it, never both.
+   * After a timeout or an abort the request is taken out of the queue, or the peer is told and
+   * its handler's `ctx.signal` aborts.
    */
   request(data: Buffer | Uint8Array, options?: RequestOptions): Promise<Buffer> {
     const native = this.#live()
     const bytes = toBytes(data, 'data')
     const timeoutMs = checkTimeout(options?.timeoutMs ?? this.#timeoutMs, 'timeoutMs')
+    const signal = checkSignal(options?.signal, 'signal')
+    if (signal?.aborted) return Promise.reject(aborted(signal.reason))
     const id = this.#nextId++
     let r: number
     try {
@@ -262,12 +279,13 @@ export class Channel extends EventEmitter {
       return Promise.reject(this.#queueFull())
     }
     this.#poller.heat()
-    return this.#pending.add(id, timeoutMs)
+    return this.#pending.add(id, timeoutMs, signal)
   }
 
   /**
    * Sends `data` and blocks this thread until the answer arrives (the original's synchronous
-   * `RemoteRequest`). Throws the same errors as {@link Channel.request} rejects with. While it
+   * `RemoteRequest`). Throws the same errors as {@link Channel.request} rejects with (an
+   * `AbortError` only for a signal aborted before the call: a blocked thread sees no abort). While it
    * blocks, this side answers nothing: if both sides call `requestSync` at each other at the same
    * time, both wait until their timeouts and throw `TimeoutError`; the channels keep working.
    */
@@ -275,6 +293,9 @@ export class Channel extends EventEmitter {
     const native = this.#live()
     const bytes = toBytes(data, 'data')
     const timeoutMs = checkTimeout(options?.timeoutMs ?? this.#timeoutMs, 'timeoutMs')
+    // Nothing can abort a thread that blocks; an aborted signal stops it from starting.
+    const signal = checkSignal(options?.signal, 'signal')
+    if (signal?.aborted) throw aborted(signal.reason)
     const id = this.#nextId++
     const stats = this.#stats
     try {
@@ -345,8 +366,12 @@ export class Channel extends EventEmitter {
   /**
    * Answers a request whose handler called `ctx.answerLater()`: with data, or with an Error (the
    * peer's request rejects with `RemoteError` carrying its message). Returns `true` when the
-   * answer went out, `false` when the asking process has left meanwhile. Throws a RangeError for
-   * an id that is not waiting for an answer (unknown or already answered).
+   * answer went out, `false` when the request no longer waits: its asker gave up on it (timeout
+   * or abort; `ctx.signal` has aborted) or has left, or it was answered already. Nothing is kept
+   * of requests that no longer wait (so that abandoned ones cost no memory), which is why a
+   * second answer is `false` rather than an error. A request whose handler did not call
+   * `answerLater()` is answered by what the handler returns: `answer()` for it is `false` too.
+   * Throws a RangeError for an id this channel never gave out.
    */
   answer(id: number, result: Buffer | Uint8Array | Error): boolean {
     this.#live()

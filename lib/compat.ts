@@ -12,7 +12,7 @@ import { open, type Channel, type DisconnectInfo } from './channel'
 import { ClosedError } from './errors'
 import type { OpenOptions } from './options'
 import type { ChannelStats } from './internal/stats'
-import { asError, checkFunction, checkTimeout, describe, EMPTY, isThenable } from './internal/validate'
+import { asError, checkFunction, checkSignal, checkTimeout, describe, EMPTY, isThenable } from './internal/validate'
 
 /** An answer given by a handler: success flag and payload (`null` is sent as an empty payload). */
 export type Answer = [ok: boolean, data: Buffer | Uint8Array | null]
@@ -337,18 +337,25 @@ export class SharmIpc {
 
   /**
    * RPC without blocking (the original's `RemoteRequestAsync`): resolves with `[true, answer]`,
-   * or `[false, null | data of a false answer, error]`. The promise never rejects; bad arguments
-   * throw `TypeError`/`RangeError` at once.
+   * or `[false, null | data of a false answer, error]`. `signal` (where .NET code passes a
+   * CancellationToken) aborts it: `[false, null, AbortError]`, and the peer's handler sees its
+   * `ctx.signal` abort, as after a timeout. The promise never rejects; bad arguments throw
+   * `TypeError`/`RangeError` at once.
    */
-  remoteRequestAsync(data: Buffer | Uint8Array | null, timeoutMs?: number): Promise<RequestResult> {
+  remoteRequestAsync(
+    data: Buffer | Uint8Array | null,
+    timeoutMs?: number,
+    signal?: AbortSignal,
+  ): Promise<RequestResult> {
     const bytes = payload(data, 'data')
     const ms = timeout(timeoutMs)
+    checkSignal(signal, 'signal')
     if (this.#disposing !== null) {
       return Promise.resolve([false, null, new ClosedError('SharmIpc instance was disposed')])
     }
     try {
       return this.#ch
-        .request(bytes, ms === undefined ? undefined : { timeoutMs: ms })
+        .request(bytes, ms === undefined && signal === undefined ? undefined : { timeoutMs: ms, signal })
         .then((answer): RequestResult => [true, answer], failed)
     } catch (e) {
       return Promise.resolve(failed(e))

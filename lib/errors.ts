@@ -119,6 +119,23 @@ export class RemoteError extends SharmError {
   }
 }
 
+/**
+ * An operation was aborted through its AbortSignal: the same shape as Node's own (`name`
+ * `'AbortError'`, `code` `'ABORT_ERR'`, `cause` the signal's reason). Not a {@link SharmError}.
+ */
+export class AbortError extends Error {
+  readonly code = 'ABORT_ERR'
+  constructor(message = 'The operation was aborted', options?: ErrorOptions) {
+    super(message, options)
+    this.name = 'AbortError'
+  }
+}
+
+/** The error of a request whose signal aborted with `reason`. */
+export function aborted(reason: unknown): AbortError {
+  return new AbortError(undefined, { cause: reason })
+}
+
 /** A request (`what` names it) got no answer within `timeoutMs`. */
 export function timedOut(what: string, timeoutMs: number): TimeoutError {
   return new TimeoutError(`no answer to ${what} within ${timeoutMs} ms`)

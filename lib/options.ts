@@ -65,6 +65,14 @@ export interface OpenOptions {
 export interface RequestOptions {
   /** Milliseconds to wait for the answer. Default: the channel's `timeoutMs`. */
   timeoutMs?: number
+  /**
+   * Aborts the request: it rejects with an `AbortError` (`code` `'ABORT_ERR'`, `cause` the
+   * signal's reason), at once and without sending if the signal is already aborted. The peer is
+   * told, as after a timeout: its handler's `ctx.signal` aborts. `requestSync` looks at it only
+   * before it starts (it throws the AbortError if the signal is aborted): a blocked thread sees
+   * no abort.
+   */
+  signal?: AbortSignal
 }
 
 /** The options of a channel, checked, with their defaults filled in. */

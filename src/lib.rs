@@ -55,6 +55,9 @@ pub const KIND_MESSAGE: u32 = Kind::Message as u32;
 /// Record kind of a stream frame (the generation field carries the frame type).
 #[napi]
 pub const KIND_STREAM: u32 = Kind::Stream as u32;
+/// Record kind of a cancel: the asker no longer waits for request `id` (no payload).
+#[napi]
+pub const KIND_CANCEL: u32 = Kind::Cancel as u32;
 /// `send` result: the message is wholly in the ring.
 #[napi]
 pub const SEND_WRITTEN: u32 = 0;

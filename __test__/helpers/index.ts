@@ -66,10 +66,17 @@ export async function killAllPeers(): Promise<void> {
 
 /**
  * Starts a peer process on channel `name` (see peer.ts for the modes; `script` runs another peer,
- * such as compat-peer.ts) and waits until it opened.
+ * such as compat-peer.ts; `execArgv`: more node options, such as `--expose-gc`) and waits until
+ * it opened.
  */
-export async function spawnPeer(name: string, mode: string, options: object = {}, script = peerScript): Promise<Peer> {
-  return spawnPeerAs({}, name, mode, options, script)
+export async function spawnPeer(
+  name: string,
+  mode: string,
+  options: object = {},
+  script = peerScript,
+  execArgv: string[] = [],
+): Promise<Peer> {
+  return spawnPeerAs({}, name, mode, options, script, execArgv)
 }
 
 /** A user and group to run a peer as (needs root); the default is ours. */
@@ -85,9 +92,10 @@ export async function spawnPeerAs(
   mode: string,
   options: object = {},
   script = peerScript,
+  execArgv: string[] = [],
 ): Promise<Peer> {
   const child = fork(script, [name, mode, JSON.stringify(options)], {
-    execArgv: ['--import', 'tsx'],
+    execArgv: ['--import', 'tsx', ...execArgv],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     ...user,
   })

@@ -16,6 +16,10 @@ let outOfOrder = 0
 let bytesReceived = 0
 /** What happened to streams here, in order (reported by 'report'). */
 const streamEvents: string[] = []
+/** What the 'cancel' handler saw of `ctx.signal`s that aborted (reported by 'report'). */
+const signalEvents: Array<{ tag: string; aborted: boolean; reason: string; answered: unknown }> = []
+/** Requests the 'cancel' handler took and left unsettled ('hang' and 'later'). */
+let abandoned = 0
 
 /** Counts a stream's bytes, checking the pattern at each chunk's ends. */
 async function consume(body: Readable): Promise<{ bytes: number; bad: number }> {
@@ -93,6 +97,45 @@ function handlerFor(m: string): OpenOptions['onRequest'] {
       return (_data, ctx) => {
         ctx.answerLater()
       }
+    case 'cancel':
+      // What it does is named by the request's first byte: 'p'ing and 'e'cho answer at once,
+      // 'f'ail throws, 'h'ang never settles, 'l'ater calls answerLater() and never answers;
+      // 'w'atch (and 'W'atch, which calls answerLater() first) waits for ctx.signal to abort, then
+      // records what it saw and tries to answer (the answer must go nowhere).
+      return (data, ctx) => {
+        switch (data[0]) {
+          case 0x70: // p
+            return Buffer.from('pong')
+          case 0x65: // e
+            return data
+          case 0x66: // f
+            throw new Error('failed on purpose')
+          case 0x68: // h
+            abandoned++
+            return new Promise<Buffer>(() => {})
+          case 0x6c: // l
+            abandoned++
+            ctx.answerLater()
+            return
+        }
+        const tag = data.toString()
+        const signal = ctx.signal
+        const later = data[0] === 0x57 // W
+        if (later) ctx.answerLater()
+        return new Promise<Buffer>((resolve) => {
+          signal.addEventListener('abort', () => {
+            let answered: unknown
+            try {
+              answered = ch!.answer(ctx.id, Buffer.from('too late'))
+            } catch (e) {
+              answered = `threw ${(e as Error).name}: ${(e as Error).message}`
+            }
+            const r = signal.reason as Error
+            signalEvents.push({ tag, aborted: signal.aborted, reason: `${r?.name}: ${r?.message}`, answered })
+            resolve(Buffer.from('after the abort'))
+          })
+        })
+      }
     default:
       return undefined
   }
@@ -148,8 +191,19 @@ function serve(ch: Channel) {
             streamEvents,
             openStreams: ch.openStreams,
             rss: process.memoryUsage().rss,
+            signalEvents,
+            abandoned,
           })
           break
+        case 'gc': {
+          // Needs node --expose-gc: collects, lets freed memory go back, and reports the RSS.
+          for (let i = 0; i < 3; i++) {
+            global.gc!()
+            await new Promise((r) => setTimeout(r, 50))
+          }
+          reply({ rss: process.memoryUsage().rss })
+          break
+        }
         case 'request': {
           const r = await ch.request(Buffer.from(cmd.data), {
             timeoutMs: cmd.timeoutMs,

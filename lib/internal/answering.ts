@@ -1,26 +1,47 @@
 /**
  * The peer's requests on this side: each gets a handle (the `RequestContext` id), runs the
  * handler, and is answered once, by what the handler returns or later by `Channel.answer`.
- * Requests of a peer that left are orphaned: their answers are dropped.
+ *
+ * A request stops waiting when it is answered, when its asker gives up on it (a cancel record:
+ * it timed out or was aborted there) or when its asker leaves; then nothing of it is kept here
+ * (its context's signal aborts, and whatever its handler gives later is dropped). So abandoned
+ * requests cost no memory, however many there are: `answer()` tells an id that no longer waits
+ * from one never issued by the handle counter alone.
  *
  * @internal
  * @packageDocumentation
  */
 import { fromNative, QueueFullError, TooLargeError } from '../errors'
 import type { Answer, RequestHandler } from '../options'
-import { RequestContext } from '../request-context'
+import { abandon, ASKER_GAVE_UP, ASKER_LEFT, RequestContext } from '../request-context'
 import { native as binding, type NativeChannel } from './binding'
 import type { SendBuffer } from './send-buffer'
 import { describe, isThenable } from './validate'
 
 const { KIND_RESPONSE, KIND_ERROR_RESPONSE, SEND_QUEUE_FULL } = binding
 
-/** A request of the peer's being handled here. */
-interface Awaiting {
+/** A request of the peer's being handled here: its context, with what the answer needs. */
+class Incoming extends RequestContext {
   /** The peer's id of the request. */
-  wireId: number
+  readonly wireId: number
   /** The peer's generation, echoed in the answer. */
-  gen: number
+  readonly gen: number
+  readonly #answering: Answering
+
+  constructor(handle: number, wireId: number, gen: number, answering: Answering) {
+    super(handle)
+    this.wireId = wireId
+    this.gen = gen
+    this.#answering = answering
+  }
+
+  override answerLater(): number {
+    if (!this.deferred) {
+      super.answerLater()
+      this.#answering.answersLater(this)
+    }
+    return this.id
+  }
 }
 
 /** What answering needs from its channel. */
@@ -36,8 +57,10 @@ export interface AnswerHost {
 export class Answering {
   readonly #host: AnswerHost
   readonly #send: SendBuffer
-  #awaiting = new Map<number, Awaiting>()
-  #orphaned = new Set<number>()
+  /** Requests of the current peer that wait for their answers, by the peer's id. */
+  #waiting = new Map<number, Incoming>()
+  /** Those of them whose handler called answerLater(), by handle (for `answer()`). */
+  #later = new Map<number, Incoming>()
   #nextHandle = 1
 
   constructor(host: AnswerHost, send: SendBuffer) {
@@ -47,61 +70,86 @@ export class Answering {
 
   /** A request from the peer: runs the handler and answers with what it gives. */
   onRequest(wireId: number, gen: number, data: Buffer): void {
-    const handle = this.#nextHandle++
-    const a: Awaiting = { wireId, gen }
-    this.#awaiting.set(handle, a)
+    // The peer's ids are unique within its generation: no two of its requests wait under one.
+    const ctx = new Incoming(this.#nextHandle++, wireId, gen, this)
+    this.#waiting.set(wireId, ctx)
     const handler = this.#host.handler()
     if (handler === undefined) {
-      this.#reply(handle, a, new Error('the peer has no onRequest handler'), true, false)
+      this.#reply(ctx, new Error('the peer has no onRequest handler'), true, false)
       return
     }
-    const ctx = new RequestContext(handle)
     let result: Answer | Promise<Answer>
     try {
       result = handler(data, ctx)
     } catch (e) {
-      this.#reply(handle, a, e, true, false)
+      this.#reply(ctx, e, true, false)
       return
     }
     if (ctx.deferred) return
     if (isThenable(result)) {
       ;(result as Promise<Answer>).then(
-        (v) => ctx.deferred || this.#reply(handle, a, v, false, false),
-        (e) => this.#reply(handle, a, e, true, false),
+        (v) => ctx.deferred || this.#reply(ctx, v, false, false),
+        (e) => this.#reply(ctx, e, true, false),
       )
     } else {
-      this.#reply(handle, a, result as Answer, false, false)
+      this.#reply(ctx, result as Answer, false, false)
     }
+  }
+
+  /** The handler of `ctx` called answerLater(): `answer()` may find it by its handle. */
+  answersLater(ctx: Incoming): void {
+    if (this.#waiting.get(ctx.wireId) === ctx) this.#later.set(ctx.id, ctx)
+  }
+
+  /**
+   * The peer gave up on its request `wireId` of generation `gen` (it timed out or was aborted
+   * there): forget it and abort its signal. Unknown ids (answered meanwhile) are ignored.
+   */
+  cancel(wireId: number, gen: number): void {
+    const ctx = this.#waiting.get(wireId)
+    if (ctx === undefined || ctx.gen !== gen) return
+    this.#forget(ctx)
+    abandon(ctx, ASKER_GAVE_UP)
   }
 
   /**
    * `Channel.answer`: answers request `id` whose handler called `answerLater()`. Returns false
-   * when its asker has left; throws a RangeError for an id that is not waiting for an answer.
+   * for a request that no longer waits (its asker gave up or left, or it was answered): nothing
+   * is kept of such requests, so a second answer is `false` too; so is an answer for a request
+   * whose handler did not call `answerLater()`. Throws a RangeError for an id this channel never
+   * gave out.
    */
   answer(id: number, result: Buffer | Uint8Array | Error): boolean {
-    if (this.#orphaned.delete(id)) return false
-    const a = this.#awaiting.get(id)
-    if (a === undefined) throw new RangeError(`no request with id ${describe(id)} is waiting for an answer`)
-    this.#reply(id, a, result, result instanceof Error, true)
-    return true
+    const ctx = this.#later.get(id)
+    if (ctx !== undefined) {
+      this.#reply(ctx, result, result instanceof Error, true)
+      return true
+    }
+    if (Number.isInteger(id) && id >= 1 && id < this.#nextHandle) return false
+    throw new RangeError(`no request with id ${describe(id)} was received on this channel`)
   }
 
   /** The peer left: its requests here are answered to nobody. */
   peerLeft(): void {
-    for (const handle of this.#awaiting.keys()) this.#orphaned.add(handle)
-    this.#awaiting.clear()
+    const left = this.#waiting
+    this.#waiting = new Map()
+    this.#later.clear()
+    for (const ctx of left.values()) abandon(ctx, ASKER_LEFT)
+  }
+
+  /** `ctx` no longer waits: drops what is kept of it. */
+  #forget(ctx: Incoming): void {
+    this.#waiting.delete(ctx.wireId)
+    if (ctx.deferred) this.#later.delete(ctx.id)
   }
 
   /**
-   * Sends the answer to request `handle`: `failed` says `result` was thrown/rejected (or is the
+   * Sends the answer to request `ctx`: `failed` says `result` was thrown/rejected (or is the
    * Error given to `answer()`); `explicit`: called by `answer()`, so errors throw.
    */
-  #reply(handle: number, a: Awaiting, result: unknown, failed: boolean, explicit: boolean): void {
-    if (this.#awaiting.get(handle) !== a) {
-      this.#orphaned.delete(handle) // its asker left: drop the answer
-      return
-    }
-    this.#awaiting.delete(handle)
+  #reply(ctx: Incoming, result: unknown, failed: boolean, explicit: boolean): void {
+    if (this.#waiting.get(ctx.wireId) !== ctx) return // no longer waits: drop the answer
+    this.#forget(ctx)
     const native = this.#host.native()
     if (native === null) return
     let kind = KIND_RESPONSE
@@ -119,15 +167,15 @@ export class Answering {
     }
     let r: number
     try {
-      r = this.#send.submit(native, kind, a.wireId, a.gen, bytes)
+      r = this.#send.submit(native, kind, ctx.wireId, ctx.gen, bytes)
     } catch (e) {
       const err = fromNative(e)
       if (err instanceof TooLargeError) {
         r = this.#send.submit(
           native,
           KIND_ERROR_RESPONSE,
-          a.wireId,
-          a.gen,
+          ctx.wireId,
+          ctx.gen,
           Buffer.from(`answer not sent: ${err.message}`),
         )
       } else {

@@ -1,19 +1,26 @@
 /**
  * Requests of ours waiting for their answers, and their deadlines: one timer for all of them,
- * armed for the earliest deadline (no timer per request).
+ * armed for the earliest deadline (no timer per request). Requests given an AbortSignal share
+ * one 'abort' listener per signal, removed when the last of them settles.
  *
  * @internal
  * @packageDocumentation
  */
 import { performance } from 'node:perf_hooks'
 
-import { RemoteError, timedOut } from '../errors'
+import { aborted, RemoteError, timedOut } from '../errors'
 
 interface Pending {
   resolve: (b: Buffer) => void
   reject: (e: Error) => void
   deadline: number
   timeoutMs: number
+}
+
+/** The requests waiting with one signal, and the one listener that aborts them. */
+interface Watch {
+  ids: Set<number>
+  listener: () => void
 }
 
 export class PendingRequests {
@@ -23,22 +30,79 @@ export class PendingRequests {
   #stopped = false
   /** Called for a request whose deadline passed, before it rejects. */
   readonly #onTimeout: (id: number) => void
+  /** Called for a request whose signal aborted, before it rejects. */
+  readonly #onAbort: (id: number) => void
+  /** Signals of waiting requests. */
+  #watches = new Map<AbortSignal, Watch>()
 
-  constructor(onTimeout: (id: number) => void) {
+  constructor(onTimeout: (id: number) => void, onAbort: (id: number) => void) {
     this.#onTimeout = onTimeout
+    this.#onAbort = onAbort
   }
 
   get size(): number {
     return this.#pending.size
   }
 
-  /** Waits for the answer to request `id` for `timeoutMs`. */
-  add(id: number, timeoutMs: number): Promise<Buffer> {
+  /**
+   * Waits for the answer to request `id` for `timeoutMs`, or until `signal` (not aborted yet)
+   * aborts: then it rejects with an AbortError.
+   */
+  add(id: number, timeoutMs: number, signal?: AbortSignal): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
       const deadline = performance.now() + timeoutMs
-      this.#pending.set(id, { resolve, reject, deadline, timeoutMs })
+      this.#pending.set(
+        id,
+        signal === undefined
+          ? { resolve, reject, deadline, timeoutMs }
+          : this.#watched(id, signal, { resolve, reject, deadline, timeoutMs }),
+      )
       if (deadline < this.#timerAt) this.#arm(deadline)
     })
+  }
+
+  /**
+   * `p`, watching `signal`: however it settles, it stops watching first (so every way of settling
+   * a request, here or added later, leaves no listener behind).
+   */
+  #watched(id: number, signal: AbortSignal, p: Pending): Pending {
+    let w = this.#watches.get(signal)
+    if (w === undefined) {
+      const ids = new Set<number>()
+      w = { ids, listener: () => this.#aborted(signal, ids) }
+      this.#watches.set(signal, w)
+      signal.addEventListener('abort', w.listener)
+    }
+    w.ids.add(id)
+    const { resolve, reject } = p
+    p.resolve = (b) => {
+      this.#unwatch(signal, id)
+      resolve(b)
+    }
+    p.reject = (e) => {
+      this.#unwatch(signal, id)
+      reject(e)
+    }
+    return p
+  }
+
+  /** Request `id` no longer watches `signal`; the last one out removes the listener. */
+  #unwatch(signal: AbortSignal, id: number): void {
+    const w = this.#watches.get(signal)
+    if (w === undefined || !w.ids.delete(id) || w.ids.size > 0) return
+    this.#watches.delete(signal)
+    signal.removeEventListener('abort', w.listener)
+  }
+
+  /** `signal` aborted: rejects the requests waiting with it. */
+  #aborted(signal: AbortSignal, ids: Set<number>): void {
+    for (const id of [...ids]) {
+      const p = this.#pending.get(id)
+      if (p === undefined) continue
+      this.#pending.delete(id)
+      this.#onAbort(id)
+      p.reject(aborted(signal.reason))
+    }
   }
 
   /**

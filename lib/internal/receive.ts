@@ -14,6 +14,7 @@ import type { Counters } from './stats'
 
 // Module-level copies: read on every message.
 const {
+  KIND_CANCEL,
   KIND_MESSAGE,
   KIND_REQUEST,
   KIND_RESPONSE,
@@ -55,6 +56,8 @@ export interface ReceiveHost {
   streamFrame(id: number, type: number, payload: Buffer): void
   /** A request of the peer's: `gen` is to be echoed in the answer. */
   request(id: number, gen: number, payload: Buffer): void
+  /** The peer gave up on its request `id` of generation `gen`. */
+  cancel(id: number, gen: number): void
   /** An answer to request `id` of ours; says whether it settled one (false: late or unknown). */
   answer(id: number, ok: boolean, payload: Buffer): boolean
   /** A drain ended: the queues may have room again. */
@@ -171,6 +174,9 @@ export class Receiver {
           host.request(id, gen, payload)
           // Stream the answers: the asker can go on with the first ones meanwhile.
           if (++handled % ANSWER_FLUSH_EVERY === 0 && !this.#send.flushOrFail()) return settled
+          break
+        case KIND_CANCEL:
+          host.cancel(id, gen)
           break
         case KIND_RESPONSE:
         case KIND_ERROR_RESPONSE:

@@ -11,9 +11,11 @@
 import { fromNative } from '../errors'
 import { native as binding, type NativeChannel } from './binding'
 import type { Counters } from './stats'
+import { EMPTY } from './validate'
 
 // Module-level copies: read on every message.
-const { KIND_MESSAGE, KIND_REQUEST, KIND_STREAM, RECORD_ALIGN, RECORD_HEADER_BYTES, SEND_QUEUE_FULL } = binding
+const { KIND_CANCEL, KIND_MESSAGE, KIND_REQUEST, KIND_STREAM, RECORD_ALIGN, RECORD_HEADER_BYTES, SEND_QUEUE_FULL } =
+  binding
 
 /** Small messages are encoded into a send buffer of this size and go to the ring in batches. */
 const STAGE_BYTES = 64 * 1024
@@ -61,7 +63,7 @@ export class SendBuffer {
    * is over `maxQueueBytes` (nothing taken), another result when taken; throws native errors.
    */
   submit(native: NativeChannel, kind: number, id: number, gen: number, bytes: Uint8Array): number {
-    const r = this.#submitOne(native, kind, id, gen, bytes)
+    const r = this.#submitOne(native, kind, id, gen, bytes, true)
     const s = this.#stats
     if (r === SEND_QUEUE_FULL) s.queueFullRejections++
     else {
@@ -74,7 +76,18 @@ export class SendBuffer {
     return r
   }
 
-  #submitOne(native: NativeChannel, kind: number, id: number, gen: number, bytes: Uint8Array): number {
+  /**
+   * Gives up on request `id` of ours: takes it out of the native queue if none of it went out
+   * (after handing over the send buffer, which may hold it), or else sends a cancel record, which
+   * the queue takes whatever it holds (a header of 16 bytes, one per request at most).
+   */
+  withdraw(native: NativeChannel, id: number): void {
+    if (!this.flushOrFail() || native.cancel(id)) return
+    this.#submitOne(native, KIND_CANCEL, id, 0, EMPTY, false)
+  }
+
+  /** `limit`: refuse (`SEND_QUEUE_FULL`) when the queue is over `maxQueueBytes`. */
+  #submitOne(native: NativeChannel, kind: number, id: number, gen: number, bytes: Uint8Array, limit: boolean): number {
     const len = bytes.length
     if (len > STAGE_MAX_MESSAGE || len > this.#maxMessageBytes) {
       this.flush()
@@ -85,7 +98,7 @@ export class SendBuffer {
     }
     // An empty queue takes any message.
     let queued = this.nativeQueued + this.#stagedBytes
-    if (queued > 0 && queued + len > this.#maxQueueBytes) {
+    if (limit && queued > 0 && queued + len > this.#maxQueueBytes) {
       if (this.#stagedBytes === 0) return SEND_QUEUE_FULL
       this.flush() // what is staged may fit the ring: look again with the native count
       queued = this.nativeQueued

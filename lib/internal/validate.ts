@@ -49,6 +49,22 @@ export function checkFunction<F>(v: F | undefined, what: string): F | undefined 
   return v
 }
 
+/** An AbortSignal or nothing (one of another realm passes too); `what` names it in the error. */
+export function checkSignal(v: unknown, what: string): AbortSignal | undefined {
+  if (v === undefined || v instanceof AbortSignal) return v
+  const s = v as AbortSignal | null
+  if (
+    s !== null &&
+    typeof s === 'object' &&
+    typeof s.aborted === 'boolean' &&
+    typeof s.addEventListener === 'function' &&
+    typeof s.removeEventListener === 'function'
+  ) {
+    return s
+  }
+  throw new TypeError(`${what} must be an AbortSignal, got ${describe(v)}`)
+}
+
 /** Bytes to send: a Buffer or another Uint8Array. */
 export function toBytes(data: unknown, what: string): Uint8Array {
   if (data instanceof Uint8Array) return data

@@ -36,11 +36,14 @@ pub enum Kind {
     /// A frame of a stream: `id` is the stream id, `gen` carries the frame type (the layer
     /// above defines both).
     Stream = 7,
+    /// The asker no longer waits for request `id` (it timed out or was aborted): the answering
+    /// side drops it, and an answer it gives later goes nowhere. No payload (one is ignored).
+    Cancel = 8,
 }
 
 impl Kind {
     /// Every kind, in the order of its number: `ALL[i] as u8 == i + 1` (checked at compile time).
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Request,
         Kind::Response,
         Kind::ErrorResponse,
@@ -48,6 +51,7 @@ impl Kind {
         Kind::Hello,
         Kind::Pad,
         Kind::Stream,
+        Kind::Cancel,
     ];
 
     /// The kind numbered `v`, if there is one.
@@ -61,7 +65,7 @@ impl Kind {
     pub const fn is_sendable(self) -> bool {
         matches!(
             self,
-            Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message | Kind::Stream
+            Kind::Request | Kind::Response | Kind::ErrorResponse | Kind::Message | Kind::Stream | Kind::Cancel
         )
     }
 
@@ -329,7 +333,7 @@ pub(crate) mod tests {
             assert_eq!(RecordHeader::decode(&h.encode()).unwrap(), h);
         }
         let sendable: Vec<u8> = Kind::ALL.iter().filter(|k| k.is_sendable()).map(|&k| k as u8).collect();
-        assert_eq!(sendable, [1, 2, 3, 4, 7]);
+        assert_eq!(sendable, [1, 2, 3, 4, 7, 8]);
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub enum Payload {
 pub struct Delivered {
     pub kind: Kind,
     pub id: u64,
-    /// For requests: the low 16 bits of the sender's generation, to be echoed in the answer.
+    /// For requests: the low 16 bits of the sender's generation, to be echoed in the answer
+    /// (the same for cancels).
     pub gen: u16,
     pub payload: Payload,
     /// Ring index just past its last record (for a batch kept by a blocking request).
@@ -231,9 +232,10 @@ impl Channel {
             let is_answer = h.kind.is_answer();
             let stale = is_answer && h.gen != self.my_gen as u16;
             let wanted = is_answer && want == Some(h.id);
-            // Requests carry the sender's generation (echoed in answers); stream frames their type.
+            // Requests carry the sender's generation (echoed in answers), and so do cancels (the
+            // request they name is the one of that generation); stream frames carry their type.
             let gen = match h.kind {
-                Kind::Request => self.rx_gen as u16,
+                Kind::Request | Kind::Cancel => self.rx_gen as u16,
                 Kind::Stream => h.gen,
                 _ => 0,
             };

@@ -247,6 +247,20 @@ impl Channel {
         self.queue.cancel(id)
     }
 
+    /// Gives up on request `id`: removes it from the queue if none of it went out; otherwise
+    /// tells the peer with a [`Kind::Cancel`] record, which the queue takes whatever it holds (a
+    /// header of 16 bytes, one per request at most).
+    pub fn withdraw(&mut self, id: u64) -> Result<(), Error> {
+        if self.cancel(id) {
+            return Ok(());
+        }
+        self.usable()?;
+        self.refresh_peer();
+        self.send_one(Kind::Cancel, id, 0, &[], false)?;
+        self.publish();
+        Ok(())
+    }
+
     /// Does a message go straight to the ring (nothing waits before it, and a peer reads)?
     fn writes_directly(&self) -> bool {
         self.queue.is_empty() && self.peer.tx.is_some()

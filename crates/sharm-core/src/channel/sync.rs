@@ -3,7 +3,7 @@
 //! While it waits, this thread drains the incoming ring itself (the wake-up thread is not
 //! involved); whatever else arrives is kept for the next poll, in order. It gives up when the
 //! peer leaves without answering (the request is cancelled if it has not gone out) or when the
-//! timeout passes.
+//! timeout passes (the request is cancelled, or the peer is told with a cancel record).
 //! How it waits between looks is the wake-up policy's ([`super::wake::IdleWait`]).
 
 use std::time::{Duration, Instant};
@@ -44,7 +44,8 @@ impl Channel {
             self.flush()?;
             let now = Instant::now();
             if now >= deadline {
-                self.cancel(id);
+                // The peer may have it: tell it that nobody waits any more.
+                self.withdraw(id)?;
                 return Err(Error::Timeout(timeout.as_millis().min(u32::MAX as u128) as u32));
             }
             if self.rx.read_index() != before {

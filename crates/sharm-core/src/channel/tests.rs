@@ -306,4 +306,59 @@ fn a_segment_whose_creator_died_half_way_is_taken_over() {
     ch.close();
     drop(ch);
     assert!(!std::path::Path::new(&path).exists());
+/// Kinds and ids of what `b` has received until `until` holds (at most 5 s).
+fn received_until(b: &mut Channel, until: impl Fn(&[(Kind, u64, u16)]) -> bool) -> Vec<(Kind, u64, u16)> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while !until(&got) {
+        assert!(Instant::now() < deadline, "got {got:?}");
+        for m in b.poll().unwrap().messages {
+            got.push((m.kind, m.id, m.gen));
+        }
+    }
+    got
+}
+
+#[test]
+fn a_withdrawn_request_is_taken_from_the_queue_or_followed_by_a_cancel_with_the_askers_generation() {
+    let (mut a, mut b) = pair(&format!("withdraw-{}", std::process::id()), 4096);
+    a.poll().unwrap();
+    // In the ring already: the peer gets the request, then a cancel naming it.
+    a.send(Kind::Request, 5, 0, b"question").unwrap();
+    a.withdraw(5).unwrap();
+    let got = received_until(&mut b, |g| g.len() == 2);
+    let gen = got[0].2;
+    assert_ne!(gen, 0, "the asker's generation");
+    assert_eq!(got, vec![(Kind::Request, 5, gen), (Kind::Cancel, 5, gen)]);
+    // Still queued (the peer does not read): it is taken out and nothing is sent for it.
+    while a.queued_bytes() == 0 {
+        a.send(Kind::Message, 0, 0, b"fill").unwrap();
+    }
+    a.send(Kind::Request, 6, 0, b"queued").unwrap();
+    let queued = a.queued_bytes();
+    a.withdraw(6).unwrap();
+    assert_eq!(a.queued_bytes(), queued - 6);
+    a.send(Kind::Message, 1, 0, b"last").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while !got.contains(&(Kind::Message, 1, 0)) {
+        assert!(Instant::now() < deadline, "got {got:?}");
+        a.poll().unwrap();
+        got.extend(b.poll().unwrap().messages.iter().map(|m| (m.kind, m.id, m.gen)));
+    }
+    assert!(got.iter().all(|m| m.0 == Kind::Message), "{got:?}");
+}
+
+#[test]
+fn a_sync_request_that_times_out_is_followed_by_a_cancel() {
+    let (mut a, mut b) = pair(&format!("sync-cancel-{}", std::process::id()), 4096);
+    a.poll().unwrap();
+    let e = a.request_sync(9, b"question", Duration::from_millis(30)).unwrap_err();
+    assert!(matches!(e, Error::Timeout(30)), "{e}");
+    let got = received_until(&mut b, |g| g.len() == 2);
+    assert_eq!(
+        got.iter().map(|m| (m.0, m.1)).collect::<Vec<_>>(),
+        [(Kind::Request, 9), (Kind::Cancel, 9)]
+    );
+    assert_eq!(got[0].2, got[1].2);
 }
