@@ -306,6 +306,8 @@ fn a_segment_whose_creator_died_half_way_is_taken_over() {
     ch.close();
     drop(ch);
     assert!(!std::path::Path::new(&path).exists());
+}
+
 /// Kinds and ids of what `b` has received until `until` holds (at most 5 s).
 fn received_until(b: &mut Channel, until: impl Fn(&[(Kind, u64, u16)]) -> bool) -> Vec<(Kind, u64, u16)> {
     let deadline = Instant::now() + Duration::from_secs(5);
