@@ -144,7 +144,7 @@ test('a request made while the peer is killed and replaced is answered by the ne
   }
   t.log(`${outcomes.size} requests, ${failed} failed with the peer they went to, 20 kills`)
   t.is(bothFailedAndRun, 0, 'a request that failed with a peer ran on another one')
-  t.is(unsentButRun, 0, "a request said to have never reached the peer ran")
+  t.is(unsentButRun, 0, 'a request said to have never reached the peer ran')
   t.true(outcomes.size > 100)
   peer.kill()
   await peer.exited
@@ -246,7 +246,11 @@ test('every accepted message is delivered or handed back through 20 SIGKILLs of 
 })
 
 /** Checks the delivery equation: each message delivered once or handed back, never both, none missing. */
-function settle(accepted: number, delivered: Set<number>, reports: Array<{ undelivered: Buffer[]; inDoubt: Buffer[] }>) {
+function settle(
+  accepted: number,
+  delivered: Set<number>,
+  reports: Array<{ undelivered: Buffer[]; inDoubt: Buffer[] }>,
+) {
   const back = new Set<number>()
   const doubt = new Set<number>()
   for (const r of reports) {

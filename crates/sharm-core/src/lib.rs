@@ -25,7 +25,8 @@ pub mod ring;
 pub mod segment;
 
 pub use channel::{
-    ArenaSink, Batch, Channel, ChannelOptions, Delivered, Departure, Payload, PeerEvent, PollInfo, SendOutcome, Waker, LARGE,
+    ArenaSink, Batch, Channel, ChannelOptions, Delivered, Departure, Payload, PeerEvent, PollInfo, SendOutcome, Waker,
+    LARGE,
 };
 pub use error::{Error, ProtocolError};
 pub use record::{Kind, ALIGN, HEADER_LEN};

@@ -96,7 +96,10 @@ fn two_processes_exchange_requests_answers_and_messages() {
         assert!(Instant::now() < deadline, "no departure among {events:?}");
         events.extend(ch.poll().unwrap().events);
     }
-    let gens: Vec<_> = events.iter().map(|e| (matches!(e, PeerEvent::Joined { .. }), e.generation())).collect();
+    let gens: Vec<_> = events
+        .iter()
+        .map(|e| (matches!(e, PeerEvent::Joined { .. }), e.generation()))
+        .collect();
     assert_eq!(gens.last().map(|g| g.0), Some(false), "{events:?}");
     ch.close();
     drop(ch);

@@ -203,7 +203,9 @@ impl Channel {
         // Limits count bytes consumed: records that deliver nothing (stale answers, chunks) must
         // not keep this loop, and the JS thread, busy forever.
         while self.rx.read_index().wrapping_sub(started_at) < limit {
-            let Some(p) = self.rx.peek()? else { return Ok(Stop::Empty) };
+            let Some(p) = self.rx.peek()? else {
+                return Ok(Stop::Empty);
+            };
             let h = p.header;
             if h.kind == Kind::Hello {
                 self.rx.consume(&p);
@@ -390,7 +392,9 @@ impl Channel {
                 break;
             }
             match std::mem::replace(&mut m.payload, Payload::Owned(Vec::new())) {
-                Payload::Inline { offset, len } => sink.put_inline(m.kind, m.id, m.gen, &pending.data[offset..offset + len]),
+                Payload::Inline { offset, len } => {
+                    sink.put_inline(m.kind, m.id, m.gen, &pending.data[offset..offset + len])
+                }
                 Payload::Owned(v) => sink.put_owned(m.kind, m.id, m.gen, v),
             }
             last_end = Some(m.end);

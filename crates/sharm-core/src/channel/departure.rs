@@ -72,7 +72,8 @@ impl Channel {
         };
         self.publish();
         self.read_back(t.from, true, &mut d);
-        self.queue.take_for_departure(&mut d.undelivered, &mut d.requests_unsent);
+        self.queue
+            .take_for_departure(&mut d.undelivered, &mut d.requests_unsent);
         d
     }
 

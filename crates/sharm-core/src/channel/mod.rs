@@ -65,10 +65,10 @@ mod sync;
 mod tests;
 mod wake;
 
+pub use deliver::{ArenaSink, Batch, Delivered, Payload, PollInfo, LARGE};
 pub use departure::Departure;
 use peer::Peer;
 pub use peer::PeerEvent;
-pub use deliver::{ArenaSink, Batch, Delivered, Payload, PollInfo, LARGE};
 use send::SendQueue;
 pub use send::STAGED_HEADER;
 pub use wake::{Waker, LIVENESS_INTERVAL};

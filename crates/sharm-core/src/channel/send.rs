@@ -154,7 +154,9 @@ impl SendQueue {
                 }
                 false
             }
-            Outgoing::Message { kind, id, data, sent, .. } => {
+            Outgoing::Message {
+                kind, id, data, sent, ..
+            } => {
                 match kind {
                     Kind::Message => messages.push(std::mem::take(data)),
                     Kind::Request => requests.push(*id),

@@ -116,7 +116,11 @@ fn what_waits_in_the_queue_when_the_peer_leaves_is_handed_back_not_sent_to_the_n
     encode(&mut records, Kind::Message, 0, b"m2");
     let before = a.queued_bytes();
     a.send_batch(&records).unwrap();
-    assert_eq!(a.queued_bytes() - before, 2 + 7 + 7 + 6 + 2, "the batch waits as a block");
+    assert_eq!(
+        a.queued_bytes() - before,
+        2 + 7 + 7 + 6 + 2,
+        "the batch waits as a block"
+    );
     assert!(a.cancel(7));
     assert!(!a.cancel(7));
     assert_eq!(a.queued_bytes() - before, 2 + 7 + 6 + 2);
@@ -220,7 +224,9 @@ fn a_newcomer_reads_nothing_meant_for_its_predecessor_before_the_writer_accounte
         let batch = c.poll().unwrap();
         if let Some(m) = batch.messages.first() {
             assert_eq!(batch.messages.len(), 1);
-            let Payload::Inline { offset, len } = m.payload else { panic!() };
+            let Payload::Inline { offset, len } = m.payload else {
+                panic!()
+            };
             assert_eq!(&batch.data[offset..offset + len], b"for c");
             break;
         }
@@ -238,14 +244,22 @@ fn a_peer_that_left_before_the_first_poll_is_joined_then_left_in_order() {
     p.close();
     let b = n.poll().unwrap();
     assert!(!n.peer_connected());
-    let mut events: Vec<_> = b.events.iter().map(|e| (matches!(e, PeerEvent::Joined { .. }), e.generation())).collect();
+    let mut events: Vec<_> = b
+        .events
+        .iter()
+        .map(|e| (matches!(e, PeerEvent::Joined { .. }), e.generation()))
+        .collect();
     let mut messages = b.messages.len();
     // The departure comes after the message the peer wrote before it left.
     while events.len() < 2 {
         let b = n.poll().unwrap();
         assert!(b.messages.is_empty() || events.len() == 1);
         messages += b.messages.len();
-        events.extend(b.events.iter().map(|e| (matches!(e, PeerEvent::Joined { .. }), e.generation())));
+        events.extend(
+            b.events
+                .iter()
+                .map(|e| (matches!(e, PeerEvent::Joined { .. }), e.generation())),
+        );
     }
     assert_eq!(events, [(true, pg), (false, pg)]);
     assert_eq!(messages, 1);
