@@ -254,6 +254,11 @@ fn bytes_of<'a>(b: &'a Batch, p: &'a Payload) -> &'a [u8] {
     }
 }
 
+/// Did the peer leave (a departure among the batch's events)?
+fn left(b: &sharm_core::Batch) -> bool {
+    b.events.iter().any(|e| matches!(e, sharm_core::PeerEvent::Left(_)))
+}
+
 /// Sends a message; if part of it had to wait in the queue, busy-polls until it is all in the
 /// ring, so the queue never holds more than one message.
 fn send_all(ch: &mut Channel, kind: Kind, id: u64, data: &[u8]) {
@@ -264,7 +269,7 @@ fn send_all(ch: &mut Channel, kind: Kind, id: u64, data: &[u8]) {
                 std::thread::yield_now();
             }
             let b = ch.poll().unwrap();
-            assert!(!b.events.disconnected, "the peer left");
+            assert!(!left(&b), "the peer left");
             assert!(t0.elapsed() < PATIENCE, "the peer stopped reading");
         }
     }
@@ -276,7 +281,7 @@ fn await_answer(ch: &mut Channel, id: u64) {
     loop {
         if ch.spin_for_work(SPIN) {
             let b = ch.poll().unwrap();
-            assert!(!b.events.disconnected, "the peer left");
+            assert!(!left(&b), "the peer left");
             if b.messages.iter().any(|m| m.kind == Kind::Response && m.id == id) {
                 return;
             }
@@ -358,7 +363,7 @@ fn run_peer(name: &str) {
             continue;
         }
         let b = ch.poll().unwrap();
-        if b.events.disconnected {
+        if left(&b) {
             break;
         }
         for m in &b.messages {
