@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 
 import test from 'ava'
 
@@ -233,20 +236,18 @@ test.serial('a request to a killed peer rejects with ERR_SHARM_PEER_GONE within 
 })
 
 test('requestSync on both sides at once ends in two timeouts, and both channels still work', async (t) => {
-  const { ch, peer } = await pair('echo', { onRequest: (d: Buffer) => d })
-  // The peer blocks from t0 to t0 + 1000 ms, this side from t0 + 300 to t0 + 700 ms: each one's
-  // request reaches the other while it is blocked. This side then stays busy until the peer has
-  // given up too, so neither can answer the other in time.
-  const t0 = Date.now() + 300
-  const busyUntil = (at: number) => {
-    while (Date.now() < at);
-  }
-  t.true((await peer.cmd({ op: 'requestSyncAt', at: t0, timeoutMs: 1000 })).scheduled)
-  const peerResult = peer.next()
-  busyUntil(t0 + 300)
-  t.throws(() => ch.requestSync(Buffer.from('mine'), { timeoutMs: 400 }), { instanceOf: TimeoutError })
-  busyUntil(t0 + 1200)
-  t.is((await peerResult).syncResult, 'ERR_SHARM_TIMEOUT')
+  // This side blocks in requestSync; the peer's handler for that request blocks in a requestSync
+  // back at this side and never answers. Neither can answer the other: both time out. This side
+  // then stays blocked (reading the peer's report from a file, without its event loop) until the
+  // peer's requestSync has ended, so the outcome does not depend on how the two are scheduled.
+  const reportFile = path.join(mkdtempSync(path.join(tmpdir(), 'sharmipc-sync-')), 'peer-result')
+  const name = uniqueName(PREFIX)
+  const ch = open(name, { onRequest: (d: Buffer) => d })
+  const peer = await spawnPeer(name, 'sync-back', { reportFile })
+  await ch.waitForPeer(5000)
+  t.throws(() => ch.requestSync(Buffer.from('500'), { timeoutMs: 3000 }), { instanceOf: TimeoutError })
+  while (!existsSync(reportFile));
+  t.is(readFileSync(reportFile, 'utf8'), 'ERR_SHARM_TIMEOUT')
   t.is((await ch.request(Buffer.from('after'))).toString(), 'after')
   t.deepEqual(await peer.cmd({ op: 'request', data: 'from peer', timeoutMs: 2000 }), { answer: 'from peer' })
   await done(ch, peer)

@@ -1,12 +1,13 @@
 // A second process for the tests: opens a channel and does what the test tells it over the
 // child_process IPC pipe. Usage: node --import tsx peer.ts <name> <mode> [optionsJson]
+import { writeFileSync } from 'node:fs'
 import { Readable } from 'node:stream'
 
 import { open, type Channel, type OpenOptions, type StreamHandler } from '../../index'
 import { pattern } from './index'
 
 const [name, mode, optionsJson] = process.argv.slice(2)
-const options: OpenOptions = JSON.parse(optionsJson ?? '{}')
+const { reportFile, ...options }: OpenOptions & { reportFile?: string } = JSON.parse(optionsJson ?? '{}')
 const reply = (m: unknown) => process.send!(m)
 
 let received = 0
@@ -96,6 +97,22 @@ function handlerFor(m: string): OpenOptions['onRequest'] {
     case 'silent':
       return (_data, ctx) => {
         ctx.answerLater()
+      }
+    case 'sync-back':
+      // For a request whose data is a number: blocks in a requestSync of its own back at the asker (timeout: the request's data, in
+      // ms), never answers the request, and writes how its requestSync ended into the file named
+      // by the options' `reportFile`, synchronously (the asker reads it without its event loop).
+      // Other requests are echoed.
+      return (data, ctx) => {
+        if (!/^\d+$/.test(data.toString())) return data
+        ctx.answerLater()
+        let result = 'answered'
+        try {
+          ch!.requestSync(Buffer.from('back'), { timeoutMs: Number(data.toString()) })
+        } catch (e) {
+          result = (e as { code?: string }).code ?? String(e)
+        }
+        writeFileSync(reportFile!, result)
       }
     case 'cancel':
       // What it does is named by the request's first byte: 'p'ing and 'e'cho answer at once,
