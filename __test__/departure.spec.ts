@@ -4,11 +4,11 @@
 // kill (see helpers/restart-peer.ts).
 import { fork, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 
-import test from 'ava'
+import test, { type ExecutionContext } from 'ava'
 
 import { open, PeerGoneError, type DisconnectInfo } from '../index'
 import { killAllPeers, uniqueName } from './helpers'
@@ -82,6 +82,15 @@ function busyFor(ms: number): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/**
+ * Ends a test whose last process may have been killed: the next open of the name finds no live
+ * side, removes the stale segment and creates a fresh one, which its close removes.
+ */
+async function reclaim(t: ExecutionContext, name: string, segment: string): Promise<void> {
+  await open(name).close()
+  t.false(existsSync(`/dev/shm${segment}`), `segment ${segment} left behind`)
+}
+
 test('a request made while the peer is killed and replaced is answered by the new peer or fails with the old one, never both', async (t) => {
   t.timeout(170_000)
   const name = uniqueName(PREFIX)
@@ -148,7 +157,9 @@ test('a request made while the peer is killed and replaced is answered by the ne
   t.true(outcomes.size > 100)
   peer.kill()
   await peer.exited
+  const segment = ch.segmentName
   await ch.close()
+  await reclaim(t, name, segment)
 })
 
 test('a peer that leaves before the newcomer’s first turn gives connect then disconnect, and leaves it disconnected', async (t) => {
@@ -168,7 +179,9 @@ test('a peer that leaves before the newcomer’s first turn gives connect then d
   t.false(ch.connected)
   await t.throwsAsync(ch.waitForPeer(300), { code: 'ERR_SHARM_TIMEOUT' })
   await peer.exited
+  const segment = ch.segmentName
   await ch.close()
+  await reclaim(t, name, segment)
 })
 
 test('every accepted message is delivered or handed back through 20 SIGKILLs of the receiver', async (t) => {
@@ -220,6 +233,7 @@ test('every accepted message is delivered or handed back through 20 SIGKILLs of 
   await sender
   // The last receiver stays: close waits until it delivered everything (or hands back the rest).
   await sleep(200)
+  const segment = ch.segmentName
   await ch.close()
   const closing = peer.child.send({ op: 'close' })
   t.true(closing)
@@ -243,6 +257,7 @@ test('every accepted message is delivered or handed back through 20 SIGKILLs of 
   t.is(twice, 0, 'messages delivered twice')
   t.is(partial, 0)
   t.true(handedBack.size + inDoubt.size > 0, 'the kills caught messages in flight')
+  await reclaim(t, name, segment)
 })
 
 /** Checks the delivery equation: each message delivered once or handed back, never both, none missing. */
@@ -270,6 +285,7 @@ for (const how of ['killed', 'frozen'] as const) {
   test(`a closing sender whose receiver is ${how} during the close hands back what was not delivered`, async (t) => {
     const name = uniqueName(PREFIX)
     const ch = open(name, { capacity: 64 * 1024 })
+    const segment = ch.segmentName
     const peer = await startPeer(name)
     await peer.open()
     await ch.waitForPeer(5000)
@@ -308,5 +324,6 @@ for (const how of ['killed', 'frozen'] as const) {
     t.is(missing, 0)
     t.is(both, 0)
     if (how === 'frozen') t.true(doubt.size > 0, 'what was in the ring of a live reader is in doubt')
+    await reclaim(t, name, segment)
   })
 }
