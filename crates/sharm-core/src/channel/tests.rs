@@ -95,12 +95,7 @@ fn departure_of(ch: &mut Channel) -> (Vec<PeerEvent>, Departure) {
 #[test]
 fn what_waits_in_the_queue_when_the_peer_leaves_is_handed_back_not_sent_to_the_next_one() {
     let name = format!("batch-queue-{}", std::process::id());
-    let opts = ChannelOptions {
-        capacity: 4096,
-        ..Default::default()
-    };
-    let mut a = Channel::open(&name, opts.clone()).unwrap();
-    let mut b = Channel::open(&name, opts.clone()).unwrap();
+    let (mut a, mut b) = pair(&name, 4096);
     a.poll().unwrap();
     // The peer does not read: fill the ring until messages queue up.
     let mut fills = 0;
@@ -137,7 +132,7 @@ fn what_waits_in_the_queue_when_the_peer_leaves_is_handed_back_not_sent_to_the_n
     assert_eq!(d.requests_through, 8);
     assert_eq!(a.queued_bytes(), 0);
     // A newcomer gets none of it, only what is sent after.
-    let mut c = Channel::open(&name, opts).unwrap();
+    let mut c = Channel::open(&name, a.opts.clone()).unwrap();
     a.poll().unwrap();
     a.send(Kind::Message, 0, 0, b"new").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -198,12 +193,7 @@ fn a_departure_says_which_messages_were_delivered_in_doubt_or_never_taken() {
 #[test]
 fn a_newcomer_reads_nothing_meant_for_its_predecessor_before_the_writer_accounted_for_it() {
     let name = format!("welcome-{}", std::process::id());
-    let opts = ChannelOptions {
-        capacity: 4096,
-        ..Default::default()
-    };
-    let mut a = Channel::open(&name, opts.clone()).unwrap();
-    let mut b = Channel::open(&name, opts.clone()).unwrap();
+    let (mut a, mut b) = pair(&name, 4096);
     a.poll().unwrap();
     for i in 0..10u8 {
         a.send(Kind::Message, 0, 0, &[i]).unwrap();
@@ -211,7 +201,7 @@ fn a_newcomer_reads_nothing_meant_for_its_predecessor_before_the_writer_accounte
     b.close();
     drop(b);
     // The newcomer attaches before the writer looked: it must wait for the welcome.
-    let mut c = Channel::open(&name, opts).unwrap();
+    let mut c = Channel::open(&name, a.opts.clone()).unwrap();
     assert!(c.poll().unwrap().messages.is_empty());
     let (joined, d) = departure_of(&mut a);
     assert!(joined.is_empty(), "{joined:?}");

@@ -13,7 +13,7 @@
 //!   `index & (capacity - 1)`.
 //! - Who only looks: a [`RingWatch`] (from [`Producer::watch`] or [`Consumer::watch`]) reads both
 //!   indices and sets the two sleep flags below; it never reads or writes records or indices.
-//!   The wake-up thread holds one per ring. [`Producer::unreleased`] lets the producer read back
+//!   The wake-up thread holds one per ring. [`Producer::backlog`] lets the producer read back
 //!   its own records that the consumer has not released, without storing anything.
 //! - Full: [`Producer::try_push`] returns `false` and writes nothing. Empty: [`Consumer::peek`]
 //!   returns `None`. Neither blocks and neither takes a lock.
@@ -307,18 +307,6 @@ impl Producer {
         self.mem.watch().set_writer_waiting();
     }
 
-    /// Headers of the records this producer published that the consumer has not released yet,
-    /// oldest first. Reads our own records back, stores nothing; the walk ends early at anything
-    /// that does not check out (the consumer's index is not ours to trust).
-    pub fn unreleased(&self) -> Unreleased<'_> {
-        let c = self.mem.control();
-        Unreleased {
-            mem: &self.mem,
-            read: c.consumer.read.load(Ordering::Acquire),
-            write: c.producer.write.load(Ordering::Acquire),
-        }
-    }
-
     /// Tells the consumer of generation `consumer` that its records start at the current write
     /// index and come from producer generation `producer`. Publish first: what was written
     /// before is not for it.
@@ -504,33 +492,6 @@ impl Producer {
 
     pub fn write_index(&self) -> u64 {
         self.write
-    }
-}
-
-/// See [`Producer::unreleased`].
-pub struct Unreleased<'a> {
-    mem: &'a RingMem,
-    read: u64,
-    write: u64,
-}
-
-impl Iterator for Unreleased<'_> {
-    type Item = RecordHeader;
-
-    fn next(&mut self) -> Option<RecordHeader> {
-        loop {
-            let avail = self.write.wrapping_sub(self.read);
-            if avail == 0 || avail > self.mem.capacity as u64 {
-                return None;
-            }
-            match self.mem.locate(self.read, avail).ok()? {
-                Located::Skip(n) => self.read = self.read.wrapping_add(n as u64),
-                Located::Record(p) => {
-                    self.read = self.read.wrapping_add(p.size as u64);
-                    return Some(p.header);
-                }
-            }
-        }
     }
 }
 

@@ -158,17 +158,17 @@ fn the_producer_reads_back_what_the_consumer_has_not_released() {
         }
         p.publish();
     }
-    let ids: Vec<u64> = p.unreleased().map(|h| h.id).collect();
+    let ids: Vec<u64> = p.backlog(0).map(|r| r.header.id).collect();
     assert_eq!(ids, [2, 3, 4, 5]);
     while pop(&mut c).is_some() {}
-    assert_eq!(p.unreleased().count(), 0);
+    assert_eq!(p.backlog(0).count(), 0);
     assert!(p.try_push(hdr(Kind::Message, 6), &[], b"unpublished").unwrap());
-    assert_eq!(p.unreleased().count(), 0, "only what was published");
+    assert_eq!(p.backlog(0).count(), 0, "only what was published");
     p.publish();
-    assert_eq!(p.unreleased().map(|h| h.id).collect::<Vec<_>>(), [6]);
+    assert_eq!(p.backlog(0).map(|r| r.header.id).collect::<Vec<_>>(), [6]);
     // A consumer index the producer cannot trust ends the walk.
     t.control().consumer.read.store(1 << 40, Ordering::SeqCst);
-    assert_eq!(p.unreleased().count(), 0);
+    assert_eq!(p.backlog(0).count(), 0);
 }
 
 #[test]
