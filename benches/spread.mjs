@@ -441,6 +441,21 @@ async function costMain(o) {
   )
 }
 
+export const USAGE = `usage: sharmipc bench --spread [--quick] [--rounds N] [--ms N] [--only ID[,ID...]] [--layouts L[,L...]]
+                              [--options JSON]
+       sharmipc bench --spread --cost [--channels N] [--capacity BYTES[,BYTES...]]
+
+  Spreading load over several channels: the same load laid out as K channels between two processes
+  (channels:K), K pairs of processes (processes:K) or K pairs of worker threads (workers:K), side by
+  side; default layouts ${DEFAULT_LAYOUTS}.
+  --cost: what each channel costs (threads, memory, /dev/shm) with N channels (default 100).
+  scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}`
+
+/** A bad command line (shown with the usage, exit code 2). */
+class UsageError extends Error {
+  name = 'UsageError'
+}
+
 function parseArgs(argv) {
   const o = { quick: false, rounds: 3, ms: 1000, only: null, layouts: DEFAULT_LAYOUTS, cost: false }
   o.channels = 100
@@ -450,12 +465,12 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     const value = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`)
+      if (i + 1 >= argv.length) throw new UsageError(`${a} needs a value`)
       return argv[++i]
     }
     const positive = (v) => {
       const x = Number(v)
-      if (!Number.isInteger(x) || x <= 0) throw new Error(`${a} needs a positive integer, got ${v}`)
+      if (!Number.isInteger(x) || x <= 0) throw new UsageError(`${a} needs a positive integer, got ${v}`)
       return x
     }
     if (a === '--quick') o.quick = true
@@ -467,8 +482,9 @@ function parseArgs(argv) {
     else if (a === '--options') o.options = JSON.parse(value())
     else if (a === '--channels') o.channels = positive(value())
     else if (a === '--capacity') o.capacity = value().split(',').map(positive)
+    else if (a === '--help' || a === '-h') o.help = true
     else {
-      throw new Error(
+      throw new UsageError(
         `unknown option ${a}; expected --quick, --rounds N, --ms N, --only ID, --layouts L, --options JSON, --cost, --channels N, --capacity BYTES`,
       )
     }
@@ -480,6 +496,10 @@ function parseArgs(argv) {
 
 export async function main(argv) {
   const o = parseArgs(argv)
+  if (o.help) {
+    console.log(USAGE)
+    return
+  }
   openOptions = o.options ?? {}
   return o.cost ? costMain(o) : spreadMain(o)
 }
@@ -507,6 +527,10 @@ if (!isMainThread) {
   process.on('disconnect', () => process.exit(0))
 } else if (process.argv[1] === self) {
   main(process.argv.slice(2)).catch((e) => {
+    if (e.name === 'UsageError') {
+      console.error(`spread: ${e.message}\n\n${USAGE}`)
+      process.exit(2)
+    }
     console.error(`\nspread bench failed: ${e?.stack ?? e}`)
     process.exit(1)
   })
