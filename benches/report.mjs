@@ -195,14 +195,11 @@ export function tableLines(report, { goals = false, width = 120 } = {}) {
 export function markdownTables(report, { goals = false } = {}) {
   const all = report.rows.map(cells)
   const cols = usedColumns(all).map(([k, h]) => [k, k === 'ipc' ? 'child_process IPC' : h])
-  const bold = all.map((c) => ({ ...c, ratio: c.ratio && `**${c.ratio}**` }))
-  const lines = [
-    ...grid(
-      cols.map(([, h]) => h),
-      bold.map((c) => cols.map(([k]) => c[k])),
-      { markdown: true },
-    ),
-  ]
+  const lines = grid(
+    cols.map(([, h]) => h),
+    all.map((c) => cols.map(([k]) => c[k].replace(/\*$/, '\\*'))),
+    { markdown: true },
+  )
   const lat = latencyLines(report)
   if (lat.length > 0) {
     lines.push('', 'Round-trip latency of sequential RPC (µs):', '')
@@ -210,5 +207,7 @@ export function markdownTables(report, { goals = false } = {}) {
       ...grid(['scenario', 'transport', 'p50', 'p99', 'p99.9'], lat, { markdown: true, right: new Set([2, 3, 4]) }),
     )
   }
+  lines.push('', ...notes(all).map((n) => `${n.charAt(0).toUpperCase()}${n.slice(1)}`))
+  if (goals) lines.push('', "The project's goals:", '', ...goalLines(report).map((l) => `- ${l}`))
   return lines
 }
