@@ -13,7 +13,7 @@ const textWidth = (text) => text.length * 6.6
 
 /**
  * @param report the bench report
- * @param options.goals mark the project's goals (a dashed line on sharmipc's bar)
+ * @param options.goals mark the project's goals (a red triangle over sharmipc's bar)
  * @returns the SVG text, or null when the report has no row to chart
  */
 export function chart(report, { goals = false } = {}) {
@@ -48,6 +48,7 @@ export function chart(report, { goals = false } = {}) {
   const grid = []
   const bars = []
   const labels = []
+  const marks = []
   const out = []
   out.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="DejaVu Sans, Arial, sans-serif" font-size="11">`,
@@ -67,8 +68,8 @@ export function chart(report, { goals = false } = {}) {
     lx += 16 + textWidth(TRANSPORTS[id] ?? id) + 18
   }
   if (goals) {
-    out.push(`<line x1="${lx}" y1="57" x2="${lx}" y2="69" stroke="#c00" stroke-dasharray="3,2"/>`)
-    out.push(`<text x="${lx + 6}" y="67">goal of the project</text>`)
+    out.push(`<path d="M${lx} 59L${lx + 10} 59L${lx + 5} 66Z" fill="#c00"/>`)
+    out.push(`<text x="${lx + 14}" y="67">goal of the project</text>`)
   }
   // Axis titles: the rows (left), the ratio (below).
   out.push(
@@ -119,18 +120,17 @@ export function chart(report, { goals = false } = {}) {
         `<text x="${tx}" y="${y0 + barH - 1}" textLength="${w}" lengthAdjust="spacingAndGlyphs">${text}</text>`,
       )
       if (goals && k === 0) {
+        // The goal: a small red triangle over sharmipc's bar, in the gap above it, drawn last.
         const g = /^≥ ([\d.]+)x/.exec(r.goal ?? '')
         if (g) {
           const gx = x(Number(g[1]))
-          grid.push(
-            `<line x1="${gx}" y1="${y0 - 2}" x2="${gx}" y2="${y0 + barH + 2}" stroke="#c00" stroke-width="1.5" stroke-dasharray="3,2"/>`,
-          )
+          marks.push(`<path d="M${gx - 4} ${y0 - 6}L${gx + 4} ${y0 - 6}L${gx} ${y0 - 1}Z" fill="#c00"/>`)
         }
       }
     })
     y += h
   }
-  out.push(...grid, ...bars, ...labels)
+  out.push(...grid, ...bars, ...labels, ...marks)
   if (notCharted.length > 0) {
     out.push(
       `<text x="12" y="${height - 10}" fill="#555">${esc(`Not charted (no ratio to draw): ${notCharted.map(labelOf).join('; ')}. See the table.`)}</text>`,
