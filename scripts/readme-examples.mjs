@@ -1,6 +1,7 @@
 // Keeps the README's code in step with examples/: every JavaScript or TypeScript block in
 // README.md is the whole of a file under examples/ (which CI runs, scripts/run-examples.mjs),
-// named by a comment on the line before it:
+// named by a comment on the line before it (and a block with `await using` must have "Node 24"
+// in the lines before its comment):
 //
 //   <!-- example: examples/usage.mjs -->
 //   ```js
@@ -54,6 +55,11 @@ for (let i = 0; i < lines.length; i++) {
       if (!write) problems.push(`${at}: the block differs from ${mark[1]} (node scripts/readme-examples.mjs --write)`)
     }
     out.push(lines[i], ...(write ? file.split('\n') : lines.slice(i + 1, end)), lines[end])
+    // `await using` runs on Node 24 and later only: the text before such a block must say so.
+    if (/\bawait using\b/.test(file)) {
+      const before = out.slice(Math.max(0, k - 6), k).join(' ')
+      if (!/Node 24/.test(before)) problems.push(`${at}: ${mark[1]} uses await using; say before it which Node runs it`)
+    }
   }
   i = end
 }
