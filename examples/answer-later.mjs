@@ -16,9 +16,8 @@ if (process.argv[2] !== 'asker') {
   // ... and some time later:
   const worker = setInterval(() => {
     for (const { id, data } of queue.splice(0)) {
-      if (data.toString() === 'fail')
-        ch.answer(id, new Error('failed')) // → RemoteError at the caller
-      else ch.answer(id, Buffer.from(`result of ${data}`))
+      // ch.answer(id, new Error(...)) rejects the caller's request with a RemoteError
+      ch.answer(id, data.toString() === 'fail' ? new Error('failed') : Buffer.from(`result of ${data}`))
     }
   }, 50)
   const asker = fork(fileURLToPath(import.meta.url), ['asker'])
