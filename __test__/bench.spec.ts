@@ -153,6 +153,7 @@ test('--spread reaches the several-channels bench', async (t) => {
   t.regex(help.stdout, /^usage: sharmipc bench --spread/)
   const bad = await bench(['--spread', '--bogus'])
   t.is(bad.code, 2)
-  t.regex(bad.stderr, /unknown option --bogus/)
+  t.regex(bad.stderr, /^sharmipc bench: Unknown option '--bogus'\n\nusage: sharmipc bench --spread/)
+  t.is((await bench(['--spread', '--rounds=x'])).code, 2, '--spread --rounds=x')
   t.notRegex(bad.stderr, /\n\s+at /)
 })
