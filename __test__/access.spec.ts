@@ -9,6 +9,16 @@ import { open } from '../index'
 import { killAllPeers, leftoverSegments, spawnPeer, spawnPeerAs, uniqueName, type Peer, type RunAs } from './helpers'
 
 const PREFIX = 'access'
+
+/**
+ * Tests that switch to user `nobody` need root. As another user they are skipped, and say why
+ * (ava lists a skipped test with its title).
+ */
+const IS_ROOT = process.platform !== 'win32' && process.getuid?.() === 0
+const NEEDS_ROOT = ' [skipped: needs root, to run a process as user nobody]'
+const asRoot = IS_ROOT ? test : test.skip
+const asRootSerial = IS_ROOT ? test.serial : test.serial.skip
+const rootTitle = (title: string): string => (IS_ROOT ? title : title + NEEDS_ROOT)
 const facade = path.join(__dirname, '..', 'dist', 'index.js')
 
 /** Runs a one-line script as user `nobody` that opens `name` and prints what happened. */
@@ -31,8 +41,7 @@ async function openAsNobody(name: string): Promise<{ code?: string; message?: st
   return JSON.parse(stdout.trim().split('\n').pop()!)
 }
 
-test('a channel is created owner-only (0600) and another user cannot open it', async (t) => {
-  t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
+asRoot(rootTitle('a channel is created owner-only (0600) and another user cannot open it'), async (t) => {
   const name = uniqueName(PREFIX)
   const ch = open(name)
   t.is(statSync(`/dev/shm${ch.segmentName}`).mode & 0o777, 0o600)
@@ -42,8 +51,7 @@ test('a channel is created owner-only (0600) and another user cannot open it', a
   await ch.close()
 })
 
-test('mode: 0o666 lets a process of another user join', async (t) => {
-  t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
+asRoot(rootTitle('mode: 0o666 lets a process of another user join'), async (t) => {
   const name = uniqueName(PREFIX)
   const ch = open(name, { mode: 0o666 })
   t.is(statSync(`/dev/shm${ch.segmentName}`).mode & 0o777, 0o666)
@@ -76,10 +84,9 @@ async function talk(t: ExecutionContext, a: Peer, b: Peer, what: string): Promis
   t.deepEqual(await b.cmd({ op: 'request', data: `${what} b`, timeoutMs: 5000 }), { answer: `${what} b` })
 }
 
-test.serial(
-  'a group-shared channel whose non-owner closed last opens again, for the owner and for the non-owner',
+asRootSerial(
+  rootTitle('a group-shared channel whose non-owner closed last opens again, for the owner and for the non-owner'),
   async (t) => {
-    t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
     const name = uniqueName(PREFIX)
     const file = `/dev/shm/sharm.${name}`
     const [owner, other] = await sharedPair(t, name)
@@ -110,27 +117,28 @@ test.serial(
   },
 )
 
-test.serial('a group-shared channel whose two sides were killed opens again for the non-owner first', async (t) => {
-  t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
-  const name = uniqueName(PREFIX)
-  const file = `/dev/shm/sharm.${name}`
-  const [owner, other] = await sharedPair(t, name)
-  await owner.kill()
-  await other.kill()
-  const left = statSync(file)
-  const other2 = await spawnPeerAs(NOBODY, name, 'echo', SHARED)
-  t.is(statSync(file).ino, left.ino, 'reused in place')
-  const owner2 = await spawnPeerAs(OWNER, name, 'echo', SHARED)
-  await talk(t, other2, owner2, 'after')
-  await other2.close()
-  await owner2.close()
-  t.false(existsSync(file))
-})
-
-test.serial(
-  'a group-shared segment truncated after its two sides were killed is rebuilt in place by the non-owner',
+asRootSerial(
+  rootTitle('a group-shared channel whose two sides were killed opens again for the non-owner first'),
   async (t) => {
-    t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
+    const name = uniqueName(PREFIX)
+    const file = `/dev/shm/sharm.${name}`
+    const [owner, other] = await sharedPair(t, name)
+    await owner.kill()
+    await other.kill()
+    const left = statSync(file)
+    const other2 = await spawnPeerAs(NOBODY, name, 'echo', SHARED)
+    t.is(statSync(file).ino, left.ino, 'reused in place')
+    const owner2 = await spawnPeerAs(OWNER, name, 'echo', SHARED)
+    await talk(t, other2, owner2, 'after')
+    await other2.close()
+    await owner2.close()
+    t.false(existsSync(file))
+  },
+)
+
+asRootSerial(
+  rootTitle('a group-shared segment truncated after its two sides were killed is rebuilt in place by the non-owner'),
+  async (t) => {
     const name = uniqueName(PREFIX)
     const file = `/dev/shm/sharm.${name}`
     const [owner, other] = await sharedPair(t, name)

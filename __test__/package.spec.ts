@@ -27,6 +27,8 @@ const COMPILED = ['index', 'compat', ...sources('lib'), 'binding'].flatMap((f) =
 /** Files every published version must contain (npm adds package.json and README.md itself). */
 const REQUIRED = [
   'README.md',
+  'LICENSE',
+  'CHANGELOG.md',
   'compat.d.mts',
   'compat.mjs',
   'index.d.mts',
@@ -67,6 +69,20 @@ test('npm pack ships the compiled JS, its types and the loader, nothing else', a
   t.deepEqual(
     onDisk.filter((f) => !files.includes(f)),
     [],
+  )
+})
+
+test('the package names its license, repository, home page and bug tracker, and ships the license text', (t) => {
+  t.is(pkg.license, 'MIT')
+  t.regex(readFileSync(path.join(root, 'LICENSE'), 'utf8'), /^MIT License\n\nCopyright \(c\) /)
+  t.is(pkg.repository?.type, 'git')
+  const m = /^git\+https:\/\/github\.com\/([\w.-]+\/[\w.-]+)\.git$/.exec(pkg.repository?.url ?? '')
+  t.truthy(m, `repository.url: ${pkg.repository?.url}`)
+  t.is(pkg.homepage, `https://github.com/${m![1]}#readme`)
+  t.is(pkg.bugs?.url, `https://github.com/${m![1]}/issues`)
+  t.regex(
+    readFileSync(path.join(root, 'CHANGELOG.md'), 'utf8'),
+    new RegExp(`^## ${pkg.version.replace(/\./g, '\\.')}$`, 'm'),
   )
 })
 

@@ -1,7 +1,8 @@
 // sharmipc benchmarks, side by side with the baselines, in one invocation.
 //
-//   npm run bench [-- --quick] [--rounds N] [--ms N] [--only ID[,ID...]] [--out DIR] [--svg FILE]
-//   npm run bench -- --replot bench.json [--svg FILE]   (table and chart of an earlier run)
+//   npm run bench [-- --quick] [--rounds N] [--ms N] [--only ID[,ID...]] [--out DIR] [--svg FILE] [--goals]
+//   npm run bench -- --replot bench.json [--svg FILE] [--goals]   (table and chart of an earlier run)
+//   npm run bench -- --spread [options of benches/spread.mjs]     (several channels; --spread --help)
 //   (--only keeps the scenarios with one of the given ids, or whose id contains one of the strings)
 //   npx sharmipc bench [same options]
 //
@@ -14,10 +15,12 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { parseArgs as parseArgv } from 'node:util'
 
 import { counter, now, pump, rpcLoop, sequential } from './loops.mjs'
 import { transports } from './transports.mjs'
 import { chart } from './chart.mjs'
+import { LABELS, tableLines } from './report.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const MiB = 1 << 20
@@ -51,23 +54,7 @@ export const SCENARIOS = [
   { id: 'seq-1-latency', kind: 'seq', size: 1, goal: 5, transports: ['sharmipc-latency', 'uds', 'ipc'] },
 ]
 
-function label(s) {
-  const size = s.size >= MiB ? `${s.size / MiB} MiB` : `${s.size.toLocaleString('en-US')} B`
-  switch (s.kind) {
-    case 'send':
-      return `send-and-forget ${size}`
-    case 'send-duplex':
-      return `send-and-forget ${size}, full duplex (per direction)`
-    case 'rpc':
-      return `RPC ${size}, ${s.inflight} in flight`
-    case 'rpc-duplex':
-      return `RPC ${size}, ${s.inflight} in flight, full duplex (per direction)`
-    case 'idle':
-      return 'idle channel: CPU of both processes, % of one core'
-    case 'seq':
-      return `RPC ${size}, sequential await${s.transports?.[0] === 'sharmipc-latency' ? ', latency mode' : ''}`
-  }
-}
+const label = (s) => LABELS[s.id] ?? s.id
 
 // ---------------------------------------------------------------------------------------------
 // One run: a fresh peer process, one transport, one scenario
@@ -177,13 +164,12 @@ async function runOne(transportId, s, ms) {
       }
       case 'seq': {
         for (let i = 0; i < 200; i++) await t.request(payload) // warm-up
-        const { lat, elapsedNs } = await sequential(t, payload, ms)
-        lat.sort((x, y) => x - y)
-        const pct = (p) => lat[Math.min(lat.length - 1, Math.floor(lat.length * p))]
+        const { histogram: h, calls, elapsedNs } = await sequential(t, payload, ms)
+        const us = (p) => h.percentile(p) / 1000
         return {
-          value: rate(lat.length, elapsedNs),
+          value: rate(calls, elapsedNs),
           unit: 'calls/s',
-          detail: { p50: pct(0.5), p99: pct(0.99), p999: pct(0.999) },
+          detail: { p50: us(50), p99: us(99), p999: us(99.9) },
         }
       }
     }
@@ -226,26 +212,57 @@ function memcpy(size, ms) {
 // Main
 // ---------------------------------------------------------------------------------------------
 
-function parseArgs(argv) {
-  const o = { quick: false, rounds: null, ms: null, only: null, out: '.bench-out', svg: null, replot: null }
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    const value = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`)
-      return argv[++i]
-    }
-    if (a === '--quick') o.quick = true
-    else if (a === '--rounds') o.rounds = positive(value(), a)
-    else if (a === '--ms') o.ms = positive(value(), a)
-    else if (a === '--only') o.only = value()
-    else if (a === '--out') o.out = value()
-    else if (a === '--svg') o.svg = value()
-    else if (a === '--replot') o.replot = value()
-    else {
-      throw new Error(
-        `unknown option ${a}; expected --quick, --rounds N, --ms N, --only ID, --out DIR, --svg FILE, --replot JSON`,
-      )
-    }
+/** A bad command line: the caller prints the message and the usage, and exits with 2. */
+export class UsageError extends Error {
+  name = 'UsageError'
+}
+
+export const USAGE = `usage: sharmipc bench [options]        (from a clone: npm run bench -- [options])
+
+  --quick            one short round of each scenario (150 ms): does it run? (figures are rough)
+  --rounds N         rounds per transport and scenario (default 3); each figure is the median
+  --ms N             length of one round in milliseconds (default 1000)
+  --only ID[,ID...]  run only these scenarios (an id, or a part of ids: --only rpc)
+  --out DIR          where bench.json and bench.svg go (default .bench-out)
+  --svg FILE         write the chart here instead
+  --replot FILE      table and chart of an earlier run's bench.json, without measuring
+  --goals            also show the figures the project aims at, and whether this run meets them
+  --spread [...]     the several-channels bench instead (benches/spread.mjs; --spread --help)
+  -h, --help         this text
+
+scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}`
+
+const OPTIONS = {
+  quick: { type: 'boolean', default: false },
+  rounds: { type: 'string' },
+  ms: { type: 'string' },
+  only: { type: 'string' },
+  out: { type: 'string', default: '.bench-out' },
+  svg: { type: 'string' },
+  replot: { type: 'string' },
+  goals: { type: 'boolean', default: false },
+  spread: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+}
+
+/** The options of a bench run, from the command line (`--rounds 2` and `--rounds=2` alike). */
+export function parseBenchArgs(argv) {
+  let values
+  try {
+    ;({ values } = parseArgv({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }))
+  } catch (e) {
+    throw new UsageError(e.message)
+  }
+  const o = {
+    quick: values.quick,
+    rounds: values.rounds === undefined ? null : positive(values.rounds, '--rounds'),
+    ms: values.ms === undefined ? null : positive(values.ms, '--ms'),
+    only: values.only ?? null,
+    out: values.out,
+    svg: values.svg ?? null,
+    replot: values.replot ?? null,
+    goals: values.goals,
+    help: values.help,
   }
   o.rounds ??= o.quick ? 1 : 3
   o.ms ??= o.quick ? 150 : 1000
@@ -254,7 +271,8 @@ function parseArgs(argv) {
 
 function positive(v, what) {
   const n = Number(v)
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${what} must be a positive integer, got ${JSON.stringify(v)}`)
+  if (!Number.isInteger(n) || n <= 0)
+    throw new UsageError(`${what} must be a positive integer, got ${JSON.stringify(v)}`)
   return n
 }
 
@@ -263,27 +281,33 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
 }
 
-function fmt(v) {
-  if (v >= 1e6) return `${(v / 1e6).toFixed(2)} M`
-  if (v >= 1e3) return `${(v / 1e3).toFixed(1)} k`
-  return v.toFixed(1)
-}
-
 function progress(text) {
   if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`)
   else process.stderr.write(`${text}\n`)
 }
 
 export async function main(argv = process.argv.slice(2)) {
-  const o = parseArgs(argv)
+  if (argv.includes('--spread')) {
+    // The several-channels bench takes the rest of the command line.
+    const { main: spread, USAGE: spreadUsage } = await import('./spread.mjs')
+    try {
+      return await spread(argv.filter((a) => a !== '--spread'))
+    } catch (e) {
+      if (e.name === 'UsageError') throw Object.assign(new UsageError(e.message), { usage: spreadUsage })
+      throw e
+    }
+  }
+  const o = parseBenchArgs(argv)
+  if (o.help) {
+    console.log(USAGE)
+    return
+  }
   if (o.replot !== null) {
     // Table and chart again from an earlier run's JSON, without measuring.
     const report = JSON.parse(readFileSync(o.replot, 'utf8'))
-    printTable(report)
-    const svgPath = o.svg ?? path.join(o.out, 'bench.svg')
-    mkdirSync(path.dirname(svgPath), { recursive: true })
-    writeFileSync(svgPath, chart(report))
-    console.log(`\nwrote ${svgPath}`)
+    printTable(report, o)
+    const svgPath = writeChart(report, o)
+    if (svgPath) console.log(`\nwrote ${svgPath}`)
     return
   }
   const only = o.only?.split(',') ?? null
@@ -292,7 +316,7 @@ export async function main(argv = process.argv.slice(2)) {
     (s) => only === null || only.some((w) => (exact(w) ? s.id === w : s.id.includes(w))),
   )
   if (scenarios.length === 0)
-    throw new Error(`--only ${o.only} matches no scenario; ids: ${SCENARIOS.map((s) => s.id).join(', ')}`)
+    throw new UsageError(`--only ${o.only} matches no scenario; ids: ${SCENARIOS.map((s) => s.id).join(', ')}`)
   const machine = {
     cpu: os.cpus()[0]?.model ?? 'unknown',
     cores: os.availableParallelism?.() ?? os.cpus().length,
@@ -356,51 +380,40 @@ export async function main(argv = process.argv.slice(2)) {
   }
   progress(`done in ${((Date.now() - started) / 1000).toFixed(0)} s\n`)
 
-  const report = { machine, date: new Date().toISOString(), options: o, rows }
-  printTable(report)
+  const { help, ...options } = o
+  const report = { machine, date: new Date().toISOString(), options, rows }
+  printTable(report, o)
   mkdirSync(o.out, { recursive: true })
   const jsonPath = path.join(o.out, 'bench.json')
   writeFileSync(jsonPath, JSON.stringify(report, null, 2) + '\n')
-  const svgPath = o.svg ?? path.join(o.out, 'bench.svg')
-  mkdirSync(path.dirname(svgPath), { recursive: true })
-  writeFileSync(svgPath, chart(report))
-  console.log(`\nwrote ${jsonPath} and ${svgPath}`)
+  const svgPath = writeChart(report, o)
+  console.log(`\nwrote ${jsonPath}${svgPath ? ` and ${svgPath}` : ''}`)
 }
 
-function printTable(report) {
-  const { machine, rows, options } = report
-  const head = ['scenario', 'sharmipc', 'Unix socket', 'child IPC', 'ratio', 'memcpy', 'goal']
-  const lines = rows.map((r) => {
-    const ours = Object.keys(r.results)[0]
-    const d = r.results[ours].detail
-    let first = `${fmt(r.results[ours].median)} ${r.unit}`
-    if (d?.p50 !== undefined)
-      first += ` (p50 ${d.p50.toFixed(1)} / p99 ${d.p99.toFixed(1)} / p99.9 ${d.p999.toFixed(1)} µs)`
-    const base = (id) => {
-      const x = r.results[id]
-      if (!x) return '-'
-      let s = fmt(x.median)
-      if (x.detail?.p50 !== undefined) s += ` (p50 ${x.detail.p50.toFixed(1)} µs)`
-      return s
-    }
-    const ratio = r.ratio === undefined ? '-' : `${r.ratio.toFixed(2)}x vs ${r.best === 'uds' ? 'socket' : 'IPC'}`
-    const mem = r.memcpyMBps ? `${(r.ofMemcpy * 100).toFixed(0)}% of ${(r.memcpyMBps / 1000).toFixed(1)} GB/s` : '-'
-    const goal = r.goal ? `${r.goal} ${r.met ? 'met' : 'NOT met'}` : '-'
-    return [r.label, first, base('uds'), base('ipc'), ratio, mem, goal]
-  })
-  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
-  const row = (cells) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`
-  console.log(`\n${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.os}`)
-  console.log(
-    `${options.rounds} round(s) of ${options.ms} ms per transport and scenario, medians; two processes each\n`,
-  )
-  console.log(row(head))
-  console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`)
-  for (const l of lines) console.log(row(l))
+/** Writes the chart; returns its path, or null when no row of the report can be charted. */
+function writeChart(report, o) {
+  const svg = chart(report, { goals: o.goals })
+  const svgPath = o.svg ?? path.join(o.out, 'bench.svg')
+  if (svg === null) {
+    console.log('\nno chart: none of these scenarios compares throughput (the idle row is a CPU figure)')
+    return null
+  }
+  mkdirSync(path.dirname(svgPath), { recursive: true })
+  writeFileSync(svgPath, svg)
+  return svgPath
+}
+
+function printTable(report, o) {
+  const width = process.stdout.isTTY ? Math.min(120, process.stdout.columns || 120) : 120
+  console.log(`\n${tableLines(report, { goals: o.goals, width }).join('\n')}`)
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
   main().catch((e) => {
+    if (e instanceof UsageError) {
+      console.error(`sharmipc bench: ${e.message}\n\n${e.usage ?? USAGE}`)
+      process.exit(2)
+    }
     console.error(`\nbench failed: ${e?.stack ?? e}`)
     process.exit(1)
   })

@@ -26,6 +26,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { parseArgs as parseArgv } from 'node:util'
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads'
 
 const require = createRequire(import.meta.url)
@@ -441,45 +442,74 @@ async function costMain(o) {
   )
 }
 
+export const USAGE = `usage: sharmipc bench --spread [--quick] [--rounds N] [--ms N] [--only ID[,ID...]] [--layouts L[,L...]]
+                              [--options JSON]
+       sharmipc bench --spread --cost [--channels N] [--capacity BYTES[,BYTES...]]
+
+  Spreading load over several channels: the same load laid out as K channels between two processes
+  (channels:K), K pairs of processes (processes:K) or K pairs of worker threads (workers:K), side by
+  side; default layouts ${DEFAULT_LAYOUTS}.
+  --cost: what each channel costs (threads, memory, /dev/shm) with N channels (default 100).
+  scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}`
+
+/** A bad command line (shown with the usage, exit code 2). */
+class UsageError extends Error {
+  name = 'UsageError'
+}
+
+const OPTIONS = {
+  quick: { type: 'boolean', default: false },
+  rounds: { type: 'string' },
+  ms: { type: 'string' },
+  only: { type: 'string' },
+  layouts: { type: 'string', default: DEFAULT_LAYOUTS },
+  options: { type: 'string' },
+  cost: { type: 'boolean', default: false },
+  channels: { type: 'string' },
+  capacity: { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+}
+
+/** The options, from the command line (`--rounds 2` and `--rounds=2` alike). */
 function parseArgs(argv) {
-  const o = { quick: false, rounds: 3, ms: 1000, only: null, layouts: DEFAULT_LAYOUTS, cost: false }
-  o.channels = 100
-  o.capacity = [MiB, 64 * KiB]
-  let rounds = null
-  let ms = null
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]
-    const value = () => {
-      if (i + 1 >= argv.length) throw new Error(`${a} needs a value`)
-      return argv[++i]
-    }
-    const positive = (v) => {
-      const x = Number(v)
-      if (!Number.isInteger(x) || x <= 0) throw new Error(`${a} needs a positive integer, got ${v}`)
-      return x
-    }
-    if (a === '--quick') o.quick = true
-    else if (a === '--rounds') rounds = positive(value())
-    else if (a === '--ms') ms = positive(value())
-    else if (a === '--only') o.only = value()
-    else if (a === '--layouts') o.layouts = value()
-    else if (a === '--cost') o.cost = true
-    else if (a === '--options') o.options = JSON.parse(value())
-    else if (a === '--channels') o.channels = positive(value())
-    else if (a === '--capacity') o.capacity = value().split(',').map(positive)
-    else {
-      throw new Error(
-        `unknown option ${a}; expected --quick, --rounds N, --ms N, --only ID, --layouts L, --options JSON, --cost, --channels N, --capacity BYTES`,
-      )
-    }
+  let values
+  try {
+    ;({ values } = parseArgv({ args: argv, options: OPTIONS, strict: true, allowPositionals: false }))
+  } catch (e) {
+    throw new UsageError(e.message)
   }
-  o.rounds = rounds ?? (o.quick ? 1 : 3)
-  o.ms = ms ?? (o.quick ? 300 : 1000)
-  return o
+  const positive = (v, what) => {
+    const x = Number(v)
+    if (!Number.isInteger(x) || x <= 0) throw new UsageError(`--${what} needs a positive integer, got ${v}`)
+    return x
+  }
+  let options
+  try {
+    options = values.options === undefined ? undefined : JSON.parse(values.options)
+  } catch (e) {
+    throw new UsageError(`--options needs JSON: ${e.message}`)
+  }
+  return {
+    quick: values.quick,
+    rounds: values.rounds === undefined ? (values.quick ? 1 : 3) : positive(values.rounds, 'rounds'),
+    ms: values.ms === undefined ? (values.quick ? 300 : 1000) : positive(values.ms, 'ms'),
+    only: values.only ?? null,
+    layouts: values.layouts,
+    cost: values.cost,
+    options,
+    channels: values.channels === undefined ? 100 : positive(values.channels, 'channels'),
+    capacity:
+      values.capacity === undefined ? [MiB, 64 * KiB] : values.capacity.split(',').map((c) => positive(c, 'capacity')),
+    help: values.help,
+  }
 }
 
 export async function main(argv) {
   const o = parseArgs(argv)
+  if (o.help) {
+    console.log(USAGE)
+    return
+  }
   openOptions = o.options ?? {}
   return o.cost ? costMain(o) : spreadMain(o)
 }
@@ -507,6 +537,10 @@ if (!isMainThread) {
   process.on('disconnect', () => process.exit(0))
 } else if (process.argv[1] === self) {
   main(process.argv.slice(2)).catch((e) => {
+    if (e.name === 'UsageError') {
+      console.error(`spread: ${e.message}\n\n${USAGE}`)
+      process.exit(2)
+    }
     console.error(`\nspread bench failed: ${e?.stack ?? e}`)
     process.exit(1)
   })

@@ -6,7 +6,10 @@
 // a PATH without cargo or rustc, then, from there, runs two processes that talk over a channel
 // (requests and send-and-forget, and a request through sharmipc/compat), once with the main side
 // loaded by `import` and the peer by `require`, once the other way round, and type-checks an
-// .mts and a .cts file against the installed types (sharmipc/compat's included). Exits non-zero
+// .mts and a .cts file against the installed types (sharmipc/compat's included). Before the
+// install it lints the packed tarball: publint (strict: warnings fail too) and Are the Types
+// Wrong? (@arethetypeswrong/cli) for both entry points, `sharmipc` and `sharmipc/compat`, under
+// every module resolution TypeScript has (node10, node16 from CJS and ESM, bundler). Exits non-zero
 // with a message saying what failed; removes its directory.
 //
 // Usage: node scripts/test-install.mjs   (npm run test:install)
@@ -24,6 +27,8 @@ import {
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+
+import { publishedManifest } from './published-manifest.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'))
@@ -78,6 +83,63 @@ function cleanEnv(cache, PATH) {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k)))
   for (const k of Object.keys(env)) if (k.toUpperCase() === 'PATH') delete env[k]
   return { ...env, PATH, npm_config_cache: cache, npm_config_offline: 'true', npm_config_update_notifier: 'false' }
+}
+
+/** The script of a dev dependency's command, run with this node (no shell, no npx). */
+function devBin(pkgName, binName) {
+  const dir = path.join(root, 'node_modules', pkgName)
+  if (!existsSync(path.join(dir, 'package.json'))) fail(`${pkgName} is not installed in the repository: run npm ci`)
+  const { bin } = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8'))
+  return path.join(dir, typeof bin === 'string' ? bin : bin[binName])
+}
+
+/** publint and Are the Types Wrong? on the packed main package; fails naming each problem. */
+function lintPackage(tarball, env) {
+  step(`publint --strict ${path.basename(tarball)}`)
+  const lint = run(process.execPath, [devBin('publint', 'publint'), 'run', '--strict', '--pack', 'false', tarball], {
+    cwd: root,
+    env,
+  })
+  process.stdout.write(lint)
+  step(`attw ${path.basename(tarball)} --entrypoints . ./compat (every module resolution)`)
+  const r = spawnSync(
+    process.execPath,
+    [devBin('@arethetypeswrong/cli', 'attw'), tarball, '--entrypoints', '.', './compat', '--format', 'json'],
+    { cwd: root, env, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 },
+  )
+  let report
+  try {
+    report = JSON.parse(r.stdout)
+  } catch {
+    fail(`attw printed no report (exit ${r.status}):\n${r.stdout}\n${r.stderr}`)
+  }
+  const problems = report.analysis.problems ?? []
+  if (problems.length > 0) fail(`attw found problems:\n${JSON.stringify(problems, null, 2)}`)
+  const entries = report.analysis.entrypoints
+  for (const entry of ['.', './compat']) {
+    const kinds = Object.entries(entries[entry]?.resolutions ?? {})
+    const bad = kinds.filter(([, v]) => !v.resolution?.isTypeScript).map(([k]) => k)
+    if (kinds.length < 4 || bad.length > 0) {
+      fail(
+        `attw: ${entry} has no types under ${bad.join(', ') || 'some resolutions'} (${kinds.map(([k]) => k).join(', ')})`,
+      )
+    }
+  }
+  console.log('attw: no problems; sharmipc and sharmipc/compat have types under node10, node16 (CJS, ESM) and bundler')
+}
+
+/**
+ * A copy of the files `npm pack` takes from the repository, with the package.json that is
+ * published (scripts/published-manifest.mjs: no clone-only scripts).
+ */
+function stagePublished(dest, env) {
+  const out = run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, env })
+  const [report] = JSON.parse(out.slice(out.indexOf('[')))
+  for (const { path: f } of report.files) {
+    mkdirSync(path.dirname(path.join(dest, f)), { recursive: true })
+    copyFileSync(path.join(root, f), path.join(dest, f))
+  }
+  writeFileSync(path.join(dest, 'package.json'), JSON.stringify(publishedManifest(pkg), null, 2) + '\n')
 }
 
 function packOne(dir, dest, env) {
@@ -202,8 +264,9 @@ function main() {
     const cache = path.join(tmp, 'empty-cache')
     const packs = path.join(tmp, 'packs')
     const stage = path.join(tmp, 'platform-package')
+    const stageMain = path.join(tmp, 'main-package')
     const app = path.join(tmp, 'app')
-    for (const d of [cache, packs, stage, app]) mkdirSync(d)
+    for (const d of [cache, packs, stage, stageMain, app]) mkdirSync(d)
 
     const PATH = pathWithoutRust()
     const env = cleanEnv(cache, PATH)
@@ -217,7 +280,8 @@ function main() {
     step(`packing sharmipc and ${pkg.name}-${dir} into ${packs}`)
     for (const f of readdirSync(npmDir)) copyFileSync(path.join(npmDir, f), path.join(stage, f))
     copyFileSync(binary, path.join(stage, binaryName))
-    const mainPack = packOne(root, packs, env)
+    stagePublished(stageMain, env)
+    const mainPack = packOne(stageMain, packs, env)
     const platformPack = packOne(stage, packs, env)
     const mainFiles = mainPack.files.map((f) => f.path)
     if (mainFiles.some((f) => f.endsWith('.node'))) fail(`the main package carries a binary: ${mainFiles.join(', ')}`)
@@ -227,12 +291,14 @@ function main() {
       fail(`platform package holds ${platformFiles.join(', ')}, expected ${wantPlatform.join(', ')}`)
     }
 
+    lintPackage(path.join(packs, mainPack.filename), env)
+
     step(`npm install --offline with an empty cache and no cargo/rustc on PATH, in ${app}`)
     writeFileSync(
       path.join(app, 'package.json'),
       JSON.stringify({ name: 'sharmipc-install-check', version: '1.0.0', private: true }, null, 2),
     )
-    run(
+    const install = spawnSync(
       'npm',
       [
         'install',
@@ -244,8 +310,14 @@ function main() {
         path.join(packs, mainPack.filename),
         path.join(packs, platformPack.filename),
       ],
-      { cwd: app, env },
+      { cwd: app, env, encoding: 'utf8', shell: win, timeout: 300_000 },
     )
+    if (install.status !== 0) fail(`npm install exited with ${install.status}\n${install.stdout}\n${install.stderr}`)
+    const warnings = install.stderr.split('\n').filter((l) => /npm warn/i.test(l) && !/EBADENGINE/.test(l))
+    if (warnings.length > 0) fail(`npm install of the packages warned:\n${warnings.join('\n')}`)
+    const installedPkg = JSON.parse(readFileSync(path.join(app, 'node_modules', pkg.name, 'package.json'), 'utf8'))
+    if (installedPkg.scripts !== undefined)
+      fail(`the published package.json has scripts: ${Object.keys(installedPkg.scripts)}`)
     const installed = path.join(app, 'node_modules', pkg.name)
     const installedNative = readdirSync(installed).filter((f) => f.endsWith('.node'))
     if (installedNative.length > 0) fail(`node_modules/${pkg.name} holds ${installedNative.join(', ')}`)
@@ -274,7 +346,12 @@ function main() {
       timeout: 120_000,
     })
     process.stdout.write(bench)
-    if (!/^\| RPC 1 B, sequential await .*calls\/s/m.test(bench)) fail('npx sharmipc bench printed no table row')
+    if (!/^\| RPC 1 B, sequential +\| .*calls\/s/m.test(bench)) fail('npx sharmipc bench printed no table row')
+    if (/goal|NOT met/i.test(bench)) fail("npx sharmipc bench printed the project's goals without --goals")
+    step('npx sharmipc bench --spread --help (the several-channels bench is reachable from the command line)')
+    const spread = run('npx', ['--offline', 'sharmipc', 'bench', '--spread', '--help'], { cwd: app, env })
+    if (!spread.includes('usage: sharmipc bench --spread'))
+      fail(`npx sharmipc bench --spread --help printed:\n${spread}`)
     if (!existsSync(path.join(app, 'bench-out', 'bench.json'))) fail('npx sharmipc bench wrote no bench.json')
 
     step('type check of an .mts and a .cts file against the installed types (module nodenext)')
