@@ -20,6 +20,8 @@ export {
   SharmError,
   TimeoutError,
   TooLargeError,
+  type NotDone,
+  type Reached,
   type SharmErrorCode,
 } from './lib/errors'
 export type { Answer, OpenOptions, RequestHandler, RequestOptions } from './lib/options'
