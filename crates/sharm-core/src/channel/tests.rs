@@ -368,3 +368,57 @@ fn a_sync_request_that_times_out_is_followed_by_a_cancel() {
     );
     assert_eq!(got[0].2, got[1].2);
 }
+
+#[test]
+fn what_a_blocking_request_kept_across_a_change_of_peer_comes_out_in_order_with_the_events() {
+    let name = format!("sync-boundary-{}", std::process::id());
+    let (mut a, mut b) = pair(&name, 4096);
+    a.poll().unwrap();
+    let b_gen = b.generation();
+    b.send(Kind::Message, 0, 0, b"from b").unwrap();
+    b.close();
+    drop(b);
+    let mut c = Channel::open(&name, a.opts.clone()).unwrap();
+    let c_gen = c.generation();
+    // A blocks on a request, which goes to the newcomer (the departure is seen before it is
+    // sent), while the old peer's message and the newcomer's HELLO come in. The newcomer does not
+    // answer: it is not polled meanwhile.
+    let e = a.request_sync(1, b"question", Duration::from_millis(100)).unwrap_err();
+    assert_eq!(e.code(), "ERR_SHARM_TIMEOUT", "{e}");
+    let got = c.poll().unwrap();
+    assert!(
+        got.messages.iter().any(|m| m.kind == Kind::Request && m.id == 1),
+        "the request went to the newcomer"
+    );
+    c.send(Kind::Message, 0, 0, b"from c").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = Vec::new();
+    while !seen.contains(&"message from c".to_string()) {
+        assert!(Instant::now() < deadline, "{seen:?}");
+        let batch = a.poll().unwrap();
+        for ev in &batch.events {
+            let what = if matches!(ev, PeerEvent::Joined { .. }) {
+                "joined"
+            } else {
+                "left"
+            };
+            seen.push(format!("{what} {}", ev.generation()));
+        }
+        for m in &batch.messages {
+            if let Payload::Inline { offset, len } = m.payload {
+                seen.push(format!(
+                    "message {}",
+                    String::from_utf8_lossy(&batch.data[offset..offset + len])
+                ));
+            }
+        }
+        c.poll().unwrap();
+    }
+    let expected = [
+        "message from b".to_string(),
+        format!("left {b_gen}"),
+        format!("joined {c_gen}"),
+        "message from c".to_string(),
+    ];
+    assert_eq!(seen, expected);
+}
