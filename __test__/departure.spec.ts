@@ -72,6 +72,16 @@ function readLog(file: string): { ran: string[]; delivered: number[] } {
   return { ran, delivered }
 }
 
+/** Is process `pid` running (not gone, not a zombie)? Read without the event loop. */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return !/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3))
+  } catch {
+    return false
+  }
+}
+
 /** Keeps the event loop busy for `ms` (a survivor with synchronous work in hand). */
 function busyFor(ms: number): void {
   const end = Date.now() + ms
@@ -171,7 +181,12 @@ test('a peer that leaves before the newcomer’s first turn gives connect then d
   const events: string[] = []
   ch.on('connect', ({ generation }) => events.push(`connect ${generation}`))
   ch.on('disconnect', ({ generation }) => events.push(`disconnect ${generation}`))
-  busyFor(1500)
+  ch.on('error', (e) => events.push(`error ${e.message}`))
+  // Busy (no turn of the event loop) until the peer has closed and exited: it leaves before our
+  // first turn, however slowly it runs.
+  const deadline = Date.now() + 30_000
+  while (running(peer.child.pid!) && Date.now() < deadline) busyFor(10)
+  t.false(running(peer.child.pid!), 'the peer exited while this side was busy')
   await sleep(300)
   t.is(events.length, 2, events.join(', '))
   t.regex(events[0], /^connect \d+$/)

@@ -51,33 +51,49 @@ test('a peer killed and restarted 20 times under traffic never yields a wrong an
   let gone = 0
   let seq = 0
   let running = true
+  // What stopped a request loop, if anything did: the test fails with it instead of waiting.
+  let broke: unknown = null
   // Four request loops keep traffic going through every kill and restart.
   const loops = Array.from({ length: 4 }, async () => {
-    while (running) {
-      const payload = `request ${seq++}`
-      try {
-        const answer = await ch.request(Buffer.from(payload))
-        if (answer.toString() === payload) answered++
-        else wrong++
-      } catch (e) {
-        if (e instanceof PeerGoneError || e instanceof TimeoutError) gone++
-        else throw e
-        if (!ch.connected) await ch.waitForPeer(10_000)
+    try {
+      while (running) {
+        const payload = `request ${seq++}`
+        try {
+          const answer = await ch.request(Buffer.from(payload))
+          if (answer.toString() === payload) answered++
+          else wrong++
+        } catch (e) {
+          if (e instanceof PeerGoneError || e instanceof TimeoutError) gone++
+          else throw e
+          if (!ch.connected) await ch.waitForPeer(10_000)
+        }
       }
+    } catch (e) {
+      broke = e
     }
   })
+  const within = async (what: string, ms: number, done: () => boolean) => {
+    const deadline = Date.now() + ms
+    while (!done()) {
+      if (broke !== null) throw broke
+      if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`)
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  }
   for (let cycle = 0; cycle < 20; cycle++) {
     const peer = await spawnPeer(name, 'echo')
     await ch.waitForPeer(10_000)
     const before = answered
-    while (answered < before + 50) await new Promise((r) => setTimeout(r, 5))
-    const disconnected = once(ch, 'disconnect')
+    await within(`cycle ${cycle}: 50 answers`, 30_000, () => answered >= before + 50)
+    let disconnected = false
+    ch.once('disconnect', () => (disconnected = true))
     await peer.kill()
-    await disconnected
+    await within(`cycle ${cycle}: 'disconnect' of the killed peer`, 10_000, () => disconnected)
   }
   const last = await spawnPeer(name, 'echo')
   running = false
   await Promise.all(loops)
+  t.is(broke, null)
   t.is(wrong, 0)
   t.true(answered >= 20 * 50, `answered ${answered}`)
   t.log(`${answered} answered, ${gone} failed with PeerGone/Timeout around the kills, 0 wrong`)

@@ -83,6 +83,10 @@ export class Receiver {
     const host = this.#host
     if (!this.#send.flushOrFail()) return
     let delivered = 0
+    // More is waiting (data, or peer events due): if the rounds run out, drain again next turn.
+    // Nothing else would: a departure due once its peer's last records are read has no new data
+    // behind it to wake this side.
+    let more = false
     for (let round = 0; round < DRAIN_ROUNDS; round++) {
       const native = host.native()
       if (native === null) break
@@ -102,7 +106,7 @@ export class Receiver {
       }
       this.#arenaUsed = meta[POLL_WORD_ARENA_END]
       this.#send.nativeQueued = meta[POLL_WORD_QUEUED] + meta[POLL_WORD_QUEUED + 1] * 0x1_0000_0000
-      const more = meta[POLL_WORD_MORE] !== 0
+      more = meta[POLL_WORD_MORE] !== 0
       // The peer's comings and goings, in order, before this poll's messages (the native side
       // hands a departure out only after everything that peer wrote, so its last answers
       // resolve their requests first).
@@ -123,10 +127,10 @@ export class Receiver {
       if (!more) break
       if (settled > 0) {
         // Let the code waiting for these answers run (and send) before reading on.
-        host.later(this.drain)
         break
       }
     }
+    if (more) host.later(this.drain)
     // Everything handed out was delivered: the peer may count it so and reuse the space now
     // rather than at the next poll.
     if (delivered > 0) host.native()?.delivered()
