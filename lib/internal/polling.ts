@@ -27,6 +27,8 @@ export interface PollHost {
   drain(): void
   /** Runs `fn` in the next turn of the event loop (unref'd with the channel). */
   later(fn: () => void): void
+  /** Reading is stopped: polling would find the same unread records again and again. */
+  paused(): boolean
 }
 
 export class Poller {
@@ -54,7 +56,7 @@ export class Poller {
     this.#active = true
     if (this.#hot) return
     const native = this.#host.native()
-    if (native === null) return
+    if (native === null || this.#host.paused()) return
     this.#hot = true
     this.#lastWork = this.#turnEnd = performance.now()
     native.setDriving(true)
@@ -65,6 +67,12 @@ export class Poller {
     const native = this.#host.native()
     if (native === null) {
       this.#hot = false
+      return
+    }
+    if (this.#host.paused()) {
+      // The wake-up thread watches meanwhile (it notifies again while the records stay unread).
+      this.#hot = false
+      native.setDriving(false)
       return
     }
     const t = performance.now()
