@@ -139,6 +139,10 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #iterators = new Set<MessageIterator>()
   /** A peer was attached at some time. */
   #hadPeer = false
+  /** Pid of the attached peer (for diagnostics). */
+  #peerPid = 0
+  /** Set when opening freed a side whose process is not visible from here (see {@link Channel.#noPeer}). */
+  #unseen = ''
   #stats = new Counters()
   #send: SendBuffer
   #poller: Poller
@@ -232,6 +236,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
       throw fromNative(e)
     }
     trackNative(this.#native, () => this.#send.flush())
+    this.#unseen = this.#native.tookOverUnseen
+    if (DEBUG && this.#unseen !== '') debugLog('%s: %s', name, this.#unseen)
     if (DEBUG) {
       const n = this.#native
       debugLog(
@@ -524,7 +530,10 @@ export class Channel extends EventEmitter<ChannelEvents> {
       if (timeoutMs !== undefined) {
         timer = setTimeout(() => {
           this.#peerWaiters.delete(w)
-          reject(new TimeoutError(`no peer attached to channel ${JSON.stringify(this.name)} within ${timeoutMs} ms`))
+          const why = this.#hadPeer ? 'the peer left and no other has attached' : this.#noPeer()
+          reject(
+            new TimeoutError(`no peer attached to channel ${JSON.stringify(this.name)} within ${timeoutMs} ms: ${why}`),
+          )
         }, timeoutMs)
         if (!this.#referenced) timer.unref()
       }
@@ -643,12 +652,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
   /** The error of a request (`what`) that got no answer within `timeoutMs`, saying why it may not have. */
   #timeoutError(what: string, timeoutMs: number): TimeoutError {
     const on = `on channel ${JSON.stringify(this.name)}`
-    if (!this.#hadPeer && !this.connected) {
-      return new TimeoutError(
-        `no answer to ${what} ${on} within ${timeoutMs} ms: no peer has attached to this channel since it was opened ` +
-          `(is the other process running, and does it open the same name?)`,
-      )
-    }
+    if (!this.#hadPeer && !this.connected)
+      return new TimeoutError(`no answer to ${what} ${on} within ${timeoutMs} ms: ${this.#noPeer()}`)
     if (!this.connected) {
       return new TimeoutError(
         `no answer to ${what} ${on} within ${timeoutMs} ms: the peer left and no other has attached`,
@@ -661,6 +666,13 @@ export class Channel extends EventEmitter<ChannelEvents> {
    * Emits an event without letting a throwing listener break delivery of the rest of the batch;
    * the listener's exception is rethrown on its own tick, as an uncaught exception.
    */
+  /** Why no peer may have come, for the errors of a channel that never had one. */
+  #noPeer(): string {
+    const why = 'no peer has attached to this channel since it was opened'
+    if (this.#unseen !== '') return `${why}; when it was opened, ${this.#unseen}`
+    return `${why} (is the other process running, and does it open the same name?)`
+  }
+
   #emitSafely<K extends keyof ChannelEvents>(event: K, ...args: ChannelEvents[K]): void {
     try {
       ;(this.emit as (event: K, ...args: ChannelEvents[K]) => boolean)(event, ...args)
@@ -742,7 +754,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
         '%s: peer left: generation %d, pid %d, %d undelivered, %d in doubt',
         this.name,
         gen,
-        change.pid,
+        this.#peerPid,
         info.undelivered.length,
         info.inDoubt.length,
       )
@@ -754,6 +766,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     for (const w of this.#peerWaiters) w.resolve()
     this.#peerWaiters.clear()
     this.#hadPeer = true
+    this.#peerPid = change.pid
     const info: ConnectInfo = { generation: change.generation, pid: change.pid }
     if (DEBUG) debugLog('%s: peer attached: generation %d, pid %d', this.name, info.generation, info.pid)
     this.#emitSafely('connect', info)

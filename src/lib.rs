@@ -440,12 +440,15 @@ impl NativeChannel {
         self.ch.as_ref().map_or(0, |c| c.generation())
     }
 
-    /// Pid of a process that held a side when this one opened the channel and was freed
-    /// because that pid is not visible from here (it exited, or runs in another PID namespace);
-    /// 0 if none.
+    /// Says so when opening freed a side whose process is not visible from here (it exited,
+    /// or runs in another PID namespace); empty otherwise.
     #[napi(getter)]
-    pub fn took_over_unseen(&self) -> u32 {
-        self.ch.as_ref().and_then(|c| c.took_over_unseen()).unwrap_or(0)
+    pub fn took_over_unseen(&self) -> String {
+        self.ch
+            .as_ref()
+            .and_then(|c| c.took_over_unseen())
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// OS name of the shared-memory segment.
@@ -536,6 +539,9 @@ pub struct SegmentSide {
     pub alive: bool,
     /// A process with that pid is visible from here at all.
     pub pid_visible: bool,
+    /// The pid belongs here to a process that started before the recorded one: the recorded
+    /// process runs in another PID namespace.
+    pub other_namespace: bool,
 }
 
 /// One ring's control block, from `inspectSegment`/`listSegments`.
@@ -606,6 +612,7 @@ impl From<sharm_core::inspect::SegmentInfo> for SegmentInfo {
                     held: s.held,
                     alive: s.alive,
                     pid_visible: s.pid_visible,
+                    other_namespace: s.other_namespace,
                 })
                 .collect(),
             rings: i

@@ -41,6 +41,9 @@ pub struct SideInfo {
     /// Can this process see the pid at all? A held side whose pid is not visible belongs to
     /// another PID namespace (a container) or is dead.
     pub pid_visible: bool,
+    /// The pid is visible but belongs to a process that started before the recorded one: the
+    /// recorded process runs in another PID namespace.
+    pub other_namespace: bool,
 }
 
 /// One ring's control block as found.
@@ -132,6 +135,41 @@ pub fn pid_visible(pid: u32) -> bool {
     #[cfg(not(target_os = "linux"))]
     {
         pid != 0 && liveness::start_time(pid).is_some()
+    }
+}
+
+/// How the process recorded in a slot (`pid`, `start_time`) looks from here, when it is not
+/// alive: `Some(true)` when the pid belongs to a process that started before it, which pid reuse
+/// cannot explain (the recorded process runs in another PID namespace); `Some(false)` when there
+/// is no process with that pid (it exited, or runs in another PID namespace); `None` when a
+/// later process has the pid (it exited and the pid was reused) or it is alive.
+pub fn unseen(pid: u32, start_time: u64) -> Option<bool> {
+    if pid == 0 || liveness::is_alive(pid, start_time) {
+        return None;
+    }
+    match liveness::start_time(pid) {
+        None if !pid_visible(pid) => Some(false),
+        Some(now) if now != 0 && now < start_time => Some(true),
+        _ => None,
+    }
+}
+
+/// Says what [`unseen`] found about side `side`'s process `pid`, for a user.
+pub fn describe_unseen(side: usize, pid: u32, certain: bool) -> String {
+    let hint = "two processes in different PID namespaces cannot share a channel: \
+                in Docker, run both containers with a shared PID namespace (--pid=container:<id>, or --pid=host)";
+    if certain {
+        format!(
+            "side {side} of this channel was held by pid {pid}, which from here is another process that started before it: \
+             that process runs in another PID namespace (a container), where it still holds the old segment, \
+             which this process took for dead and replaced; {hint}"
+        )
+    } else {
+        format!(
+            "side {side} of this channel was held by pid {pid}, which is not visible from here: it exited, or it runs in \
+             another PID namespace (a container), where it still holds the old segment, which this process took for dead \
+             and replaced; {hint}"
+        )
     }
 }
 
@@ -237,6 +275,7 @@ mod imp {
                     held: attach & ATTACH_SIDE[s] != 0,
                     alive: pid != 0 && liveness::is_alive(pid, start_time),
                     pid_visible: pid_visible(pid),
+                    other_namespace: unseen(pid, start_time) == Some(true),
                 }
             })
             .collect();

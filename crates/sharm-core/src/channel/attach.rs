@@ -67,7 +67,7 @@ pub(super) fn reap_if_dead(h: &Header, side: usize) -> bool {
 
 thread_local! {
     /// A side freed by this thread's `open` whose pid is not visible here.
-    static UNSEEN_HOLDER: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
+    static UNSEEN_HOLDER: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
 enum Claim {
@@ -103,7 +103,7 @@ fn header_of(seg: &Segment) -> &Header {
 impl Channel {
     /// Opens (creating if needed) the channel `name` and takes a free side.
     pub fn open(name: &str, opts: ChannelOptions) -> Result<Channel, Error> {
-        UNSEEN_HOLDER.with(|u| u.set(None));
+        UNSEEN_HOLDER.with(|u| u.replace(None));
         let mut ch = Self::open_once(name, opts)?;
         ch.unseen_holder = UNSEEN_HOLDER.with(|u| u.take());
         Ok(ch)
@@ -278,9 +278,14 @@ impl Channel {
 
     fn claim(h: &Header) -> Result<Claim, Error> {
         for side in 0..2 {
-            let pid = h.slots[side].pid.load(SeqCst);
-            if reap_if_dead(h, side) && !crate::inspect::pid_visible(pid) {
-                UNSEEN_HOLDER.with(|u| u.set(Some(pid)));
+            let slot = &h.slots[side];
+            let (pid, start) = (slot.pid.load(SeqCst), slot.start_time.load(SeqCst));
+            let unseen = crate::inspect::unseen(pid, start);
+            if reap_if_dead(h, side) {
+                if let Some(certain) = unseen {
+                    let what = crate::inspect::describe_unseen(side, pid, certain);
+                    UNSEEN_HOLDER.with(|u| u.replace(Some(what)));
+                }
             }
         }
         loop {

@@ -194,7 +194,7 @@ pub struct Channel {
     closed: bool,
     /// Pid of a process that held a side of this name when this one opened it, that was taken
     /// for dead because its pid is not visible from here (see [`Channel::took_over_unseen`]).
-    unseen_holder: Option<u32>,
+    unseen_holder: Option<String>,
 }
 
 impl Channel {
@@ -208,12 +208,13 @@ impl Channel {
         self.my_gen
     }
 
-    /// When this side opened the channel, a side held by process `pid` was freed because no
-    /// process with that pid is visible from here: it exited, or it runs in another PID namespace
-    /// (a container without a shared PID namespace), where it is alive and holds a segment that
-    /// this process has just replaced. The two then never meet; this says so for error messages.
-    pub fn took_over_unseen(&self) -> Option<u32> {
-        self.unseen_holder
+    /// When this side opened the channel, it freed a side whose process it could not see: no
+    /// process has its pid here (it exited, or runs in another PID namespace), or the one that
+    /// has it started before it (it surely runs in another PID namespace, a container without a
+    /// shared one, where it still holds the segment this process replaced). The two never meet
+    /// then; this says so, for error messages and diagnostics.
+    pub fn took_over_unseen(&self) -> Option<&str> {
+        self.unseen_holder.as_deref()
     }
 
     /// Ring capacity in bytes per direction.
