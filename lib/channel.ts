@@ -161,7 +161,13 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#timeoutMs = o.timeoutMs
     const native = () => this.#native
     this.#poller = new Poller(
-      { native, drain: () => this.#receiver.drain(), later: this.#later, paused: () => this.#readingPaused() },
+      {
+        native,
+        drain: () => this.#receiver.drain(),
+        later: this.#later,
+        paused: () => this.#readingPaused(),
+        log: DEBUG ? (what) => debugLog('%s: %s', this.name, what) : undefined,
+      },
       this.#stats,
       o.spinMicros,
     )
@@ -468,8 +474,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
       signal,
     )
     if (this.#closing !== null) it.end()
-    else if (signal?.aborted) it.return()
-    else this.#iterators.add(it)
+    else if (!it.ended) this.#iterators.add(it)
     return it
   }
 

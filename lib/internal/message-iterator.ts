@@ -32,7 +32,13 @@ export class MessageIterator implements AsyncIterableIterator<Buffer> {
     this.#host = host
     this.#highWaterMark = highWaterMark
     this.#signal = signal
-    signal?.addEventListener('abort', this.#onAbort, { once: true })
+    if (signal?.aborted) this.#abort()
+    else signal?.addEventListener('abort', this.#onAbort, { once: true })
+  }
+
+  /** The iteration ended (nothing more will be pushed). */
+  get ended(): boolean {
+    return this.#ended
   }
 
   /** Messages waiting to be read. */

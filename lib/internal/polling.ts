@@ -29,6 +29,8 @@ export interface PollHost {
   later(fn: () => void): void
   /** Reading is stopped: polling would find the same unread records again and again. */
   paused(): boolean
+  /** Logs a change of strategy (`NODE_DEBUG=sharmipc`); absent when logging is off. */
+  log?: (what: string) => void
 }
 
 export class Poller {
@@ -59,6 +61,7 @@ export class Poller {
     if (native === null || this.#host.paused()) return
     this.#hot = true
     this.#lastWork = this.#turnEnd = performance.now()
+    this.#host.log?.(`polling for up to ${this.#spinMs * 1000} µs after the last work`)
     native.setDriving(true)
     this.#host.later(this.#spinTurn)
   }
@@ -96,6 +99,7 @@ export class Poller {
       this.#host.drain()
     } else if (left <= 0) {
       // Quiet for spinMicros: hand over to the wake-up thread, which looks at once.
+      this.#host.log?.('quiet: polling stops, waiting to be woken')
       this.#hot = false
       native.setDriving(false)
       return
