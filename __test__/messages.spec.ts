@@ -35,7 +35,7 @@ test('an iterator that is not read stops reading, so the sender sees false and t
   await ch.close()
 })
 
-test('answers to this side\'s requests are not held back behind unread messages', async (t) => {
+test("answers to this side's requests are not held back behind unread messages", async (t) => {
   // A 4 KiB ring; the peer's queue takes what the ring does not (its default maxQueueBytes).
   const { ch, peer } = await pair('echo', SMALL, { capacity: 4096 })
   const it = ch.messages({ highWaterMark: 4 })
