@@ -566,6 +566,8 @@ pub struct SegmentInfo {
     pub os_id: String,
     pub path: String,
     pub bytes: f64,
+    /// It starts with sharmipc's magic bytes (of any version).
+    pub is_sharmipc: bool,
     /// A sharmipc segment of this layout and protocol version.
     pub magic_ok: bool,
     pub layout_version: u32,
@@ -594,6 +596,7 @@ impl From<sharm_core::inspect::SegmentInfo> for SegmentInfo {
             os_id: i.os_id,
             path: i.path,
             bytes: i.bytes as f64,
+            is_sharmipc: i.is_sharmipc,
             magic_ok: i.magic_ok,
             layout_version: i.layout_version,
             protocol_version: i.protocol_version,

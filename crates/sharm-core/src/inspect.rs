@@ -70,6 +70,8 @@ pub struct SegmentInfo {
     pub path: String,
     /// File size now.
     pub bytes: u64,
+    /// Does it start with sharmipc's magic bytes (of any version)?
+    pub is_sharmipc: bool,
     /// Is it a sharmipc segment of this layout and protocol?
     pub magic_ok: bool,
     pub layout_version: u32,
@@ -248,8 +250,8 @@ mod imp {
         // SAFETY: the buffer is page-aligned and HEADER_BYTES long (more than `Header`); `Header`
         // is all integers (atomics), for which any bytes are valid; bytes past what was read are 0.
         let h: &Header = unsafe { &*(page.0.as_ptr() as *const Header) };
-        let magic_ok = got >= std::mem::size_of::<Header>()
-            && h.magic.load(SeqCst) == MAGIC
+        let is_sharmipc = got >= std::mem::size_of::<Header>() && h.magic.load(SeqCst) == MAGIC;
+        let magic_ok = is_sharmipc
             && h.layout_version.load(SeqCst) == LAYOUT_VERSION
             && h.protocol_version.load(SeqCst) == PROTOCOL_VERSION;
         let attach = h.attach.load(SeqCst);
@@ -306,6 +308,7 @@ mod imp {
             os_id: os_id.to_string(),
             path,
             bytes,
+            is_sharmipc,
             magic_ok,
             layout_version: h.layout_version.load(SeqCst),
             protocol_version: h.protocol_version.load(SeqCst),
