@@ -201,6 +201,12 @@ export class SharmIpc {
    * handler's result for a message is ignored; an `'answerLater'` handler gets msgId 0). Throws
    * `TypeError`/`RangeError` for bad arguments, and what {@link open} throws (`BusyError`,
    * `ProtocolError`, an OS error).
+   *
+   * In TypeScript, write the parameter types of an answer-later handler:
+   * `new SharmIpc('jobs', (msgId: number, data: Buffer) => ...)`. TypeScript types the parameters of
+   * an unannotated arrow function from the first overload it tries, and no single parameter type
+   * gives `(data)` a `Buffer` and `(msgId, data)` a `number` and a `Buffer`: the overloads keep the
+   * return form first, so `(data) => [true, data]` needs no annotation.
    */
   constructor(name: string, handler: RemoteCall, options?: SharmIpcOptions)
   constructor(name: string, handler: AsyncRemoteCallHandler, options?: SharmIpcOptions)
