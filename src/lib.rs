@@ -642,7 +642,11 @@ impl From<sharm_core::inspect::SegmentInfo> for SegmentInfo {
 /// Every channel segment on this machine that this user can read (Linux).
 #[napi]
 pub fn list_segments() -> Result<Vec<SegmentInfo>> {
-    Ok(sharm_core::inspect::list().map_err(js_err)?.into_iter().map(Into::into).collect())
+    Ok(sharm_core::inspect::list()
+        .map_err(js_err)?
+        .into_iter()
+        .map(Into::into)
+        .collect())
 }
 
 /// The segment of channel `name` (or an OS name such as `/sharm.x`), read without attaching;

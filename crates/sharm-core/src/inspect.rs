@@ -215,10 +215,9 @@ mod imp {
             if !file.starts_with(FILE_PREFIX) {
                 continue;
             }
-            match read(&format!("/{file}")) {
-                Ok(Some(info)) => out.push(info),
-                // Gone meanwhile, or not readable by this user: skip it in a listing.
-                Ok(None) | Err(_) => {}
+            // One gone meanwhile, or not readable by this user, is left out of a listing.
+            if let Ok(Some(info)) = read(&format!("/{file}")) {
+                out.push(info);
             }
         }
         out.sort_by(|a, b| a.os_id.cmp(&b.os_id));
@@ -233,7 +232,9 @@ mod imp {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::Os(format!("cannot open {path}: {e}"))),
         };
-        let meta = file.metadata().map_err(|e| Error::Os(format!("cannot stat {path}: {e}")))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::Os(format!("cannot stat {path}: {e}")))?;
         let bytes = meta.len();
         let age_ms = meta
             .modified()
@@ -283,7 +284,10 @@ mod imp {
             .collect();
         let capacity = h.capacity.load(SeqCst);
         let mut rings = Vec::new();
-        if magic_ok && crate::layout::capacity_is_valid(capacity as usize) && bytes >= segment_bytes(capacity as usize) as u64 {
+        if magic_ok
+            && crate::layout::capacity_is_valid(capacity as usize)
+            && bytes >= segment_bytes(capacity as usize) as u64
+        {
             for r in 0..2 {
                 let mut block = Box::new(ControlBlock([0; crate::layout::RING_CONTROL_BYTES]));
                 read_at(&file, &mut block.0, ring_offset(r, capacity as usize) as u64)?;
