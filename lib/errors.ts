@@ -169,7 +169,8 @@ export function toSharmError(e: unknown): SharmError {
   return new SharmError(known ? (code as SharmErrorCode) : 'ERR_SHARM_OS', err.message, { cause: err })
 }
 
-const ALL_CODES = [
+/** Every {@link SharmErrorCode}, as a list. */
+export const ALL_CODES = [
   'ERR_SHARM_TIMEOUT',
   'ERR_SHARM_PEER_GONE',
   'ERR_SHARM_QUEUE_FULL',
