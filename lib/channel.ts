@@ -111,12 +111,15 @@ export interface MessagesOptions {
  *   died, or was found a zombie), with the messages it did not get (see {@link DisconnectInfo}).
  *   They come in order, one `'disconnect'` after each `'connect'`, and after every message that
  *   peer sent;
- * - `'error'` `(err)`: something failed that belongs to no call (a protocol error from the peer
+ * - `'error'` `(err: SharmError)`: something failed that belongs to no call (a protocol error from the peer
  *   closes the channel; an answer could not be queued). Without a listener it becomes a process
  *   warning, never an exception;
  * - `'close'`: the channel closed;
  * - `'drain'`: after `send` returned `false` (or a request was refused with `QueueFullError`), the
  *   queue is empty again.
+ *
+ * The events are typed ({@link ChannelEvents}): `on`, `once`, `addListener`, `emit` and the rest
+ * know each event's arguments. {@link Channel.messages} iterates the messages with backpressure.
  *
  * `data` passed to `'message'` and to handlers may be a view into a larger buffer shared by one
  * batch: copy it (`Buffer.from(data)`) to keep a small piece for long.
