@@ -142,6 +142,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #iterators = new Set<MessageIterator>()
   /** A peer was attached at some time. */
   #hadPeer = false
+  /** `NODE_DEBUG` said that reading paused, and not yet that it resumed. */
+  #pausedLogged = false
   /** Pid of the attached peer (for diagnostics). */
   #peerPid = 0
   /** Set when opening freed a side whose process is not visible from here (see {@link Channel.#noPeer}). */
@@ -484,13 +486,24 @@ export class Channel extends EventEmitter<ChannelEvents> {
   /** Reading stops while an iterator is full, unless an answer or a stream of ours waits. */
   #readingPaused(): boolean {
     if (this.#iterators.size === 0 || this.#pending.size > 0 || this.#streams.size > 0) return false
-    for (const it of this.#iterators) if (it.full) return true
+    for (const it of this.#iterators) {
+      if (it.full) {
+        if (DEBUG && !this.#pausedLogged) {
+          this.#pausedLogged = true
+          debugLog('%s: reading paused: a messages() iterator holds %d unread', this.name, it.buffered)
+        }
+        return true
+      }
+    }
     return false
   }
 
   #resumeReading(): void {
     if (this.#native === null) return
-    if (DEBUG) debugLog('%s: reading resumed', this.name)
+    if (DEBUG && this.#pausedLogged) {
+      this.#pausedLogged = false
+      debugLog('%s: reading resumed', this.name)
+    }
     this.#later(this.#receiver.drain)
   }
 
