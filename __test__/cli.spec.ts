@@ -1,7 +1,7 @@
 // The command line, run as a child process: bin/sharmipc.mjs.
 import { spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 
 import test from 'ava'
@@ -133,6 +133,22 @@ test('a process killed by SIGTERM leaves its segment; clean removes it, and refu
   t.is(reopened.name, name)
   await reopened.close()
   await ch.close()
+})
+
+test('clean leaves alone what is not a segment of this version', (t) => {
+  const name = uniqueName(PREFIX)
+  const file = `/dev/shm/sharm.${name}`
+  writeFileSync(file, Buffer.alloc(8192, 7))
+  try {
+    const r = cli('clean', name)
+    t.is(r.code, 1)
+    t.regex(r.stdout, new RegExp(`kept ${name}: not a sharmipc segment, not touched by this version`))
+    t.true(existsSync(file))
+    const shown = cli('inspect', name)
+    t.regex(shown.stdout, /format\s+not a sharmipc segment/)
+  } finally {
+    rmSync(file, { force: true })
+  }
 })
 
 test.after.always('no segment of these tests is left in /dev/shm', async (t) => {

@@ -14,7 +14,8 @@ commands:
   list [--json]                 the channels on this machine: name, sides, pids, alive, generation, capacity, age
   inspect <name> [--json]       one channel's segment: header, sides, ring fill, indices and flags
   clean [name] [--json]         removes the segment of <name>, or of every channel, if no live process holds
-                                a side (a process killed by a signal leaves its segment behind); refuses live ones
+                                a side (a process killed by a signal leaves its segment behind); refuses live
+                                ones, and leaves segments of other sharmipc versions alone
   bench [bench options]         runs the side-by-side benchmarks (see below)
 
 options:
@@ -193,6 +194,7 @@ function clean(args) {
     if (values.json) break
     if (r.result === 'removed') console.log(`removed ${r.name}`)
     else if (r.result === 'live') console.log(`kept ${r.name}: held by live ${r.holders}`)
+    else if (r.result === 'foreign') console.log(`kept ${r.name}: ${r.what}, not touched by this version`)
     else console.log(`kept ${r.name}: being created or removed right now`)
   }
   // Naming one that is live is a refusal.

@@ -28,8 +28,12 @@ export function inspectSegment(name: string): SegmentInfo | null {
   }
 }
 
-/** What {@link cleanSegment} did: `removed`, or left it alone because it is `live` (with who holds it) or `busy`. */
-export type CleanResult = { result: 'removed' } | { result: 'live'; holders: string } | { result: 'busy' }
+/**
+ * What {@link cleanSegment} did: `removed`, or left it alone because it is `live` (with who holds
+ * it), `busy` (being created or removed), or `foreign` (not a segment of this version).
+ */
+export type CleanResult =
+  { result: 'removed' } | { result: 'live'; holders: string } | { result: 'busy' } | { result: 'foreign'; what: string }
 
 /** Removes the segment of channel `name` (or an OS name) unless a live process holds a side. */
 export function cleanSegment(name: string): CleanResult {
@@ -40,5 +44,6 @@ export function cleanSegment(name: string): CleanResult {
     throw fromNative(e)
   }
   if (r === 'removed' || r === 'busy') return { result: r }
+  if (r.startsWith('foreign: ')) return { result: 'foreign', what: r.slice('foreign: '.length) }
   return { result: 'live', holders: r.replace(/^live: /, '') }
 }

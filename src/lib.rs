@@ -657,7 +657,8 @@ pub fn inspect_segment(name: String) -> Result<Option<SegmentInfo>> {
 }
 
 /// Removes the segment of channel `name` (or an OS name) unless a live process holds a side:
-/// `"removed"`, `"live: <pids>"`, or `"busy"` (being created or removed right now).
+/// `"removed"`, `"live: <pids>"`, `"busy"` (being created or removed right now), or
+/// `"foreign: <what>"` (not a segment of this version: left alone).
 #[napi]
 pub fn clean_segment(name: String) -> Result<String> {
     use sharm_core::inspect::Cleaned;
@@ -665,5 +666,6 @@ pub fn clean_segment(name: String) -> Result<String> {
         Cleaned::Removed => "removed".to_string(),
         Cleaned::Live(who) => format!("live: {who}"),
         Cleaned::Busy => "busy".to_string(),
+        Cleaned::Foreign(what) => format!("foreign: {what}"),
     })
 }

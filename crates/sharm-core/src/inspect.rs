@@ -86,7 +86,8 @@ pub struct SegmentInfo {
     pub sides: Vec<SideInfo>,
     /// Present when the file is long enough to hold both rings.
     pub rings: Vec<RingInfo>,
-    /// Milliseconds since the file was last changed in size or mode (its creation, in practice).
+    /// Milliseconds since the file's status last changed: when its creator sized it (or its mode
+    /// was set), in practice its creation.
     pub age_ms: Option<f64>,
     pub uid: u32,
     pub mode: u32,
@@ -107,6 +108,9 @@ pub enum Cleaned {
     Live(String),
     /// It is being created or removed by another process right now: left alone.
     Busy,
+    /// It is not a sharmipc segment of this version (another version, or something else), whose
+    /// holders this version cannot tell: left alone. Says what it is.
+    Foreign(String),
 }
 
 fn state_name(s: u32) -> String {
@@ -236,11 +240,12 @@ mod imp {
             .metadata()
             .map_err(|e| Error::Os(format!("cannot stat {path}: {e}")))?;
         let bytes = meta.len();
-        let age_ms = meta
-            .modified()
+        // The status change time: set when the creator sized the file (and by a chmod).
+        let age_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
             .ok()
-            .and_then(|t| t.elapsed().ok())
-            .map(|d| d.as_secs_f64() * 1000.0);
+            .map(|now| now.as_secs_f64() * 1000.0 - (meta.ctime() as f64 * 1000.0 + meta.ctime_nsec() as f64 / 1e6))
+            .map(|ms| ms.max(0.0));
         let name = os_id
             .strip_prefix('/')
             .and_then(|f| f.strip_prefix(FILE_PREFIX))
@@ -350,16 +355,28 @@ mod imp {
         if info.live() {
             return Ok(Cleaned::Live(live_holders(&info)));
         }
-        if !info.magic_ok || (info.bytes as usize) < HEADER_BYTES {
-            // Not one of ours in this layout (or too short to hold a header): nobody can attach to
-            // it, so it is removed as it is.
-            return remove(os_id);
+        if !info.magic_ok {
+            // Another version's slots may lie elsewhere: whether a live process holds it cannot
+            // be told from here, so it is not touched.
+            return Ok(Cleaned::Foreign(if info.is_sharmipc {
+                format!(
+                    "a sharmipc segment of another version (layout {}, protocol {})",
+                    info.layout_version, info.protocol_version
+                )
+            } else if (info.bytes as usize) < HEADER_BYTES {
+                format!("{} bytes long, no header (being created, or truncated)", info.bytes)
+            } else {
+                "not a sharmipc segment".to_string()
+            }));
         }
         let mut seg = match Segment::open(os_id)? {
             Opened::Mapped(s) => s,
             Opened::Missing => return Err(Error::Invalid(format!("no segment {}", path_of(os_id)))),
-            Opened::Empty => return remove(os_id),
+            Opened::Empty => return Ok(Cleaned::Busy),
         };
+        if seg.len() < HEADER_BYTES {
+            return Ok(Cleaned::Busy);
+        }
         // SAFETY: the mapping is page-aligned and at least HEADER_BYTES long (checked above);
         // `Header` is all atomics; the reference does not outlive `seg`.
         let h: &Header = unsafe { &*(seg.as_ptr() as *const Header) };
@@ -382,12 +399,6 @@ mod imp {
             let _ = h.attach.compare_exchange(ATTACH_DEAD, 0, SeqCst, SeqCst);
             return Err(e);
         }
-        Ok(Cleaned::Removed)
-    }
-
-    fn remove(os_id: &str) -> Result<Cleaned, Error> {
-        let path = path_of(os_id);
-        std::fs::remove_file(&path).map_err(|e| Error::Os(format!("cannot remove {path}: {e}")))?;
         Ok(Cleaned::Removed)
     }
 
