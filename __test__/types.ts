@@ -1,6 +1,6 @@
 // Type tests, checked by `tsc -p __test__/tsconfig.json` (never run): each `@ts-expect-error`
 // line must fail to compile, every other line must compile.
-import { EventEmitter } from 'node:events'
+import { EventEmitter, on, once } from 'node:events'
 
 import { SharmIpc, SharmNpc, PipeRole, type RequestResult } from '../compat'
 import {
@@ -59,6 +59,14 @@ ch.emit('connect', 'x')
 // @ts-expect-error 'close' carries nothing
 ch.emit('close', 1)
 ch.off('message', () => {})
+
+// Node's static helpers take the channel (with @types/node 20 they return any[]).
+async function helpers(): Promise<void> {
+  const [info] = await once(ch, 'connect')
+  void info
+  for await (const [data] of on(ch, 'message')) void data
+}
+void helpers
 
 // The async iterator of messages.
 async function iterate(signal: AbortSignal): Promise<void> {
