@@ -60,13 +60,13 @@ ch.emit('connect', 'x')
 ch.emit('close', 1)
 ch.off('message', () => {})
 
-// Node's static helpers take the channel (with @types/node 20 they return any[]).
-async function helpers(): Promise<void> {
+// Node's static events.once and events.on take the channel (with @types/node 20 they return any[]).
+async function onceAndOn(): Promise<void> {
   const [info] = await once(ch, 'connect')
   void info
   for await (const [data] of on(ch, 'message')) void data
 }
-void helpers
+void onceAndOn
 
 // The async iterator of messages.
 async function iterate(signal: AbortSignal): Promise<void> {
