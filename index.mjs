@@ -13,6 +13,7 @@ export const {
   ProtocolError,
   ClosedError,
   RemoteError,
+  AbortError,
   RequestContext,
   Channel,
   open,

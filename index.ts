@@ -9,8 +9,16 @@
  *
  * @packageDocumentation
  */
-export { Channel, open, type ConnectInfo, type DisconnectInfo } from './lib/channel'
 export {
+  Channel,
+  open,
+  type ChannelEvents,
+  type ConnectInfo,
+  type DisconnectInfo,
+  type MessagesOptions,
+} from './lib/channel'
+export {
+  AbortError,
   BusyError,
   ClosedError,
   PeerGoneError,

@@ -1,9 +1,12 @@
 // The numbers and codes the facade shares with the native side come from the binding, not from a
 // second copy: the kinds it sends are the binding's, and every error code the binding can throw
 // has its class in the facade's registry.
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+
 import test from 'ava'
 
-import { NATIVE_ERRORS, fromNative, SharmError } from '../lib/errors'
+import { ALL_CODES, NATIVE_ERRORS, fromNative, SharmError, toSharmError } from '../lib/errors'
 import { native } from '../lib/internal/binding'
 
 test('the facade maps every error code the binding can throw, and nothing else', (t) => {
@@ -80,4 +83,33 @@ test('the layout constants of the binding are what its output is', (t) => {
     native.POLL_WORD_QUEUED + 1,
   ]
   t.is(new Set(words).size, words.length, 'each head word has one meaning')
+})
+
+test("every code an error of the library can carry is in the README's error tables", (t) => {
+  const readme = readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8')
+  const errors = readme.slice(readme.indexOf('### Errors'), readme.indexOf('### Diagnostics'))
+  const documented = new Set([...errors.matchAll(/^\| [^|]+\| `([A-Z_]+)`/gm)].map((m) => m[1]))
+  const produced = [
+    ...ALL_CODES,
+    ...native.errorCodes(),
+    'ABORT_ERR',
+    'ERR_INVALID_ARG_TYPE',
+    'ERR_INVALID_ARG_VALUE',
+    'ERR_OUT_OF_RANGE',
+  ]
+  for (const code of produced) t.true(documented.has(code), `${code} is documented`)
+})
+
+test("what an 'error' listener gets is a SharmError; one made of another error carries it as cause", (t) => {
+  const invalid = Object.assign(new TypeError('bad'), { code: 'ERR_SHARM_INVALID' })
+  const wrapped = toSharmError(invalid)
+  t.true(wrapped instanceof SharmError)
+  t.is(wrapped.code, 'ERR_SHARM_INVALID')
+  t.is(wrapped.cause, invalid)
+  const plain = new Error('something else')
+  const other = toSharmError(plain)
+  t.is(other.code, 'ERR_SHARM_OS')
+  t.is(other.cause, plain)
+  const own = new SharmError('ERR_SHARM_BUSY', 'busy')
+  t.is(toSharmError(own), own, 'a SharmError is passed on as it is')
 })

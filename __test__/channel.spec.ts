@@ -200,10 +200,20 @@ test('close rejects pending requests with ERR_SHARM_CLOSED and every later call 
   t.is(err!.code, 'ERR_SHARM_CLOSED')
   await closing
   t.throws(() => ch.send(Buffer.from('x')), { instanceOf: ClosedError })
-  t.throws(() => ch.request(Buffer.from('x')), { instanceOf: ClosedError })
   t.throws(() => ch.requestSync(Buffer.from('x')), { instanceOf: ClosedError })
   t.throws(() => ch.answer(1, Buffer.from('x')), { instanceOf: ClosedError })
-  t.throws(() => ch.waitForPeer(), { instanceOf: ClosedError })
+  // The promise-returning ones reject instead of throwing, so a .catch() attached at once sees it.
+  const caught: unknown[] = []
+  await ch.request(Buffer.from('x')).catch((e: unknown) => caught.push(e))
+  await ch.waitForPeer().catch((e: unknown) => caught.push(e))
+  await ch.waitForPeer(100).catch((e: unknown) => caught.push(e))
+  t.is(caught.length, 3)
+  for (const e of caught) t.true(e instanceof ClosedError)
+  // ref()/unref() after close do nothing, as a socket's.
+  t.false(ch.hasRef())
+  t.is(ch.ref(), ch)
+  t.is(ch.unref(), ch)
+  t.false(ch.hasRef())
   t.true(ch.closed)
   await peer.close()
 })
@@ -253,58 +263,68 @@ test('requestSync on both sides at once ends in two timeouts, and both channels 
   await done(ch, peer)
 })
 
-test('bad arguments throw at once with what was expected', (t) => {
+test("bad arguments throw at once (or reject, for promises) with what was expected and Node's code", async (t) => {
+  const TYPE = 'ERR_INVALID_ARG_TYPE'
+  const VALUE = 'ERR_INVALID_ARG_VALUE'
+  const RANGE = 'ERR_OUT_OF_RANGE'
   t.throws(() => open(42 as unknown as string), {
     instanceOf: TypeError,
+    code: TYPE,
     message: /name must be a string, got number 42/,
   })
-  t.throws(() => open(''), {
-    instanceOf: RangeError,
-    message: /1 to 128 bytes/,
-  })
-  t.throws(() => open('has/slash'), {
-    instanceOf: RangeError,
-    message: /may contain only/,
-  })
-  t.throws(() => open('x'.repeat(129)), { instanceOf: RangeError })
+  t.throws(() => open(''), { instanceOf: RangeError, code: VALUE, message: /1 to 128 bytes/ })
+  t.throws(() => open('has/slash'), { instanceOf: RangeError, code: VALUE, message: /may contain only/ })
+  t.throws(() => open('x'.repeat(129)), { instanceOf: RangeError, code: VALUE })
   const name = uniqueName(PREFIX)
   t.throws(() => open(name, { capacity: 5000 }), {
     instanceOf: RangeError,
+    code: VALUE,
     message: /power of two, got 5000/,
   })
-  t.throws(() => open(name, { capacity: 1024 }), {
-    instanceOf: RangeError,
-    message: /from 4096/,
-  })
-  t.throws(() => open(name, { timeoutMs: -1 }), {
-    instanceOf: RangeError,
-    message: /timeoutMs/,
-  })
+  t.throws(() => open(name, { capacity: 1024 }), { instanceOf: RangeError, code: RANGE, message: /from 4096/ })
+  t.throws(() => open(name, { capacity: 4096.5 }), { instanceOf: RangeError, code: RANGE })
+  t.throws(() => open(name, { capacity: '4096' as never }), { instanceOf: TypeError, code: TYPE })
+  t.throws(() => open(name, { timeoutMs: -1 }), { instanceOf: RangeError, code: RANGE, message: /timeoutMs/ })
   t.throws(() => open(name, { onRequest: 'nope' as never }), {
     instanceOf: TypeError,
+    code: TYPE,
     message: /onRequest must be a function/,
   })
   t.throws(() => open(name, { capcity: 4096 } as never), {
     instanceOf: TypeError,
+    code: VALUE,
     message: /unknown option "capcity"/,
   })
+  t.throws(() => open(name, null as never), { instanceOf: TypeError, code: TYPE })
   const ch = open(name)
-  t.throws(() => ch.send('text' as never), {
+  t.throws(() => ch.send(42 as never), {
     instanceOf: TypeError,
-    message: /Buffer or Uint8Array, got a string/,
+    code: TYPE,
+    message: /Buffer, a Uint8Array or a string, got number 42/,
   })
-  t.throws(() => ch.request([1, 2] as never), {
-    instanceOf: TypeError,
-    message: /got an array/,
+  t.throws(() => ch.messages({ highWaterMark: 0 }), { instanceOf: RangeError, code: RANGE })
+  t.throws(() => ch.messages({ signal: 'x' as never }), { instanceOf: TypeError, code: TYPE })
+  // Promise-returning methods never throw: the error comes through the promise.
+  let bad!: Promise<Buffer>
+  t.notThrows(() => {
+    bad = ch.request([1, 2] as never)
   })
-  t.throws(() => ch.request(Buffer.alloc(1), { timeoutMs: 0 }), {
-    instanceOf: RangeError,
+  await t.throwsAsync(bad, { instanceOf: TypeError, code: TYPE, message: /got an array/ })
+  let zero!: Promise<Buffer>
+  t.notThrows(() => {
+    zero = ch.request(Buffer.alloc(1), { timeoutMs: 0 })
   })
+  await t.throwsAsync(zero, { instanceOf: RangeError, code: RANGE })
+  await t.throwsAsync(ch.request(Buffer.alloc(1), { signal: {} as never }), { instanceOf: TypeError, code: TYPE })
+  await t.throwsAsync(ch.waitForPeer(-5), { instanceOf: RangeError, code: RANGE })
   t.throws(() => ch.answer(12345, Buffer.alloc(1)), {
     instanceOf: RangeError,
+    code: VALUE,
     message: /no request with id/,
   })
+  t.throws(() => ch.answer(1.5, Buffer.alloc(1)), { instanceOf: RangeError, code: VALUE })
   t.true(ch.send(new Uint8Array([1, 2, 3])), 'a plain Uint8Array is accepted')
+  t.true(ch.send('a string is sent as UTF-8'), 'a string is accepted')
   return ch.close()
 })
 

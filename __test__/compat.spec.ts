@@ -75,10 +75,10 @@ test("the handler's form follows its parameter count, and handlerForm overrides 
   t.regex(e!.message, /got a function with 3 parameters.*handlerForm/)
 })
 
-test('bad arguments throw at once, saying what was expected and what was found', (t) => {
+test("bad arguments throw at once (remoteRequestAsync resolves [false, ...]), saying what was expected, with Node's codes", async (t) => {
   const n = uniqueName(PREFIX)
   t.regex(
-    t.throws(() => new SharmIpc(n, null as any), { instanceOf: TypeError })!.message,
+    t.throws(() => new SharmIpc(n, null as any), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })!.message,
     /handler must be a function.*got null/,
   )
   t.regex(
@@ -87,25 +87,47 @@ test('bad arguments throw at once, saying what was expected and what was found',
     /protocolVersion has no counterpart/,
   )
   t.regex(
-    t.throws(() => new SharmIpc(n, (d: Buffer) => [true, d], { capacity: 4096 } as any))!.message,
+    t.throws(() => new SharmIpc(n, (d: Buffer) => [true, d], { capacity: 4096 } as any), {
+      code: 'ERR_INVALID_ARG_VALUE',
+    })!.message,
     /use bufferCapacity here/,
   )
   t.regex(
     t.throws(() => new SharmIpc(n, (d: Buffer) => [true, d], { handlerForm: 'sync' as any }))!.message,
     /handlerForm must be 'return' or 'answerLater', got a string \("sync"\)/,
   )
-  t.regex(t.throws(() => new SharmIpc(n, (d: Buffer) => [true, d], { bufferCapacity: -5 }))!.message, /got number -5/)
+  t.regex(
+    t.throws(() => new SharmIpc(n, (d: Buffer) => [true, d], { bufferCapacity: -5 }), { code: 'ERR_OUT_OF_RANGE' })!
+      .message,
+    /got number -5/,
+  )
   t.throws(() => new SharmNpc(n, 'master' as any, (d: Buffer) => [true, d]), { message: /role must be/ })
   t.deepEqual(leftoverSegments(n), [], 'a refused constructor opens nothing')
 
   const sm = make(n, (d: Buffer) => [true, d])
   t.regex(
-    t.throws(() => sm.remoteRequest('text' as any))!.message,
-    /data must be a Buffer, a Uint8Array or null, got a string/,
+    t.throws(() => sm.remoteRequest(42 as any), { code: 'ERR_INVALID_ARG_TYPE' })!.message,
+    /data must be a Buffer, a Uint8Array, a string or null, got number 42/,
   )
-  t.throws(() => sm.remoteRequestAsync(Buffer.alloc(1), 0), { instanceOf: RangeError, message: /got number 0/ })
+  // remoteRequestAsync never throws: bad arguments come back as [false, null, error].
+  let zero!: Promise<RequestResult>
+  t.notThrows(() => {
+    zero = sm.remoteRequestAsync(Buffer.alloc(1), 0)
+  })
+  const [ok, data, err] = await zero
+  t.false(ok)
+  t.is(data, null)
+  t.true(err instanceof RangeError)
+  t.is((err as { code?: string }).code, 'ERR_OUT_OF_RANGE')
+  t.regex(err!.message, /got number 0/)
+  const [okType, , errType] = await sm.remoteRequestAsync(42 as any)
+  t.false(okType)
+  t.is((errType as { code?: string }).code, 'ERR_INVALID_ARG_TYPE')
   t.throws(() => sm.remoteRequestWithoutResponse(42 as any), { instanceOf: TypeError })
-  t.throws(() => sm.asyncAnswerOnRemoteCall(-1, [true, null]), { message: /msgId must be a non-negative integer/ })
+  t.throws(() => sm.asyncAnswerOnRemoteCall(-1, [true, null]), {
+    code: 'ERR_OUT_OF_RANGE',
+    message: /msgId must be a non-negative integer/,
+  })
   t.throws(() => sm.asyncAnswerOnRemoteCall(1, Buffer.alloc(1) as any), { message: /must be \[ok: boolean/ })
   t.throws(() => sm.asyncAnswerOnRemoteCall(1, [true, 'x' as any]), { message: /data must be a Buffer.*got a string/ })
   t.throws(() => sm.remoteRequest(null, 'soon' as any), { message: /timeout \(ms\) or a callback/ })

@@ -97,8 +97,18 @@ test('polling options are checked', (t) => {
     instanceOf: TypeError,
     message: /latencyMode must be a boolean, got a string \("yes"\)/,
   })
-  t.throws(() => open(name, { spinMicros: -1 }), { instanceOf: RangeError, message: /spinMicros/ })
-  t.throws(() => open(name, { spinMicros: 1.5 }), { instanceOf: TypeError, message: /spinMicros must be an integer/ })
+  t.throws(() => open(name, { spinMicros: -1 }), {
+    instanceOf: RangeError,
+    code: 'ERR_OUT_OF_RANGE',
+    message: /spinMicros/,
+  })
+  // As Node's own checks: a number that is not an integer is out of range, another type is a TypeError.
+  t.throws(() => open(name, { spinMicros: 1.5 }), {
+    instanceOf: RangeError,
+    code: 'ERR_OUT_OF_RANGE',
+    message: /spinMicros must be an integer/,
+  })
+  t.throws(() => open(name, { spinMicros: '5' as never }), { instanceOf: TypeError, code: 'ERR_INVALID_ARG_TYPE' })
   t.deepEqual(leftoverSegments(name), [])
 })
 

@@ -227,6 +227,7 @@ test('without a matching binary, require and import fail naming the platform and
     t.not(r.code, 0, `${how} must fail`)
     t.is(r.stdout, '')
     t.true(r.stderr.includes("code: 'ERR_SHARM_NO_BINARY'"), `${how}: ${r.stderr}`)
+    t.true(r.stderr.includes('[cause]: '), `${how}: the loader's error is its cause: ${r.stderr}`)
     t.true(r.stderr.includes(`sharmipc: no native binary loads on ${process.platform} ${process.arch}`), r.stderr)
     t.regex(r.stderr, libc)
     t.true(r.stderr.includes(`./sharmipc.${target}.node (not found)`), r.stderr)

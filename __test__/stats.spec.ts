@@ -16,7 +16,7 @@ test('sent and received counters of both sides agree with what was done, under l
     const b = Buffer.alloc(4 + (i % 700))
     b.writeUInt32LE(i, 0)
     messageBytes += b.length
-    while (!ch.send(b)) await new Promise((r) => ch.once('drain', r))
+    while (!ch.send(b)) await new Promise<void>((r) => ch.once('drain', () => r()))
   }
   const m = 5000
   let requestBytes = 0

@@ -174,12 +174,14 @@ test('bad arguments throw at once', async (t) => {
     message: /onStream must be a function, got number 5/,
   })
   const ch = open(uniqueName(PREFIX))
-  t.throws(() => ch.requestStream('text' as unknown as Buffer), {
+  t.throws(() => ch.requestStream(42 as unknown as Buffer), {
     instanceOf: TypeError,
-    message: /data must be a Buffer/,
+    code: 'ERR_INVALID_ARG_TYPE',
+    message: /data must be a Buffer, a Uint8Array or a string, got number 42/,
   })
   t.throws(() => ch.requestStream(Buffer.from('x'), {} as unknown as Readable), {
     instanceOf: TypeError,
+    code: 'ERR_INVALID_ARG_TYPE',
     message: /body must be a stream.Readable, got an instance of Object/,
   })
   await ch.close()

@@ -10,6 +10,7 @@
 import { EventEmitter } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
+import { debuglog } from 'node:util'
 
 import {
   aborted,
@@ -18,8 +19,9 @@ import {
   PeerGoneError,
   QueueFullError,
   RemoteError,
+  SharmError,
   TimeoutError,
-  timedOut,
+  toSharmError,
 } from './errors'
 import { resolveOptions, type OpenOptions, type RequestHandler, type RequestOptions } from './options'
 import { StreamTable, type StreamHandler } from './streams'
@@ -28,12 +30,26 @@ import { native as binding, type NativeChannel, type PeerChange } from './intern
 import { trackNative, untrackNative } from './internal/exit-hook'
 import { PendingRequests } from './internal/pending'
 import { Poller } from './internal/polling'
+import { MessageIterator } from './internal/message-iterator'
 import { Receiver } from './internal/receive'
 import { SendBuffer } from './internal/send-buffer'
 import { Counters, type ChannelStats } from './internal/stats'
-import { checkName, checkSignal, checkTimeout, describe, toBytes } from './internal/validate'
+import {
+  argType,
+  checkInt,
+  checkName,
+  checkSignal,
+  checkTimeout,
+  describe,
+  toBytes,
+  type Payload,
+} from './internal/validate'
 
 const { KIND_MESSAGE, KIND_REQUEST, KIND_STREAM, SEND_QUEUE_FULL } = binding
+
+const debugLog = debuglog('sharmipc')
+/** `NODE_DEBUG=sharmipc` was set when the module loaded: looked up once, so logging costs nothing when off. */
+const DEBUG = debugLog.enabled
 
 /**
  * Argument of the `'disconnect'` event: the peer that left, and the send-and-forget messages
@@ -64,19 +80,28 @@ export interface ConnectInfo {
   pid: number
 }
 
-export interface Channel {
-  on(event: 'message', listener: (data: Buffer) => void): this
-  on(event: 'connect', listener: (info: ConnectInfo) => void): this
-  on(event: 'disconnect', listener: (info: DisconnectInfo) => void): this
-  on(event: 'error', listener: (err: Error) => void): this
-  on(event: 'close', listener: () => void): this
-  on(event: 'drain', listener: () => void): this
-  once(event: 'message', listener: (data: Buffer) => void): this
-  once(event: 'connect', listener: (info: ConnectInfo) => void): this
-  once(event: 'disconnect', listener: (info: DisconnectInfo) => void): this
-  once(event: 'error', listener: (err: Error) => void): this
-  once(event: 'close', listener: () => void): this
-  once(event: 'drain', listener: () => void): this
+/**
+ * The events of a {@link Channel} and their arguments, for Node's typed `EventEmitter`: `on`,
+ * `once`, `addListener`, `emit`, `events.once(ch, ...)` and `events.on(ch, ...)` are typed by it.
+ */
+export interface ChannelEvents {
+  message: [data: Buffer]
+  connect: [info: ConnectInfo]
+  disconnect: [info: DisconnectInfo]
+  error: [err: SharmError]
+  close: []
+  drain: []
+}
+
+/** Options of {@link Channel.messages}. */
+export interface MessagesOptions {
+  /** Ends the iteration: the loop throws an `AbortError` (`code: 'ABORT_ERR'`), as `events.on` does. */
+  signal?: AbortSignal
+  /**
+   * Messages the iterator holds unread before this side stops reading the ring (default 64).
+   * One read may bring more than that.
+   */
+  highWaterMark?: number
 }
 
 /**
@@ -86,17 +111,20 @@ export interface Channel {
  *   died, or was found a zombie), with the messages it did not get (see {@link DisconnectInfo}).
  *   They come in order, one `'disconnect'` after each `'connect'`, and after every message that
  *   peer sent;
- * - `'error'` `(err)`: something failed that belongs to no call (a protocol error from the peer
+ * - `'error'` `(err: SharmError)`: something failed that belongs to no call (a protocol error from the peer
  *   closes the channel; an answer could not be queued). Without a listener it becomes a process
  *   warning, never an exception;
  * - `'close'`: the channel closed;
  * - `'drain'`: after `send` returned `false` (or a request was refused with `QueueFullError`), the
  *   queue is empty again.
  *
+ * The events are typed ({@link ChannelEvents}): `on`, `once`, `addListener`, `emit` and the rest
+ * know each event's arguments. {@link Channel.messages} iterates the messages with backpressure.
+ *
  * `data` passed to `'message'` and to handlers may be a view into a larger buffer shared by one
  * batch: copy it (`Buffer.from(data)`) to keep a small piece for long.
  */
-export class Channel extends EventEmitter {
+export class Channel extends EventEmitter<ChannelEvents> {
   /** The channel's name. */
   readonly name: string
   #native: NativeChannel | null
@@ -110,6 +138,16 @@ export class Channel extends EventEmitter {
   #referenced = true
   /** A send was refused for a full queue: emit 'drain' when the queue is empty again. */
   #wantDrain = false
+  /** Open iterators of `messages()`. */
+  #iterators = new Set<MessageIterator>()
+  /** A peer was attached at some time. */
+  #hadPeer = false
+  /** `NODE_DEBUG` said that reading paused, and not yet that it resumed. */
+  #pausedLogged = false
+  /** Pid of the attached peer (for diagnostics). */
+  #peerPid = 0
+  /** Set when opening freed a side whose process is not visible from here (see {@link Channel.#noPeer}). */
+  #unseen = ''
   #stats = new Counters()
   #send: SendBuffer
   #poller: Poller
@@ -128,7 +166,13 @@ export class Channel extends EventEmitter {
     this.#timeoutMs = o.timeoutMs
     const native = () => this.#native
     this.#poller = new Poller(
-      { native, drain: () => this.#receiver.drain(), later: this.#later },
+      {
+        native,
+        drain: () => this.#receiver.drain(),
+        later: this.#later,
+        paused: () => this.#readingPaused(),
+        log: DEBUG ? (what) => debugLog('%s: %s', this.name, what) : undefined,
+      },
       this.#stats,
       o.spinMicros,
     )
@@ -140,10 +184,14 @@ export class Channel extends EventEmitter {
     )
     // A request given up on here is taken back, or the peer is told (its handler's ctx.signal aborts).
     const withdraw = (id: number) => this.#native !== null && this.#send.withdraw(this.#native, id)
-    this.#pending = new PendingRequests((id) => {
-      withdraw(id)
-      this.#stats.timeouts++
-    }, withdraw)
+    this.#pending = new PendingRequests(
+      (id) => {
+        withdraw(id)
+        this.#stats.timeouts++
+      },
+      withdraw,
+      (id, timeoutMs) => this.#timeoutError(`request ${id}`, timeoutMs),
+    )
     this.#answering = new Answering(
       { native, handler: () => this.#onRequest, error: (e) => this.#emitError(e), queueFull: () => this.#queueFull() },
       this.#send,
@@ -168,7 +216,11 @@ export class Channel extends EventEmitter {
         later: this.#later,
         connected: (change) => this.#onConnect(change),
         disconnected: (change) => this.#onDisconnect(change),
-        message: (payload) => this.#emitSafely('message', payload),
+        paused: () => this.#readingPaused(),
+        message: (payload) => {
+          for (const it of this.#iterators) it.push(payload)
+          this.#emitSafely('message', payload)
+        },
         streamFrame: (id, type, payload) => this.#streams.onFrame(id, type, payload),
         request: (id, gen, payload) => this.#answering.onRequest(id, gen, payload),
         cancel: (id, gen) => this.#answering.cancel(id, gen),
@@ -195,6 +247,21 @@ export class Channel extends EventEmitter {
       throw fromNative(e)
     }
     trackNative(this.#native, () => this.#send.flush())
+    this.#unseen = this.#native.tookOverUnseen
+    if (DEBUG && this.#unseen !== '') debugLog('%s: %s', name, this.#unseen)
+    if (DEBUG) {
+      const n = this.#native
+      debugLog(
+        'attach %s: side %d, generation %d, segment %s, capacity %d, pid %d, peer %s',
+        name,
+        n.side,
+        n.generation,
+        n.segmentName,
+        n.capacity,
+        process.pid,
+        n.peerConnected ? 'attached' : 'none yet',
+      )
+    }
   }
 
   /**
@@ -254,18 +321,27 @@ export class Channel extends EventEmitter {
    * `TimeoutError`, `PeerGoneError` (the peer it went to left without answering; its `reached`
    * says whether the request got there), `RemoteError` (its handler failed),
    * `QueueFullError`, `TooLargeError`, `ClosedError` (closed while waiting), or an `AbortError`
-   * when `options.signal` aborts (at once, sending nothing, if it already has). Throws at once,
-   * without returning a promise, for bad arguments and on a channel already closed. A request
+   * when `options.signal` aborts (at once, sending nothing, if it already has). Never throws:
+   * bad arguments (`ERR_INVALID_ARG_TYPE`, `ERR_OUT_OF_RANGE`) and a channel already closed
+   * (`ClosedError`) give a rejected promise too. `data` may be a string (sent as UTF-8). A request
    * made while no peer is attached waits in the queue (its timeout runs) and goes to the next
    * one; a request that went to a peer is answered by that peer or fails with it, never both.
    * After a timeout or an abort the request is taken out of the queue, or the peer is told and
    * its handler's `ctx.signal` aborts.
    */
-  request(data: Buffer | Uint8Array, options?: RequestOptions): Promise<Buffer> {
-    const native = this.#live()
-    const bytes = toBytes(data, 'data')
-    const timeoutMs = checkTimeout(options?.timeoutMs ?? this.#timeoutMs, 'timeoutMs')
-    const signal = checkSignal(options?.signal, 'signal')
+  request(data: Payload, options?: RequestOptions): Promise<Buffer> {
+    let native: NativeChannel
+    let bytes: Uint8Array
+    let timeoutMs: number
+    let signal: AbortSignal | undefined
+    try {
+      native = this.#live()
+      bytes = toBytes(data, 'data')
+      timeoutMs = checkTimeout(options?.timeoutMs ?? this.#timeoutMs, 'timeoutMs')
+      signal = checkSignal(options?.signal, 'signal')
+    } catch (e) {
+      return Promise.reject(e)
+    }
     if (signal?.aborted) return Promise.reject(aborted(signal.reason))
     const id = this.#nextId++
     let r: number
@@ -279,7 +355,10 @@ export class Channel extends EventEmitter {
       return Promise.reject(this.#queueFull())
     }
     this.#poller.heat()
-    return this.#pending.add(id, timeoutMs, signal)
+    const answer = this.#pending.add(id, timeoutMs, signal)
+    // Reading may have stopped for a full messages() iterator; an answer must not wait behind it.
+    if (this.#iterators.size > 0) this.#later(this.#receiver.drain)
+    return answer
   }
 
   /**
@@ -289,7 +368,7 @@ export class Channel extends EventEmitter {
    * blocks, this side answers nothing: if both sides call `requestSync` at each other at the same
    * time, both wait until their timeouts and throw `TimeoutError`; the channels keep working.
    */
-  requestSync(data: Buffer | Uint8Array, options?: RequestOptions): Buffer {
+  requestSync(data: Payload, options?: RequestOptions): Buffer {
     const native = this.#live()
     const bytes = toBytes(data, 'data')
     const timeoutMs = checkTimeout(options?.timeoutMs ?? this.#timeoutMs, 'timeoutMs')
@@ -309,7 +388,7 @@ export class Channel extends EventEmitter {
     } catch (e) {
       let err = fromNative(e)
       if (err instanceof TimeoutError) {
-        err = timedOut('requestSync', timeoutMs)
+        err = this.#timeoutError('requestSync', timeoutMs)
         stats.timeouts++
       } else if (err instanceof QueueFullError) stats.queueFullRejections++
       else if (err instanceof RemoteError) stats.remoteErrors++
@@ -328,11 +407,11 @@ export class Channel extends EventEmitter {
    * the peer's failure, its leaving, or `close()` destroy it with `RemoteError`, `PeerGoneError`
    * or `ClosedError`; a failing `body` fails the stream on both sides.
    */
-  requestStream(data: Buffer | Uint8Array, body?: Readable): Readable {
+  requestStream(data: Payload, body?: Readable): Readable {
     this.#live()
     const bytes = toBytes(data, 'data')
     if (body !== undefined && !(body instanceof Readable)) {
-      throw new TypeError(`body must be a stream.Readable, got ${describe(body)}`)
+      throw argType(`body must be a stream.Readable, got ${describe(body)}`)
     }
     return this.#streams.open(bytes, body)
   }
@@ -347,7 +426,7 @@ export class Channel extends EventEmitter {
    * order). Returns `false`, taking nothing, when the queue is over `maxQueueBytes`; an accepted
    * message is never dropped silently.
    */
-  send(data: Buffer | Uint8Array): boolean {
+  send(data: Payload): boolean {
     const native = this.#live()
     const bytes = toBytes(data, 'data')
     let r: number
@@ -359,8 +438,73 @@ export class Channel extends EventEmitter {
     // Sending alone is no reason to poll: nothing is expected back (what the peer sends wakes
     // this side as usual, and then it polls).
     if (r !== SEND_QUEUE_FULL) return true
+    if (DEBUG && !this.#wantDrain)
+      debugLog('%s: queue full, send refused (%d bytes waiting)', this.name, this.queuedBytes)
     this.#wantDrain = true
     return false
+  }
+
+  /**
+   * The peer's send-and-forget messages as an async iterator, in the order sent:
+   * `for await (const data of ch.messages({ signal })) { ... }`. It starts collecting when
+   * called. Backpressure is real: while the iterator holds `highWaterMark` (default 64) unread
+   * messages, this side stops reading the ring, so the ring fills and the peer's `send` returns
+   * `false` until the loop reads on (then the peer gets `'drain'`).
+   *
+   * While reading is stopped, everything behind those messages in the ring waits with them: the
+   * peer's requests to this side, stream frames, and the peer's `'connect'`/`'disconnect'`. Answers
+   * to this side's own requests are never held back: while a request of this side (or a
+   * stream) is waiting, reading goes on and the iterator buffers beyond its mark.
+   *
+   * `'message'` listeners still get every message, when it is read, and do not hold reading back;
+   * every open iterator gets every message. The iteration ends when the channel closes (after
+   * the messages it holds), throws `AbortError` when `signal` aborts (as `events.on` does), and
+   * `break` ends it too; messages it held unread then are dropped.
+   */
+  messages(options: MessagesOptions = {}): AsyncIterableIterator<Buffer> {
+    if (options === null || typeof options !== 'object') {
+      throw argType(`options must be an object, got ${describe(options)}`)
+    }
+    const signal = checkSignal(options.signal, 'signal')
+    const highWaterMark = checkInt(options.highWaterMark ?? 64, 'highWaterMark', 1, 2 ** 31 - 1)
+    const it = new MessageIterator(
+      {
+        release: (i) => {
+          this.#iterators.delete(i)
+          this.#resumeReading()
+        },
+        resume: () => this.#resumeReading(),
+      },
+      highWaterMark,
+      signal,
+    )
+    if (this.#closing !== null) it.end()
+    else if (!it.ended) this.#iterators.add(it)
+    return it
+  }
+
+  /** Reading stops while an iterator is full, unless an answer or a stream of ours waits. */
+  #readingPaused(): boolean {
+    if (this.#iterators.size === 0 || this.#pending.size > 0 || this.#streams.size > 0) return false
+    for (const it of this.#iterators) {
+      if (it.full) {
+        if (DEBUG && !this.#pausedLogged) {
+          this.#pausedLogged = true
+          debugLog('%s: reading paused: a messages() iterator holds %d unread', this.name, it.buffered)
+        }
+        return true
+      }
+    }
+    return false
+  }
+
+  #resumeReading(): void {
+    if (this.#native === null) return
+    if (DEBUG && this.#pausedLogged) {
+      this.#pausedLogged = false
+      debugLog('%s: reading resumed', this.name)
+    }
+    this.#later(this.#receiver.drain)
   }
 
   /**
@@ -373,19 +517,24 @@ export class Channel extends EventEmitter {
    * `answerLater()` is answered by what the handler returns: `answer()` for it is `false` too.
    * Throws a RangeError for an id this channel never gave out.
    */
-  answer(id: number, result: Buffer | Uint8Array | Error): boolean {
+  answer(id: number, result: Payload | Error): boolean {
     this.#live()
-    if (!(result instanceof Error)) toBytes(result, 'answer')
-    return this.#answering.answer(id, result)
+    const r = result instanceof Error ? result : toBytes(result, 'answer')
+    return this.#answering.answer(id, r)
   }
 
   /**
    * Resolves when a peer is attached (at once if one is now); rejects with `TimeoutError` after
-   * `timeoutMs` if given.
+   * `timeoutMs` if given. Never throws: a closed channel or a bad timeout reject.
    */
   waitForPeer(timeoutMs?: number): Promise<void> {
-    const native = this.#live()
-    if (timeoutMs !== undefined) checkTimeout(timeoutMs, 'timeoutMs')
+    let native: NativeChannel
+    try {
+      native = this.#live()
+      if (timeoutMs !== undefined) checkTimeout(timeoutMs, 'timeoutMs')
+    } catch (e) {
+      return Promise.reject(e)
+    }
     if (native.peerConnected) return Promise.resolve()
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined
@@ -402,7 +551,10 @@ export class Channel extends EventEmitter {
       if (timeoutMs !== undefined) {
         timer = setTimeout(() => {
           this.#peerWaiters.delete(w)
-          reject(new TimeoutError(`no peer attached to channel ${JSON.stringify(this.name)} within ${timeoutMs} ms`))
+          const why = this.#hadPeer ? 'the peer left and no other has attached' : this.#noPeer()
+          reject(
+            new TimeoutError(`no peer attached to channel ${JSON.stringify(this.name)} within ${timeoutMs} ms: ${why}`),
+          )
         }, timeoutMs)
         if (!this.#referenced) timer.unref()
       }
@@ -410,18 +562,25 @@ export class Channel extends EventEmitter {
     })
   }
 
-  /** Keeps the process alive while the channel is open (the default), like a socket. */
+  /** Keeps the process alive while the channel is open (the default), like a socket. After `close()` it does nothing. */
   ref(): this {
-    this.#live().ref()
+    if (this.#closing !== null || this.#native === null) return this
+    this.#native.ref()
     this.#referenced = true
     return this
   }
 
-  /** Lets the process exit although the channel is open. */
+  /** Lets the process exit although the channel is open. After `close()` it does nothing. */
   unref(): this {
-    this.#live().unref()
+    if (this.#closing !== null || this.#native === null) return this
+    this.#native.unref()
     this.#referenced = false
     return this
+  }
+
+  /** Does the channel keep the process alive? (`false` once closed.) Like a socket's `hasRef()`. */
+  hasRef(): boolean {
+    return this.#referenced && this.#closing === null && this.#native !== null
   }
 
   /**
@@ -497,6 +656,9 @@ export class Channel extends EventEmitter {
   }
 
   #rejectAll(reason: Error): void {
+    // Iterators end after what they hold: normally on close(), with the error on a failure.
+    for (const it of [...this.#iterators]) it.end(reason instanceof ClosedError ? undefined : reason)
+    this.#iterators.clear()
     this.#pending.rejectAll(reason)
     for (const w of this.#peerWaiters) w.reject(reason)
     this.#peerWaiters.clear()
@@ -504,16 +666,37 @@ export class Channel extends EventEmitter {
   }
 
   #queueFull(): QueueFullError {
+    if (DEBUG) debugLog('%s: queue full, refused (%d bytes waiting)', this.name, this.queuedBytes)
     return new QueueFullError(`send queue is full: ${this.queuedBytes} bytes are waiting for the ring`)
+  }
+
+  /** The error of a request (`what`) that got no answer within `timeoutMs`, saying why it may not have. */
+  #timeoutError(what: string, timeoutMs: number): TimeoutError {
+    const on = `on channel ${JSON.stringify(this.name)}`
+    if (!this.#hadPeer && !this.connected)
+      return new TimeoutError(`no answer to ${what} ${on} within ${timeoutMs} ms: ${this.#noPeer()}`)
+    if (!this.connected) {
+      return new TimeoutError(
+        `no answer to ${what} ${on} within ${timeoutMs} ms: the peer left and no other has attached`,
+      )
+    }
+    return new TimeoutError(`no answer to ${what} ${on} within ${timeoutMs} ms`)
   }
 
   /**
    * Emits an event without letting a throwing listener break delivery of the rest of the batch;
    * the listener's exception is rethrown on its own tick, as an uncaught exception.
    */
-  #emitSafely(event: string, arg?: unknown): void {
+  /** Why no peer may have come, for the errors of a channel that never had one. */
+  #noPeer(): string {
+    const why = 'no peer has attached to this channel since it was opened'
+    if (this.#unseen !== '') return `${why}; when it was opened, ${this.#unseen}`
+    return `${why} (is the other process running, and does it open the same name?)`
+  }
+
+  #emitSafely<K extends keyof ChannelEvents>(event: K, ...args: ChannelEvents[K]): void {
     try {
-      this.emit(event, arg)
+      ;(this.emit as (event: K, ...args: ChannelEvents[K]) => boolean)(event, ...args)
     } catch (e) {
       process.nextTick(() => {
         throw e
@@ -521,8 +704,10 @@ export class Channel extends EventEmitter {
     }
   }
 
-  #emitError(err: Error): void {
+  #emitError(e: Error): void {
     this.#stats.errors++
+    const err = toSharmError(e)
+    if (DEBUG) debugLog('%s: error %s: %s', this.name, err.code, err.message)
     if (this.listenerCount('error') > 0) this.emit('error', err)
     else process.emitWarning(err)
   }
@@ -546,6 +731,7 @@ export class Channel extends EventEmitter {
   /** Called by the wake-up thread when there is something to read. */
   #onWake = (): void => {
     this.#stats.wakeups++
+    if (DEBUG) debugLog('%s: woken by the wake-up thread', this.name)
     this.#receiver.drain()
   }
 
@@ -554,6 +740,7 @@ export class Channel extends EventEmitter {
     if (this.#wantDrain && this.#native !== null && this.#send.nativeQueued + this.#send.stagedBytes === 0) {
       this.#wantDrain = false
       this.#streams.resume()
+      if (DEBUG) debugLog('%s: queue drained', this.name)
       this.#emitSafely('drain')
     }
     for (const w of this.#drainWaiters.splice(0)) w()
@@ -583,13 +770,26 @@ export class Channel extends EventEmitter {
       inDoubt: change.inDoubt,
       unconfirmed: change.undelivered.length + change.inDoubt.length + change.partial,
     }
+    if (DEBUG) {
+      debugLog(
+        '%s: peer left: generation %d, pid %d, %d undelivered, %d in doubt',
+        this.name,
+        gen,
+        this.#peerPid,
+        info.undelivered.length,
+        info.inDoubt.length,
+      )
+    }
     this.#emitSafely('disconnect', info)
   }
 
   #onConnect(change: PeerChange): void {
     for (const w of this.#peerWaiters) w.resolve()
     this.#peerWaiters.clear()
+    this.#hadPeer = true
+    this.#peerPid = change.pid
     const info: ConnectInfo = { generation: change.generation, pid: change.pid }
+    if (DEBUG) debugLog('%s: peer attached: generation %d, pid %d', this.name, info.generation, info.pid)
     this.#emitSafely('connect', info)
   }
 }

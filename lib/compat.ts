@@ -12,7 +12,18 @@ import { open, type Channel, type DisconnectInfo } from './channel'
 import { ClosedError } from './errors'
 import type { OpenOptions } from './options'
 import type { ChannelStats } from './internal/stats'
-import { asError, checkFunction, checkSignal, checkTimeout, describe, EMPTY, isThenable } from './internal/validate'
+import {
+  argType,
+  argValue,
+  asError,
+  checkFunction,
+  checkSignal,
+  checkTimeout,
+  describe,
+  EMPTY,
+  isThenable,
+  outOfRange,
+} from './internal/validate'
 
 /** An answer given by a handler: success flag and payload (`null` is sent as an empty payload). */
 export type Answer = [ok: boolean, data: Buffer | Uint8Array | null]
@@ -109,11 +120,12 @@ const DROPPED_OPTIONS: Record<string, string> = {
 const FALSE_WITH_DATA = 'the handler answered false with data (base64): '
 const FALSE_ANSWER = 'the handler answered false'
 
-/** A payload argument: bytes, or null/undefined for an empty payload. */
+/** A payload argument: bytes, a string (UTF-8), or null/undefined for an empty payload. */
 function payload(v: unknown, what: string): Uint8Array {
   if (v instanceof Uint8Array) return v
   if (v === null || v === undefined) return EMPTY
-  throw new TypeError(`${what} must be a Buffer, a Uint8Array or null, got ${describe(v)}`)
+  if (typeof v === 'string') return Buffer.from(v, 'utf8')
+  throw argType(`${what} must be a Buffer, a Uint8Array, a string or null, got ${describe(v)}`)
 }
 
 function timeout(v: unknown): number | undefined {
@@ -122,10 +134,11 @@ function timeout(v: unknown): number | undefined {
 
 /** bufferCapacity → a ring capacity: the next power of two, at least 4096, at most 1 GiB. */
 function ringCapacity(v: unknown): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
-    throw new TypeError(`bufferCapacity must be a positive integer (bytes), got ${describe(v)}`)
+  if (typeof v !== 'number') throw argType(`bufferCapacity must be a positive integer (bytes), got ${describe(v)}`)
+  if (!Number.isInteger(v) || v < 1) {
+    throw outOfRange(`bufferCapacity must be a positive integer (bytes), got ${describe(v)}`)
   }
-  if (v > 2 ** 30) throw new RangeError(`bufferCapacity must be at most ${2 ** 30} (1 GiB), got ${v}`)
+  if (v > 2 ** 30) throw outOfRange(`bufferCapacity must be at most ${2 ** 30} (1 GiB), got ${v}`)
   let c = 4096
   while (c < v) c *= 2
   return c
@@ -134,10 +147,10 @@ function ringCapacity(v: unknown): number {
 /** Checks an `[ok, data]` pair; `what` names it in the error. */
 function checkAnswer(v: unknown, what: string): { ok: boolean; data: Uint8Array } {
   if (!Array.isArray(v) || v.length < 1 || v.length > 2 || typeof v[0] !== 'boolean') {
-    throw new TypeError(`${what} must be [ok: boolean, data: Buffer | Uint8Array | null], got ${describe(v)}`)
+    throw argType(`${what} must be [ok: boolean, data: Buffer | Uint8Array | null], got ${describe(v)}`)
   }
   if (v[1] !== undefined && v[1] !== null && !(v[1] instanceof Uint8Array)) {
-    throw new TypeError(`${what}: data must be a Buffer, a Uint8Array or null, got ${describe(v[1])}`)
+    throw argType(`${what}: data must be a Buffer, a Uint8Array or null, got ${describe(v[1])}`)
   }
   return { ok: v[0], data: v[1] ?? EMPTY }
 }
@@ -188,24 +201,29 @@ export class SharmIpc {
    * handler's result for a message is ignored; an `'answerLater'` handler gets msgId 0). Throws
    * `TypeError`/`RangeError` for bad arguments, and what {@link open} throws (`BusyError`,
    * `ProtocolError`, an OS error).
+   *
+   * In TypeScript, write the parameter types of an answer-later handler:
+   * `new SharmIpc('jobs', (msgId: number, data: Buffer) => ...)`. TypeScript types the parameters of
+   * an unannotated arrow function from the first overload it tries, and no single parameter type
+   * gives `(data)` a `Buffer` and `(msgId, data)` a `number` and a `Buffer`: the overloads keep the
+   * return form first, so `(data) => [true, data]` needs no annotation.
    */
   constructor(name: string, handler: RemoteCall, options?: SharmIpcOptions)
   constructor(name: string, handler: AsyncRemoteCallHandler, options?: SharmIpcOptions)
   constructor(name: string, handler: RemoteCall | AsyncRemoteCallHandler, options?: SharmIpcOptions)
   constructor(name: string, handler: RemoteCall | AsyncRemoteCallHandler, options: SharmIpcOptions = {}) {
     if (typeof handler !== 'function') {
-      throw new TypeError(
+      throw argType(
         `handler must be a function, (data) => [ok, data] or (msgId, data) => void, got ${describe(handler)}`,
       )
     }
     if (options === null || typeof options !== 'object') {
-      throw new TypeError(`options must be an object, got ${describe(options)}`)
+      throw argType(`options must be an object, got ${describe(options)}`)
     }
     for (const k of Object.keys(options)) {
-      if (DROPPED_OPTIONS[k] !== undefined)
-        throw new TypeError(`unknown option ${JSON.stringify(k)}: ${DROPPED_OPTIONS[k]}`)
+      if (DROPPED_OPTIONS[k] !== undefined) throw argValue(`unknown option ${JSON.stringify(k)}: ${DROPPED_OPTIONS[k]}`)
       if (!OPTION_KEYS.has(k)) {
-        throw new TypeError(`unknown option ${JSON.stringify(k)}; expected one of ${[...OPTION_KEYS].join(', ')}`)
+        throw argValue(`unknown option ${JSON.stringify(k)}; expected one of ${[...OPTION_KEYS].join(', ')}`)
       }
     }
     this.#form = SharmIpc.#formOf(handler, options.handlerForm)
@@ -233,13 +251,13 @@ export class SharmIpc {
   static #formOf(handler: Function, form: unknown): HandlerForm {
     if (form !== undefined) {
       if (form !== 'return' && form !== 'answerLater') {
-        throw new TypeError(`handlerForm must be 'return' or 'answerLater', got ${describe(form)}`)
+        throw argValue(`handlerForm must be 'return' or 'answerLater', got ${describe(form)}`)
       }
       return form
     }
     if (handler.length === 2) return 'answerLater'
     if (handler.length <= 1) return 'return'
-    throw new TypeError(
+    throw argValue(
       `handler must take (data) => [ok, data] or (msgId, data) => void, got ${describe(handler)}; ` +
         `set handlerForm to 'return' or 'answerLater' to say which it is`,
     )
@@ -276,7 +294,7 @@ export class SharmIpc {
   }
   /** Replaces the handler with a `'return'`-form one. */
   set remoteCallHandler(f: RemoteCall) {
-    if (typeof f !== 'function') throw new TypeError(`remoteCallHandler must be a function, got ${describe(f)}`)
+    if (typeof f !== 'function') throw argType(`remoteCallHandler must be a function, got ${describe(f)}`)
     this.#handler = f
     this.#form = 'return'
   }
@@ -287,7 +305,7 @@ export class SharmIpc {
   }
   /** Replaces the handler with an `'answerLater'`-form one. */
   set asyncRemoteCallHandler(f: AsyncRemoteCallHandler) {
-    if (typeof f !== 'function') throw new TypeError(`asyncRemoteCallHandler must be a function, got ${describe(f)}`)
+    if (typeof f !== 'function') throw argType(`asyncRemoteCallHandler must be a function, got ${describe(f)}`)
     this.#handler = f
     this.#form = 'answerLater'
   }
@@ -304,14 +322,14 @@ export class SharmIpc {
    *
    * Never throws for a failure; throws `TypeError`/`RangeError` at once for bad arguments.
    */
-  remoteRequest(data: Buffer | Uint8Array | null, timeoutMs?: number): RequestResult
+  remoteRequest(data: Buffer | Uint8Array | string | null, timeoutMs?: number): RequestResult
   remoteRequest(
-    data: Buffer | Uint8Array | null,
+    data: Buffer | Uint8Array | string | null,
     callback: (result: RequestResult) => void,
     timeoutMs?: number,
   ): RequestResult
   remoteRequest(
-    data: Buffer | Uint8Array | null,
+    data: Buffer | Uint8Array | string | null,
     callbackOrTimeout?: number | ((result: RequestResult) => void) | null,
     timeoutMs?: number,
   ): RequestResult {
@@ -322,9 +340,7 @@ export class SharmIpc {
       return [true, null]
     }
     if (callbackOrTimeout !== undefined && callbackOrTimeout !== null && typeof callbackOrTimeout !== 'number') {
-      throw new TypeError(
-        `the second argument must be a timeout (ms) or a callback, got ${describe(callbackOrTimeout)}`,
-      )
+      throw argType(`the second argument must be a timeout (ms) or a callback, got ${describe(callbackOrTimeout)}`)
     }
     const ms = timeout(callbackOrTimeout ?? timeoutMs)
     if (this.#disposing !== null) return [false, null, new ClosedError('SharmIpc instance was disposed')]
@@ -339,17 +355,24 @@ export class SharmIpc {
    * RPC without blocking (the original's `RemoteRequestAsync`): resolves with `[true, answer]`,
    * or `[false, null | data of a false answer, error]`. `signal` (where .NET code passes a
    * CancellationToken) aborts it: `[false, null, AbortError]`, and the peer's handler sees its
-   * `ctx.signal` abort, as after a timeout. The promise never rejects; bad arguments throw
-   * `TypeError`/`RangeError` at once.
+   * `ctx.signal` abort, as after a timeout. It never throws and the promise never rejects: bad
+   * arguments give `[false, null, TypeError | RangeError]` (with Node's `ERR_INVALID_ARG_TYPE`,
+   * `ERR_INVALID_ARG_VALUE` or `ERR_OUT_OF_RANGE` code).
    */
   remoteRequestAsync(
-    data: Buffer | Uint8Array | null,
+    data: Buffer | Uint8Array | string | null,
     timeoutMs?: number,
     signal?: AbortSignal,
   ): Promise<RequestResult> {
-    const bytes = payload(data, 'data')
-    const ms = timeout(timeoutMs)
-    checkSignal(signal, 'signal')
+    let bytes: Uint8Array
+    let ms: number | undefined
+    try {
+      bytes = payload(data, 'data')
+      ms = timeout(timeoutMs)
+      checkSignal(signal, 'signal')
+    } catch (e) {
+      return Promise.resolve(failed(e))
+    }
     if (this.#disposing !== null) {
       return Promise.resolve([false, null, new ClosedError('SharmIpc instance was disposed')])
     }
@@ -367,7 +390,7 @@ export class SharmIpc {
    * sending, `false` when the queue is over `maxQueueSizeInBytes`, the message is too large, or
    * the instance is disposed. Accepted messages reach the peer's handler in the order sent.
    */
-  remoteRequestWithoutResponse(data: Buffer | Uint8Array | null): boolean {
+  remoteRequestWithoutResponse(data: Buffer | Uint8Array | string | null): boolean {
     const bytes = payload(data, 'data')
     if (this.#disposing !== null) return false
     try {
@@ -386,8 +409,9 @@ export class SharmIpc {
    * instance. Throws `TypeError` at once for arguments of the wrong shape.
    */
   asyncAnswerOnRemoteCall(msgId: number, answer: Answer): boolean {
-    if (typeof msgId !== 'number' || !Number.isInteger(msgId) || msgId < 0) {
-      throw new TypeError(`msgId must be a non-negative integer, got ${describe(msgId)}`)
+    if (typeof msgId !== 'number') throw argType(`msgId must be a non-negative integer, got ${describe(msgId)}`)
+    if (!Number.isInteger(msgId) || msgId < 0) {
+      throw outOfRange(`msgId must be a non-negative integer, got ${describe(msgId)}`)
     }
     const { ok, data } = checkAnswer(answer, 'answer')
     if (msgId === 0 || this.#disposing !== null) return false
@@ -555,9 +579,7 @@ export class SharmNpc extends SharmIpc {
     options: SharmIpcOptions = {},
   ) {
     if (role !== PipeRole.Server && role !== PipeRole.Client) {
-      throw new TypeError(
-        `role must be PipeRole.Server ('server') or PipeRole.Client ('client'), got ${describe(role)}`,
-      )
+      throw argValue(`role must be PipeRole.Server ('server') or PipeRole.Client ('client'), got ${describe(role)}`)
     }
     super(name, handler, options)
     this.role = role

@@ -33,8 +33,8 @@ export class SharmError extends Error {
 
 /** No answer arrived within the request's timeout. Code `ERR_SHARM_TIMEOUT`. */
 export class TimeoutError extends SharmError {
-  constructor(message: string) {
-    super('ERR_SHARM_TIMEOUT', message)
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_SHARM_TIMEOUT', message, options)
   }
 }
 
@@ -64,8 +64,8 @@ export class PeerGoneError extends SharmError {
   readonly reached: Reached | undefined
   readonly undelivered: Buffer[]
   readonly inDoubt: Buffer[]
-  constructor(message: string, notDone: NotDone = {}) {
-    super('ERR_SHARM_PEER_GONE', message)
+  constructor(message: string, notDone: NotDone = {}, options?: ErrorOptions) {
+    super('ERR_SHARM_PEER_GONE', message, options)
     this.reached = notDone.reached
     this.undelivered = notDone.undelivered ?? []
     this.inDoubt = notDone.inDoubt ?? []
@@ -74,22 +74,22 @@ export class PeerGoneError extends SharmError {
 
 /** The send queue is over `maxQueueBytes`; nothing was taken. Code `ERR_SHARM_QUEUE_FULL`. */
 export class QueueFullError extends SharmError {
-  constructor(message: string) {
-    super('ERR_SHARM_QUEUE_FULL', message)
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_SHARM_QUEUE_FULL', message, options)
   }
 }
 
 /** The message is larger than `maxMessageBytes`. Code `ERR_SHARM_TOO_LARGE`. */
 export class TooLargeError extends SharmError {
-  constructor(message: string) {
-    super('ERR_SHARM_TOO_LARGE', message)
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_SHARM_TOO_LARGE', message, options)
   }
 }
 
 /** Two live processes already hold the channel. Code `ERR_SHARM_BUSY`. */
 export class BusyError extends SharmError {
-  constructor(message: string) {
-    super('ERR_SHARM_BUSY', message)
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_SHARM_BUSY', message, options)
   }
 }
 
@@ -98,15 +98,15 @@ export class BusyError extends SharmError {
  * protocol version (the message names both). Code `ERR_SHARM_PROTOCOL`.
  */
 export class ProtocolError extends SharmError {
-  constructor(message: string) {
-    super('ERR_SHARM_PROTOCOL', message)
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_SHARM_PROTOCOL', message, options)
   }
 }
 
 /** The channel is closed. Code `ERR_SHARM_CLOSED`. */
 export class ClosedError extends SharmError {
-  constructor(message = 'channel is closed') {
-    super('ERR_SHARM_CLOSED', message)
+  constructor(message = 'channel is closed', options?: ErrorOptions) {
+    super('ERR_SHARM_CLOSED', message, options)
   }
 }
 
@@ -156,6 +156,33 @@ export const NATIVE_ERRORS = {
   // A bad argument that only the native side could see.
   ERR_SHARM_INVALID: (m: string): Error => Object.assign(new TypeError(m), { code: 'ERR_SHARM_INVALID' }),
 } satisfies Partial<Record<SharmErrorCode, (message: string) => Error>>
+
+/**
+ * `e` as a {@link SharmError} (for the `'error'` event): itself if it is one, else a SharmError
+ * with its `code` if that is one of ours (`ERR_SHARM_OS` otherwise) and `e` as `cause`.
+ */
+export function toSharmError(e: unknown): SharmError {
+  if (e instanceof SharmError) return e
+  const err = asError(e)
+  const code = (err as { code?: unknown }).code
+  const known = typeof code === 'string' && (ALL_CODES as readonly string[]).includes(code)
+  return new SharmError(known ? (code as SharmErrorCode) : 'ERR_SHARM_OS', err.message, { cause: err })
+}
+
+/** Every {@link SharmErrorCode}, as a list. */
+export const ALL_CODES = [
+  'ERR_SHARM_TIMEOUT',
+  'ERR_SHARM_PEER_GONE',
+  'ERR_SHARM_QUEUE_FULL',
+  'ERR_SHARM_TOO_LARGE',
+  'ERR_SHARM_BUSY',
+  'ERR_SHARM_PROTOCOL',
+  'ERR_SHARM_CLOSED',
+  'ERR_SHARM_REMOTE',
+  'ERR_SHARM_OS',
+  'ERR_SHARM_INVALID',
+  'ERR_SHARM_NO_BINARY',
+] as const satisfies readonly SharmErrorCode[]
 
 /** Turns an error thrown by the native layer into its class, by its `code`. */
 export function fromNative(e: unknown): Error {

@@ -5,7 +5,7 @@
  */
 import type { RequestContext } from './request-context'
 import type { StreamHandler } from './streams'
-import { checkFunction, checkInt, checkTimeout, describe } from './internal/validate'
+import { argType, argValue, checkFunction, checkInt, checkTimeout, describe } from './internal/validate'
 
 /** What a request handler may return (or resolve to). `undefined` answers with an empty Buffer. */
 export type Answer = Buffer | Uint8Array | undefined | void
@@ -102,23 +102,23 @@ const OPTION_KEYS = new Set([
 /** Checks `options` (unknown keys, types, ranges) and fills in the defaults. */
 export function resolveOptions(options: OpenOptions): ResolvedOptions {
   if (options === null || typeof options !== 'object') {
-    throw new TypeError(`options must be an object, got ${describe(options)}`)
+    throw argType(`options must be an object, got ${describe(options)}`)
   }
   for (const k of Object.keys(options)) {
     if (!OPTION_KEYS.has(k)) {
-      throw new TypeError(`unknown option ${JSON.stringify(k)}; expected one of ${[...OPTION_KEYS].join(', ')}`)
+      throw argValue(`unknown option ${JSON.stringify(k)}; expected one of ${[...OPTION_KEYS].join(', ')}`)
     }
   }
   const onRequest = checkFunction(options.onRequest, 'onRequest')
   const onStream = checkFunction(options.onStream, 'onStream')
   const capacity = checkInt(options.capacity ?? 1 << 20, 'capacity', 4096, 1 << 30)
-  if ((capacity & (capacity - 1)) !== 0) throw new RangeError(`capacity must be a power of two, got ${capacity}`)
+  if ((capacity & (capacity - 1)) !== 0) throw argValue(`capacity must be a power of two, got ${capacity}`, true)
   const maxQueueBytes = checkInt(options.maxQueueBytes ?? 20_000_000, 'maxQueueBytes', 0, Number.MAX_SAFE_INTEGER)
   const maxMessageBytes = checkInt(options.maxMessageBytes ?? 256 * 1024 * 1024, 'maxMessageBytes', 1, 2 ** 32 - 1)
   const mode = checkInt(options.mode ?? 0o600, 'mode', 0, 0o777)
   const timeoutMs = checkTimeout(options.timeoutMs ?? 30_000, 'timeoutMs')
   if (options.latencyMode !== undefined && typeof options.latencyMode !== 'boolean') {
-    throw new TypeError(`latencyMode must be a boolean, got ${describe(options.latencyMode)}`)
+    throw argType(`latencyMode must be a boolean, got ${describe(options.latencyMode)}`)
   }
   const spinMicros = checkInt(options.spinMicros ?? (options.latencyMode ? 2000 : 50), 'spinMicros', 0, 1_000_000)
   return { onRequest, onStream, capacity, maxQueueBytes, maxMessageBytes, timeoutMs, spinMicros, mode }

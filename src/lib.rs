@@ -440,6 +440,17 @@ impl NativeChannel {
         self.ch.as_ref().map_or(0, |c| c.generation())
     }
 
+    /// Says so when opening freed a side whose process is not visible from here (it exited,
+    /// or runs in another PID namespace); empty otherwise.
+    #[napi(getter)]
+    pub fn took_over_unseen(&self) -> String {
+        self.ch
+            .as_ref()
+            .and_then(|c| c.took_over_unseen())
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// OS name of the shared-memory segment.
     #[napi(getter)]
     pub fn segment_name(&self) -> String {
@@ -513,4 +524,148 @@ impl Drop for NativeChannel {
     fn drop(&mut self) {
         self.shut();
     }
+}
+
+/// One side of a segment, from `inspectSegment`/`listSegments`.
+#[napi(object)]
+pub struct SegmentSide {
+    pub pid: u32,
+    /// `free`, `attaching`, `ready`, `broken`, or `unknown(<n>)`.
+    pub state: String,
+    pub generation: u32,
+    /// The side's bit is set in the attach word.
+    pub held: bool,
+    /// The process in the slot is alive (same pid and start time).
+    pub alive: bool,
+    /// A process with that pid is visible from here at all.
+    pub pid_visible: bool,
+    /// The pid belongs here to a process that started before the recorded one: the recorded
+    /// process runs in another PID namespace.
+    pub other_namespace: bool,
+}
+
+/// One ring's control block, from `inspectSegment`/`listSegments`.
+#[napi(object)]
+pub struct SegmentRing {
+    /// The side that writes into it.
+    pub from_side: u32,
+    pub write: f64,
+    pub read: f64,
+    pub handed: f64,
+    /// Bytes written and not yet released by the reader.
+    pub fill: f64,
+    pub reader_asleep: bool,
+    pub writer_waiting: bool,
+}
+
+/// A segment seen from outside, without attaching (see `sharm_core::inspect`).
+#[napi(object)]
+pub struct SegmentInfo {
+    /// The channel name, when the file name holds it (long names are hashed).
+    pub name: Option<String>,
+    pub os_id: String,
+    pub path: String,
+    pub bytes: f64,
+    /// It starts with sharmipc's magic bytes (of any version).
+    pub is_sharmipc: bool,
+    /// A sharmipc segment of this layout and protocol version.
+    pub magic_ok: bool,
+    pub layout_version: u32,
+    pub protocol_version: u32,
+    pub capacity: f64,
+    pub init_state: String,
+    pub attach: u32,
+    /// The attach word's bits: `side0`, `side1`, `dead`.
+    pub flags: Vec<String>,
+    pub creator_pid: u32,
+    pub sides: Vec<SegmentSide>,
+    /// Empty when the segment is too short or not readable as one of ours.
+    pub rings: Vec<SegmentRing>,
+    pub age_ms: Option<f64>,
+    pub uid: u32,
+    pub mode: u32,
+    /// A live process holds a side.
+    pub live: bool,
+}
+
+impl From<sharm_core::inspect::SegmentInfo> for SegmentInfo {
+    fn from(i: sharm_core::inspect::SegmentInfo) -> Self {
+        let live = i.live();
+        SegmentInfo {
+            name: i.name,
+            os_id: i.os_id,
+            path: i.path,
+            bytes: i.bytes as f64,
+            is_sharmipc: i.is_sharmipc,
+            magic_ok: i.magic_ok,
+            layout_version: i.layout_version,
+            protocol_version: i.protocol_version,
+            capacity: i.capacity as f64,
+            init_state: i.init_state,
+            attach: i.attach,
+            flags: i.flags,
+            creator_pid: i.creator_pid,
+            sides: i
+                .sides
+                .into_iter()
+                .map(|s| SegmentSide {
+                    pid: s.pid,
+                    state: s.state,
+                    generation: s.generation,
+                    held: s.held,
+                    alive: s.alive,
+                    pid_visible: s.pid_visible,
+                    other_namespace: s.other_namespace,
+                })
+                .collect(),
+            rings: i
+                .rings
+                .into_iter()
+                .map(|r| SegmentRing {
+                    from_side: r.from_side,
+                    write: r.write as f64,
+                    read: r.read as f64,
+                    handed: r.handed as f64,
+                    fill: r.fill as f64,
+                    reader_asleep: r.reader_asleep,
+                    writer_waiting: r.writer_waiting,
+                })
+                .collect(),
+            age_ms: i.age_ms,
+            uid: i.uid,
+            mode: i.mode,
+            live,
+        }
+    }
+}
+
+/// Every channel segment on this machine that this user can read (Linux).
+#[napi]
+pub fn list_segments() -> Result<Vec<SegmentInfo>> {
+    Ok(sharm_core::inspect::list()
+        .map_err(js_err)?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+/// The segment of channel `name` (or an OS name such as `/sharm.x`), read without attaching;
+/// `null` if there is none.
+#[napi]
+pub fn inspect_segment(name: String) -> Result<Option<SegmentInfo>> {
+    Ok(sharm_core::inspect::inspect(&name).map_err(js_err)?.map(Into::into))
+}
+
+/// Removes the segment of channel `name` (or an OS name) unless a live process holds a side:
+/// `"removed"`, `"live: <pids>"`, `"busy"` (being created or removed right now), or
+/// `"foreign: <what>"` (not a segment of this version: left alone).
+#[napi]
+pub fn clean_segment(name: String) -> Result<String> {
+    use sharm_core::inspect::Cleaned;
+    Ok(match sharm_core::inspect::clean(&name).map_err(js_err)? {
+        Cleaned::Removed => "removed".to_string(),
+        Cleaned::Live(who) => format!("live: {who}"),
+        Cleaned::Busy => "busy".to_string(),
+        Cleaned::Foreign(what) => format!("foreign: {what}"),
+    })
 }

@@ -102,6 +102,31 @@ export async function spawnPeerAs(
   return talkTo(child)
 }
 
+/**
+ * Starts a peer in a PID namespace of its own (`unshare --pid --fork --mount-proc`, root only),
+ * as a process in another container would be: its pid there (1) names another process here.
+ */
+export async function spawnPeerInPidNamespace(name: string, mode: string): Promise<Peer> {
+  const child = spawn(
+    'unshare',
+    [
+      '--pid',
+      '--fork',
+      '--kill-child',
+      '--mount-proc',
+      process.execPath,
+      '--import',
+      'tsx',
+      peerScript,
+      name,
+      mode,
+      '{}',
+    ],
+    { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] },
+  )
+  return talkTo(child)
+}
+
 /** A peer whose parent never reaps it: once killed, it stays a zombie until `release()`. */
 export interface UnreapedPeer extends Peer {
   /** The peer's own pid (`child` is the shell that started it and does not wait for it). */

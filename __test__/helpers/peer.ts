@@ -21,6 +21,9 @@ const streamEvents: string[] = []
 const signalEvents: Array<{ tag: string; aborted: boolean; reason: string; answered: unknown }> = []
 /** Requests the 'cancel' handler took and left unsettled ('hang' and 'later'). */
 let abandoned = 0
+/** With the option-less env SHARM_PEER_TEXTS=1, messages are kept as text for 'lastMessages'. */
+const keepTexts = process.env.SHARM_PEER_TEXTS === '1'
+const lastTexts: string[] = []
 
 /** Counts a stream's bytes, checking the pattern at each chunk's ends. */
 async function consume(body: Readable): Promise<{ bytes: number; bad: number }> {
@@ -182,6 +185,7 @@ function serve(ch: Channel) {
     }
     received++
     bytesReceived += data.length
+    if (keepTexts) lastTexts.push(data.toString('utf8'))
   })
 
   process.on('message', async (cmd: any) => {
@@ -228,6 +232,9 @@ function serve(ch: Channel) {
           reply({ answer: r.toString() })
           break
         }
+        case 'lastMessages':
+          reply({ texts: lastTexts.splice(0) })
+          break
         case 'flood': {
           // Sends a small message every turn of the event loop for cmd.ms milliseconds.
           const stop = Date.now() + cmd.ms
@@ -241,6 +248,25 @@ function serve(ch: Channel) {
           reply({ flooding: true })
           break
         }
+        case 'sendUntilFull': {
+          // Sends numbered messages (cmd.bytes each, the number in the first 4 bytes) until send
+          // returns false, replies how many were taken, then replies again on 'drain'.
+          let sent = 0
+          const msg = Buffer.alloc(Math.max(4, cmd.bytes ?? 64))
+          for (;;) {
+            msg.writeUInt32LE(sent, 0)
+            if (!ch.send(msg)) break
+            sent++
+            if (sent >= 10_000_000) break
+          }
+          ch.once('drain', () => reply({ drained: true, sent }))
+          reply({ full: true, sent })
+          break
+        }
+        case 'sendStrings':
+          for (const s of cmd.strings as string[]) ch.send(s)
+          reply({ sent: cmd.strings.length })
+          break
         case 'requestSyncAt':
           reply({ scheduled: true })
           setTimeout(() => {

@@ -16,7 +16,7 @@ import type { Answer, RequestHandler } from '../options'
 import { abandon, ASKER_GAVE_UP, ASKER_LEFT, RequestContext } from '../request-context'
 import { native as binding, type NativeChannel } from './binding'
 import type { SendBuffer } from './send-buffer'
-import { describe, isThenable } from './validate'
+import { argValue, describe, isThenable } from './validate'
 
 const { KIND_RESPONSE, KIND_ERROR_RESPONSE, SEND_QUEUE_FULL } = binding
 
@@ -126,7 +126,7 @@ export class Answering {
       return true
     }
     if (Number.isInteger(id) && id >= 1 && id < this.#nextHandle) return false
-    throw new RangeError(`no request with id ${describe(id)} was received on this channel`)
+    throw argValue(`no request with id ${describe(id)} was received on this channel`, true)
   }
 
   /** The peer left: its requests here are answered to nobody. */
@@ -185,7 +185,8 @@ export class Answering {
       }
     }
     if (r === SEND_QUEUE_FULL) {
-      const err = new QueueFullError(`answer to a request could not be queued: ${this.#host.queueFull().message}`)
+      const full = this.#host.queueFull()
+      const err = new QueueFullError(`answer to a request could not be queued: ${full.message}`, { cause: full })
       if (explicit) throw err
       this.#host.error(err)
     }

@@ -8,7 +8,7 @@
  */
 import { performance } from 'node:perf_hooks'
 
-import { aborted, RemoteError, timedOut } from '../errors'
+import { aborted, RemoteError, timedOut, type TimeoutError } from '../errors'
 
 interface Pending {
   resolve: (b: Buffer) => void
@@ -35,9 +35,17 @@ export class PendingRequests {
   /** Signals of waiting requests. */
   #watches = new Map<AbortSignal, Watch>()
 
-  constructor(onTimeout: (id: number) => void, onAbort: (id: number) => void) {
+  /** The error of request `id` that timed out. */
+  readonly #timeoutError: (id: number, timeoutMs: number) => TimeoutError
+
+  constructor(
+    onTimeout: (id: number) => void,
+    onAbort: (id: number) => void,
+    timeoutError: (id: number, timeoutMs: number) => TimeoutError = (id, ms) => timedOut(`request ${id}`, ms),
+  ) {
     this.#onTimeout = onTimeout
     this.#onAbort = onAbort
+    this.#timeoutError = timeoutError
   }
 
   get size(): number {
@@ -165,7 +173,7 @@ export class PendingRequests {
       if (p.deadline <= now) {
         this.#pending.delete(id)
         this.#onTimeout(id)
-        p.reject(timedOut(`request ${id}`, p.timeoutMs))
+        p.reject(this.#timeoutError(id, p.timeoutMs))
       } else if (p.deadline < next) {
         next = p.deadline
       }

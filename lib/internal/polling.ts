@@ -27,6 +27,10 @@ export interface PollHost {
   drain(): void
   /** Runs `fn` in the next turn of the event loop (unref'd with the channel). */
   later(fn: () => void): void
+  /** Reading is stopped: polling would find the same unread records again and again. */
+  paused(): boolean
+  /** Logs a change of strategy (`NODE_DEBUG=sharmipc`); absent when logging is off. */
+  log?: (what: string) => void
 }
 
 export class Poller {
@@ -54,9 +58,10 @@ export class Poller {
     this.#active = true
     if (this.#hot) return
     const native = this.#host.native()
-    if (native === null) return
+    if (native === null || this.#host.paused()) return
     this.#hot = true
     this.#lastWork = this.#turnEnd = performance.now()
+    this.#host.log?.(`polling for up to ${this.#spinMs * 1000} µs after the last work`)
     native.setDriving(true)
     this.#host.later(this.#spinTurn)
   }
@@ -65,6 +70,12 @@ export class Poller {
     const native = this.#host.native()
     if (native === null) {
       this.#hot = false
+      return
+    }
+    if (this.#host.paused()) {
+      // The wake-up thread watches meanwhile (it notifies again while the records stay unread).
+      this.#hot = false
+      native.setDriving(false)
       return
     }
     const t = performance.now()
@@ -88,6 +99,7 @@ export class Poller {
       this.#host.drain()
     } else if (left <= 0) {
       // Quiet for spinMicros: hand over to the wake-up thread, which looks at once.
+      this.#host.log?.('quiet: polling stops, waiting to be woken')
       this.#hot = false
       native.setDriving(false)
       return

@@ -44,6 +44,8 @@ export interface ReceiveHost {
   native(): NativeChannel | null
   /** Reading failed (a protocol error, a broken channel): fail the channel. */
   fail(err: Error): void
+  /** Reading is stopped (a `messages()` iterator is full): leave the ring as it is. */
+  paused(): boolean
   /** Something arrived: keep polling for a while. */
   heat(): void
   /** Runs `fn` in the next turn of the event loop. */
@@ -89,7 +91,7 @@ export class Receiver {
     let more = false
     for (let round = 0; round < DRAIN_ROUNDS; round++) {
       const native = host.native()
-      if (native === null) break
+      if (native === null || host.paused()) break
       const meta = this.#meta
       if (this.#arena.length - this.#arenaUsed < POLL_INLINE_MAX) {
         this.#arena = Buffer.allocUnsafeSlow(ARENA_BYTES)

@@ -10,7 +10,8 @@
 //! - [`layout`]: where everything lies in the segment;
 //! - [`record`] and [`ring`]: variable-length records in a lock-free SPSC ring;
 //! - [`framing`]: chunking and reassembly of messages larger than a record;
-//! - [`channel`]: attach, detach, the send queue, delivery and the wake-up thread, one file each.
+//! - [`channel`]: attach, detach, the send queue, delivery and the wake-up thread, one file each;
+//! - [`inspect`]: segments seen from outside, for diagnostics (list, inspect, clean).
 
 pub mod channel;
 pub mod doorbell;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod inspect;
 pub mod layout;
 pub mod liveness;
 pub mod record;

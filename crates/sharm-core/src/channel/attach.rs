@@ -65,6 +65,11 @@ pub(super) fn reap_if_dead(h: &Header, side: usize) -> bool {
     true
 }
 
+thread_local! {
+    /// A side freed by this thread's `open` whose pid is not visible here.
+    static UNSEEN_HOLDER: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
 enum Claim {
     Side(usize),
     /// Someone else is removing the segment: open again (once the name is gone).
@@ -98,6 +103,13 @@ fn header_of(seg: &Segment) -> &Header {
 impl Channel {
     /// Opens (creating if needed) the channel `name` and takes a free side.
     pub fn open(name: &str, opts: ChannelOptions) -> Result<Channel, Error> {
+        UNSEEN_HOLDER.with(|u| u.replace(None));
+        let mut ch = Self::open_once(name, opts)?;
+        ch.unseen_holder = UNSEEN_HOLDER.with(|u| u.take());
+        Ok(ch)
+    }
+
+    fn open_once(name: &str, opts: ChannelOptions) -> Result<Channel, Error> {
         let os_id = os_id_for(name)?;
         if !capacity_is_valid(opts.capacity) {
             return Err(Error::Invalid(format!(
@@ -265,8 +277,17 @@ impl Channel {
     }
 
     fn claim(h: &Header) -> Result<Claim, Error> {
-        reap_if_dead(h, 0);
-        reap_if_dead(h, 1);
+        for side in 0..2 {
+            let slot = &h.slots[side];
+            let (pid, start) = (slot.pid.load(SeqCst), slot.start_time.load(SeqCst));
+            let unseen = crate::inspect::unseen(pid, start);
+            if reap_if_dead(h, side) {
+                if let Some(certain) = unseen {
+                    let what = crate::inspect::describe_unseen(side, pid, certain);
+                    UNSEEN_HOLDER.with(|u| u.replace(Some(what)));
+                }
+            }
+        }
         loop {
             let a = h.attach.load(SeqCst);
             if !super::header_check::attach_word_is_valid(a) {
@@ -383,6 +404,7 @@ impl Channel {
             peer: Peer::new(),
             pending: Batch::default(),
             closed: false,
+            unseen_holder: None,
         };
         ch.queue.push_message(Kind::Hello, gen as u64, 0, &[], 0);
         ch.flush()?;

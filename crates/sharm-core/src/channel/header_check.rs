@@ -33,7 +33,8 @@ use crate::liveness;
 pub(super) const ATTACH_KNOWN: u32 = ATTACH_SIDE[0] | ATTACH_SIDE[1] | ATTACH_DEAD;
 
 /// The other cause of a lost side than a scribble.
-const TAKEN: &str = " (unless another process took this one for dead, as processes in different PID namespaces do)";
+const TAKEN: &str = " (unless another process took this one for dead, as processes in different PID namespaces do: \
+                     in Docker, run both containers with a shared PID namespace, e.g. --pid=container:<id>)";
 
 fn fault(what: String) -> ProtocolError {
     ProtocolError::Header(what)

@@ -73,6 +73,12 @@ use send::SendQueue;
 pub use send::STAGED_HEADER;
 pub use wake::{Waker, LIVENESS_INTERVAL};
 
+/// Frees the sides of `h` held by dead processes, as an opener does (for [`crate::inspect::clean`]).
+pub(crate) fn reap_dead_sides(h: &Header) {
+    attach::reap_if_dead(h, 0);
+    attach::reap_if_dead(h, 1);
+}
+
 /// Options of [`Channel::open`].
 #[derive(Clone, Debug)]
 pub struct ChannelOptions {
@@ -186,6 +192,9 @@ pub struct Channel {
     /// What arrived while a blocking request waited, for the next poll.
     pending: Batch,
     closed: bool,
+    /// Pid of a process that held a side of this name when this one opened it, that was taken
+    /// for dead because its pid is not visible from here (see [`Channel::took_over_unseen`]).
+    unseen_holder: Option<String>,
 }
 
 impl Channel {
@@ -197,6 +206,15 @@ impl Channel {
     /// This side's generation (bumped on every attach to the side).
     pub fn generation(&self) -> u32 {
         self.my_gen
+    }
+
+    /// When this side opened the channel, it freed a side whose process it could not see: no
+    /// process has its pid here (it exited, or runs in another PID namespace), or the one that
+    /// has it started before it (it surely runs in another PID namespace, a container without a
+    /// shared one, where it still holds the segment this process replaced). The two never meet
+    /// then; this says so, for error messages and diagnostics.
+    pub fn took_over_unseen(&self) -> Option<&str> {
+        self.unseen_holder.as_deref()
     }
 
     /// Ring capacity in bytes per direction.
