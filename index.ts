@@ -36,3 +36,4 @@ export type { Answer, OpenOptions, RequestHandler, RequestOptions } from './lib/
 export { RequestContext } from './lib/request-context'
 export type { StreamHandler } from './lib/streams'
 export type { ChannelStats, DirectionStats } from './lib/internal/stats'
+export type { Payload } from './lib/internal/validate'

@@ -24,12 +24,15 @@ test('--help and -h print the usage with the bench scenarios and exit 0', (t) =>
     t.is(r.code, 0, r.stderr)
     t.regex(r.stdout, /^usage: sharmipc <command>/)
     t.regex(r.stdout, /list \[--json\]/)
-    t.regex(r.stdout, /bench scenarios \(for --only\):\n.*\bseq-1\b/)
+    t.regex(r.stdout, /\nscenarios: .*\bseq-1\b/)
     t.is(r.stderr, '')
   }
   const sub = cli('bench', '--help')
   t.is(sub.code, 0)
   t.regex(sub.stdout, /--rounds N/)
+  const spread = cli('bench', '--spread', '--help')
+  t.is(spread.code, 0, spread.stderr)
+  t.regex(spread.stdout, /^usage: sharmipc bench --spread/)
 })
 
 test('--version prints the package version', (t) => {

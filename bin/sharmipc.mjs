@@ -16,20 +16,11 @@ commands:
   clean [name] [--json]         removes the segment of <name>, or of every channel, if no live process holds
                                 a side (a process killed by a signal leaves its segment behind); refuses live
                                 ones, and leaves segments of other sharmipc versions alone
-  bench [bench options]         runs the side-by-side benchmarks (see below)
+  bench [bench options]         runs the side-by-side benchmarks (sharmipc bench --help for its options)
 
 options:
   -h, --help                    prints this and exits
-  -v, --version                 prints the version and exits
-
-bench options:
-  --quick                       one short round of each scenario
-  --rounds N                    rounds per scenario (default 3, 1 with --quick)
-  --ms N                        milliseconds per measurement (default 1000, 150 with --quick)
-  --only ID[,ID...]             only these scenarios (or prefixes of their ids)
-  --out DIR                     where the JSON and the chart go (default .bench-out)
-  --svg FILE                    where the chart goes (default DIR/bench.svg)
-  --replot JSON                 table and chart again from an earlier run's JSON, without measuring`
+  -v, --version                 prints the version and exits`
 
 /** Thrown for a bad command line: one line, then the usage, exit code 2. */
 class UsageError extends Error {}
@@ -37,17 +28,6 @@ class UsageError extends Error {}
 const COMMON = {
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'v' },
-}
-
-const BENCH_OPTIONS = {
-  ...COMMON,
-  quick: { type: 'boolean' },
-  rounds: { type: 'string' },
-  ms: { type: 'string' },
-  only: { type: 'string' },
-  out: { type: 'string' },
-  svg: { type: 'string' },
-  replot: { type: 'string' },
 }
 
 /** util.parseArgs, with its errors turned into usage errors. */
@@ -60,14 +40,14 @@ function parse(args, options, allowPositionals) {
 }
 
 async function usage() {
-  let scenarios = ''
+  let benchUsage = ''
   try {
-    const { SCENARIOS } = await import('../benches/run.mjs')
-    scenarios = `\n\nbench scenarios (for --only):\n  ${SCENARIOS.map((s) => s.id).join(', ')}`
+    // The bench's own options and scenarios, as its parser knows them.
+    benchUsage = `\n\n${(await import('../benches/run.mjs')).USAGE}`
   } catch {
-    // the benches are not shipped here: the usage goes without the list
+    // the benches are not shipped here: the usage goes without them
   }
-  return USAGE + scenarios
+  return USAGE + benchUsage
 }
 
 /** The segment functions, from the compiled library. */
@@ -201,17 +181,18 @@ function clean(args) {
   return positionals.length === 1 && results[0].result !== 'removed' ? 1 : 0
 }
 
+/** The bench parses its own command line (benches/run.mjs); its usage errors are ours. */
 async function bench(args) {
-  const { values } = parse(args, BENCH_OPTIONS, false)
-  // Hand the bench its own flags, normalised (so --rounds=2 works as --rounds 2).
-  const argv = []
-  for (const [k, v] of Object.entries(values)) {
-    if (k === 'help' || k === 'version') continue
-    if (v === true) argv.push(`--${k}`)
-    else argv.push(`--${k}`, v)
+  const run = await import('../benches/run.mjs')
+  try {
+    await run.main(args)
+  } catch (e) {
+    if (e instanceof run.UsageError) {
+      console.error(`sharmipc: ${e.message}\n\n${e.usage ?? run.USAGE}`)
+      return 2
+    }
+    throw e
   }
-  const { main } = await import('../benches/run.mjs')
-  await main(argv)
 }
 
 async function run(argv) {
@@ -222,7 +203,7 @@ async function run(argv) {
     if (values.version) return console.log(version)
     return console.log(await usage())
   }
-  if (rest.includes('--help') || rest.includes('-h')) return console.log(await usage())
+  if (command !== 'bench' && (rest.includes('--help') || rest.includes('-h'))) return console.log(await usage())
   if (rest.includes('--version') || rest.includes('-v')) return console.log(version)
   switch (command) {
     case 'help':
