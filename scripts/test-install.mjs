@@ -222,8 +222,9 @@ const sent: boolean = sharmipc.open('types2').send(new Uint8Array(1))
 export const checks = [answer, sent, new SharmError('ERR_SHARM_OS', 'x') instanceof Error, TimeoutError.name]
 // @ts-expect-error: a SharmError's code is one of sharmipc's codes
 new SharmError('ERR_SHARM_X', 'x')
-// @ts-expect-error: a string is not a payload
-ch.send('text')
+ch.send('text') // a string is a payload (UTF-8)
+// @ts-expect-error: a number is not a payload
+ch.send(42)
 const sm = new SharmIpc('types3', (data: Buffer) => [true, data])
 const result: Promise<RequestResult> = sm.remoteRequestAsync(null, 10)
 export const compatChecks = [result, sm.remoteRequest(Buffer.alloc(1))[0] satisfies boolean]
