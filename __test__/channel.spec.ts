@@ -259,7 +259,7 @@ test('requestSync on both sides at once ends in two timeouts, and both channels 
   while (!existsSync(reportFile));
   t.is(readFileSync(reportFile, 'utf8'), 'ERR_SHARM_TIMEOUT')
   t.is((await ch.request(Buffer.from('after'))).toString(), 'after')
-  t.deepEqual(await peer.cmd({ op: 'request', data: 'from peer', timeoutMs: 2000 }), { answer: 'from peer' })
+  t.deepEqual(await peer.cmd({ op: 'request', data: 'from peer', timeoutMs: 20_000 }), { answer: 'from peer' })
   await done(ch, peer)
 })
 

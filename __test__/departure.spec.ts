@@ -92,6 +92,15 @@ function busyFor(ms: number): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/** Waits (with the event loop running) until `done()` holds; fails after `ms` naming `what`. */
+async function until(what: string, ms: number, done: () => boolean): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`)
+    await sleep(10)
+  }
+}
+
 /**
  * Ends a test whose last process may have been killed: the next open of the name finds no live
  * side, removes the stale segment and creates a fresh one, which its close removes.
@@ -187,7 +196,8 @@ test('a peer that leaves before the newcomer’s first turn gives connect then d
   const deadline = Date.now() + 30_000
   while (running(peer.child.pid!) && Date.now() < deadline) busyFor(10)
   t.false(running(peer.child.pid!), 'the peer exited while this side was busy')
-  await sleep(300)
+  await until('both events', 30_000, () => events.length >= 2)
+  await sleep(200) // nothing more comes
   t.is(events.length, 2, events.join(', '))
   t.regex(events[0], /^connect \d+$/)
   t.is(events[1], events[0].replace('connect', 'disconnect'))
@@ -311,7 +321,8 @@ for (const how of ['killed', 'frozen'] as const) {
     }
     let accepted = 0
     for (; accepted < 1000; accepted++) ch.send(numbered(accepted))
-    await sleep(300)
+    // The first thousand reach the receiver's listener, however slowly it runs.
+    await until('the first 1000 messages delivered', 30_000, () => readLog(peer.log).delivered.length >= 1000)
     // The receiver stops reading; what follows waits in its ring and in our queue.
     peer.child.kill('SIGSTOP')
     for (; accepted < 100_000; accepted++) t.true(ch.send(numbered(accepted)))
