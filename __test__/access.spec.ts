@@ -174,5 +174,5 @@ test('closing right after many sends still delivers every accepted message', asy
 
 test.after.always('no segment of these tests is left in /dev/shm', async (t) => {
   await killAllPeers()
-  t.deepEqual(leftoverSegments(PREFIX), [])
+  t.deepEqual(leftoverSegments(`${PREFIX}-${process.pid}-`), [])
 })

@@ -382,5 +382,5 @@ test('sending into a full queue in a tight loop keeps the queue within maxQueueB
 test.after.always('no segment of these tests is left in /dev/shm', async (t) => {
   await killAllPeers()
   await Promise.all([...opened].map((ch) => ch.close()))
-  t.deepEqual(leftoverSegments(PREFIX), [])
+  t.deepEqual(leftoverSegments(`${PREFIX}-${process.pid}-`), [])
 })
