@@ -9,7 +9,7 @@
 //           ~/.cache/sharmipc/ (root: /var/cache/sharmipc/; $SHARMIPC_CACHE); nothing is pinned: the newest of each is taken.
 //   check   cargo check of the workspace for the target
 //   clippy  cargo clippy --workspace --all-targets -- -D warnings for the target
-//   build   the release .node with the napi CLI (not for msvc: its CRT and SDK libraries come
+//   build   the .node with the napi CLI (debug; --release for the release profile) (not for msvc: its CRT and SDK libraries come
 //           from Microsoft only; x86_64-pc-windows-gnu is built and run in its place)
 //   test    cargo test of sharm-core: natively (x64 musl, static), under qemu-user (arm64 glibc and
 //           musl) and under wine (windows-gnu)
@@ -24,7 +24,7 @@
 // output goes to .test-out/cross/<target>-<step>.log; a failed step's tail is printed.
 //
 // Usage: node scripts/cross.mjs [--target t[,t]] [--check-only] [--steps check,clippy,build,test,ava]
-//                               [--ava-files f[,f]] [--ava-qemu-files f[,f]] [--win-node 22] [--arm-node 24] [--no-setup | --setup-only]
+//                               [--release] [--ava-files f[,f]] [--ava-qemu-files f[,f]] [--ava-qemu-match title] [--win-node 22] [--arm-node 24] [--no-setup | --setup-only]
 //        (npm run test:cross -- ...)
 import { spawnSync } from 'node:child_process'
 import {
@@ -67,6 +67,8 @@ const winNodeMajor = opt('--win-node', '22')
 const armNodeMajor = opt('--arm-node', '24')
 const avaFiles = list(opt('--ava-files', ''))
 const avaQemuFiles = list(opt('--ava-qemu-files', '')) // e.g. a subset for CI: the full suite takes ~12 min
+const avaQemuMatch = argv.flatMap((a, i) => (a === '--ava-qemu-match' ? ['--match', argv[i + 1]] : []))
+const release = argv.includes('--release') // the .node files here only serve the tests: debug unless asked
 const cache = cacheRoot()
 const logs = path.join(root, '.test-out', 'cross')
 const outDir = path.join(root, '.test-out', 'cross', 'dist')
@@ -445,7 +447,7 @@ function doBuild(target) {
       napi,
       'build',
       '--platform',
-      '--release',
+      ...(release ? ['--release'] : []),
       '--target',
       target,
       ...extra,
@@ -509,7 +511,10 @@ function doAva(target) {
         ESBUILD_BINARY_PATH: esbuildFor('linux-arm64'),
       }
       env.PATH = `${armNode.dir}${path.delimiter}${env.PATH}`
-      r = run(armNode.node, [ava, ...(avaQemuFiles.length ? avaQemuFiles : avaFiles)], { env, log: log(target, 'ava') })
+      r = run(armNode.node, [ava, ...(avaQemuFiles.length ? avaQemuFiles : avaFiles), ...avaQemuMatch], {
+        env,
+        log: log(target, 'ava'),
+      })
     }
   } finally {
     rmSync(distFile, { force: true })
