@@ -6,16 +6,8 @@ import { promisify } from 'node:util'
 import test, { type ExecutionContext } from 'ava'
 
 import { open } from '../index'
-import {
-  killAllPeers,
-  leftoverSegments,
-  only,
-  type Peer,
-  type RunAs,
-  spawnPeer,
-  spawnPeerAs,
-  uniqueName,
-} from './helpers'
+import { killAllPeers, leftoverSegments, type Peer, type RunAs, spawnPeer, spawnPeerAs, uniqueName } from './helpers'
+import { only } from './helpers/platform'
 
 // These tests switch to user nobody and read file modes in /dev/shm.
 const linuxTest = only(['linux'], 'these tests switch to user nobody and read file modes in /dev/shm')

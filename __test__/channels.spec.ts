@@ -9,7 +9,8 @@ import path from 'node:path'
 import test from 'ava'
 
 import { open, type Channel } from '../index'
-import { leftoverSegments, only, uniqueName } from './helpers'
+import { leftoverSegments, uniqueName } from './helpers'
+import { only } from './helpers/platform'
 
 // These tests count threads in /proc/self/status and segment files in /dev/shm.
 const linuxTest = only(['linux'], 'these tests count threads in /proc/self/status and segment files in /dev/shm')

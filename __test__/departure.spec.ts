@@ -11,7 +11,8 @@ import path from 'node:path'
 import test from 'ava'
 
 import { open, PeerGoneError, type DisconnectInfo } from '../index'
-import { killAllPeers, only, uniqueName } from './helpers'
+import { killAllPeers, uniqueName } from './helpers'
+import { only } from './helpers/platform'
 
 // These tests freeze the receiver with SIGSTOP, which Windows has not.
 const posixTest = only(['linux', 'darwin'], 'these tests freeze the receiver with SIGSTOP, which Windows has not')

@@ -11,7 +11,8 @@ import {
   type Channel,
   type OpenOptions,
 } from '../index'
-import { killAllPeers, leftoverSegments, only, spawnPeer, spawnUnreapedPeer, uniqueName } from './helpers'
+import { killAllPeers, leftoverSegments, spawnPeer, spawnUnreapedPeer, uniqueName } from './helpers'
+import { only } from './helpers/platform'
 
 // These tests write and truncate the segment files in /dev/shm, or leave a peer unreaped through sh.
 const linuxTest = only(

@@ -5,8 +5,6 @@ import { readFileSync, readdirSync } from 'node:fs'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 
-import test from 'ava'
-
 import { open as openChannel, type Channel, type OpenOptions } from '../../index'
 
 const peerScript = path.join(__dirname, 'peer.ts')
@@ -230,15 +228,4 @@ export function pattern(n: number, onDestroy?: () => void): Readable {
       cb(err)
     },
   })
-}
-
-/**
- * `test` where `platforms` holds this platform, else a skipped test whose title says where it runs
- * and why (`test.serial` likewise): for tests that only make sense on some platforms by design.
- */
-export function only(platforms: NodeJS.Platform[], why: string): typeof test {
-  if (platforms.includes(process.platform)) return test
-  const note = ` [skipped: ${platforms.join('/')} only, ${why}]`
-  const skip = (title: string, ...rest: any[]) => (test.skip as any)(`${title}${note}`, ...rest)
-  return Object.assign(skip, { serial: skip }) as unknown as typeof test
 }
