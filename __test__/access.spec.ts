@@ -6,7 +6,11 @@ import { promisify } from 'node:util'
 import test, { type ExecutionContext } from 'ava'
 
 import { open } from '../index'
-import { killAllPeers, leftoverSegments, spawnPeer, spawnPeerAs, uniqueName, type Peer, type RunAs } from './helpers'
+import { killAllPeers, leftoverSegments, type Peer, type RunAs, spawnPeer, spawnPeerAs, uniqueName } from './helpers'
+import { only } from './helpers/platform'
+
+// These tests switch to user nobody and read file modes in /dev/shm.
+const linuxTest = only(['linux'], 'these tests switch to user nobody and read file modes in /dev/shm')
 
 const PREFIX = 'access'
 
@@ -14,8 +18,11 @@ const PREFIX = 'access'
  * Tests that switch to user `nobody` need root. As another user they are skipped, and say why
  * (ava lists a skipped test with its title).
  */
-const IS_ROOT = process.platform !== 'win32' && process.getuid?.() === 0
-const NEEDS_ROOT = ' [skipped: needs root, to run a process as user nobody]'
+const IS_ROOT = process.platform === 'linux' && process.getuid?.() === 0
+const NEEDS_ROOT =
+  process.platform === 'linux'
+    ? ' [skipped: needs root, to run a process as user nobody]'
+    : ' [skipped: linux only, these tests switch to user nobody and read file modes in /dev/shm]'
 const asRoot = IS_ROOT ? test : test.skip
 const asRootSerial = IS_ROOT ? test.serial : test.serial.skip
 const rootTitle = (title: string): string => (IS_ROOT ? title : title + NEEDS_ROOT)
@@ -182,5 +189,5 @@ test('closing right after many sends still delivers every accepted message', asy
 
 test.after.always('no segment of these tests is left in /dev/shm', async (t) => {
   await killAllPeers()
-  t.deepEqual(leftoverSegments(PREFIX), [])
+  t.deepEqual(leftoverSegments(`${PREFIX}-${process.pid}-`), [])
 })

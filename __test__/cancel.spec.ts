@@ -195,7 +195,7 @@ test.serial(
 test.serial(
   '1,000,000 requests abandoned by timeout or abort leave both processes within 64 MB of their start',
   async (t) => {
-    t.timeout(170_000)
+    t.timeout(300_000)
     t.is(typeof global.gc, 'function', 'run with node --expose-gc')
     const name = uniqueName(PREFIX)
     const ch = open(name)
@@ -226,17 +226,20 @@ test.serial(
       for (let i = 0; i < 3; i++) global.gc!()
       return process.memoryUsage().rss
     }
-    await run(4, 0) // warm-up
+    // Warm-up: from Node 22 on, V8 grows its young generation under this allocation rate and keeps
+    // it, and malloc keeps its high-water mark; both plateau within the first few hundred thousand
+    // requests (Node 24: +130 MB in the first million, +3 MB in the next two). Measure after that.
+    await run(50, 0)
     await sleep(100)
     const start = { here: rss(), peer: (await peer.cmd({ op: 'gc' })).rss }
-    await run(100, 4)
+    await run(100, 50)
     await sleep(100)
     const end = { here: rss(), peer: (await peer.cmd({ op: 'gc' })).rss }
     const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MB`
     t.log(`RSS here ${mb(start.here)} → ${mb(end.here)}, peer ${mb(start.peer)} → ${mb(end.peer)}`)
     t.is(wrong, '')
     const report = await peer.cmd({ op: 'report' })
-    t.is(report.abandoned, 1_040_000, 'every request reached the handler')
+    t.is(report.abandoned, 1_500_000, 'every request reached the handler')
     t.is(report.stats.sent.answers, report.stats.received.requests - report.abandoned, 'pings only')
     t.true(end.here - start.here < 64 * 2 ** 20, `this process grew by ${mb(end.here - start.here)}`)
     t.true(end.peer - start.peer < 64 * 2 ** 20, `the peer grew by ${mb(end.peer - start.peer)}`)

@@ -331,5 +331,5 @@ test("bad arguments throw at once (or reject, for promises) with what was expect
 test.after.always('no segment of these tests is left in /dev/shm', async (t) => {
   await killAllPeers()
   await Promise.all([...opened].map((ch) => ch.close()))
-  t.deepEqual(leftoverSegments(PREFIX), [])
+  t.deepEqual(leftoverSegments(`${PREFIX}-${process.pid}-`), [])
 })

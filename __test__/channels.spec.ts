@@ -10,6 +10,10 @@ import test from 'ava'
 
 import { open, type Channel } from '../index'
 import { leftoverSegments, uniqueName } from './helpers'
+import { only } from './helpers/platform'
+
+// These tests count threads in /proc/self/status and segment files in /dev/shm.
+const linuxTest = only(['linux'], 'these tests count threads in /proc/self/status and segment files in /dev/shm')
 import { channelNames, drive, handlerFor, Receiver, threadCount } from './helpers/many'
 
 const PREFIX = 'many'
@@ -65,7 +69,7 @@ function startPeer(prefix: string, count: number) {
 }
 
 // Serial: both tests count this process's threads.
-test.serial(
+linuxTest.serial(
   `${CHANNELS} channels to one other process carry requests and ordered messages at once, then leave no thread and no segment`,
   async (t) => {
     // The libuv thread pool starts on first use: start it now, so that it is in both counts.
@@ -141,7 +145,7 @@ test.serial(
   },
 )
 
-test.serial('opening and closing channels over and over leaves no thread and no segment', async (t) => {
+linuxTest.serial('opening and closing channels over and over leaves no thread and no segment', async (t) => {
   await stat(__dirname)
   const threadsBefore = threadCount()
   const prefix = uniqueName(PREFIX)

@@ -12,6 +12,10 @@ import test, { type ExecutionContext } from 'ava'
 
 import { open, PeerGoneError, type DisconnectInfo } from '../index'
 import { killAllPeers, uniqueName } from './helpers'
+import { only } from './helpers/platform'
+
+// These tests freeze the receiver with SIGSTOP, which Windows has not.
+const posixTest = only(['linux', 'darwin'], 'these tests freeze the receiver with SIGSTOP, which Windows has not')
 
 const PREFIX = 'departure'
 const script = path.join(__dirname, 'helpers', 'restart-peer.ts')
@@ -307,49 +311,52 @@ function settle(
 }
 
 for (const how of ['killed', 'frozen'] as const) {
-  test(`a closing sender whose receiver is ${how} during the close hands back what was not delivered`, async (t) => {
-    const name = uniqueName(PREFIX)
-    const ch = open(name, { capacity: 64 * 1024 })
-    const segment = ch.segmentName
-    const peer = await startPeer(name)
-    await peer.open()
-    await ch.waitForPeer(5000)
-    const numbered = (n: number) => {
-      const b = Buffer.alloc(64)
-      b.writeUInt32LE(n, 0)
-      return b
-    }
-    let accepted = 0
-    for (; accepted < 1000; accepted++) ch.send(numbered(accepted))
-    // The first thousand reach the receiver's listener, however slowly it runs.
-    await until('the first 1000 messages delivered', 30_000, () => readLog(peer.log).delivered.length >= 1000)
-    // The receiver stops reading; what follows waits in its ring and in our queue.
-    peer.child.kill('SIGSTOP')
-    for (; accepted < 100_000; accepted++) t.true(ch.send(numbered(accepted)))
-    const reports: Array<{ undelivered: Buffer[]; inDoubt: Buffer[] }> = []
-    ch.on('disconnect', (info: DisconnectInfo) => reports.push(info))
-    ch.on('error', (e) => reports.push(e as PeerGoneError))
-    const closed = ch.close()
-    if (how === 'killed') {
-      await sleep(100)
-      peer.kill()
-    }
-    await closed
-    if (how === 'frozen') {
-      // It may read what is in its ring once it runs again: those were reported in doubt.
-      peer.child.kill('SIGCONT')
-      await sleep(500)
-      peer.kill()
-    }
-    await peer.exited
-    const delivered = new Set(readLog(peer.log).delivered)
-    const { back, doubt, missing, both } = settle(accepted, delivered, reports)
-    t.log(`${accepted} accepted, ${delivered.size} delivered, ${back.size} handed back, ${doubt.size} in doubt`)
-    t.true(delivered.size >= 1000)
-    t.true(back.size > 0, 'messages not delivered were handed back')
-    t.is(missing, 0)
-    t.is(both, 0)
-    if (how === 'frozen') t.true(doubt.size > 0, 'what was in the ring of a live reader is in doubt')
-    await reclaim(t, name, segment)
-  })
+  posixTest(
+    `a closing sender whose receiver is ${how} during the close hands back what was not delivered`,
+    async (t) => {
+      const name = uniqueName(PREFIX)
+      const ch = open(name, { capacity: 64 * 1024 })
+      const segment = ch.segmentName
+      const peer = await startPeer(name)
+      await peer.open()
+      await ch.waitForPeer(5000)
+      const numbered = (n: number) => {
+        const b = Buffer.alloc(64)
+        b.writeUInt32LE(n, 0)
+        return b
+      }
+      let accepted = 0
+      for (; accepted < 1000; accepted++) ch.send(numbered(accepted))
+      // The first thousand reach the receiver's listener, however slowly it runs.
+      await until('the first 1000 messages delivered', 30_000, () => readLog(peer.log).delivered.length >= 1000)
+      // The receiver stops reading; what follows waits in its ring and in our queue.
+      peer.child.kill('SIGSTOP')
+      for (; accepted < 100_000; accepted++) t.true(ch.send(numbered(accepted)))
+      const reports: Array<{ undelivered: Buffer[]; inDoubt: Buffer[] }> = []
+      ch.on('disconnect', (info: DisconnectInfo) => reports.push(info))
+      ch.on('error', (e) => reports.push(e as PeerGoneError))
+      const closed = ch.close()
+      if (how === 'killed') {
+        await sleep(100)
+        peer.kill()
+      }
+      await closed
+      if (how === 'frozen') {
+        // It may read what is in its ring once it runs again: those were reported in doubt.
+        peer.child.kill('SIGCONT')
+        await sleep(500)
+        peer.kill()
+      }
+      await peer.exited
+      const delivered = new Set(readLog(peer.log).delivered)
+      const { back, doubt, missing, both } = settle(accepted, delivered, reports)
+      t.log(`${accepted} accepted, ${delivered.size} delivered, ${back.size} handed back, ${doubt.size} in doubt`)
+      t.true(delivered.size >= 1000)
+      t.true(back.size > 0, 'messages not delivered were handed back')
+      t.is(missing, 0)
+      t.is(both, 0)
+      if (how === 'frozen') t.true(doubt.size > 0, 'what was in the ring of a live reader is in doubt')
+      await reclaim(t, name, segment)
+    },
+  )
 }

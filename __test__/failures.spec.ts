@@ -12,6 +12,13 @@ import {
   type OpenOptions,
 } from '../index'
 import { killAllPeers, leftoverSegments, spawnPeer, spawnUnreapedPeer, uniqueName } from './helpers'
+import { only } from './helpers/platform'
+
+// These tests write and truncate the segment files in /dev/shm, or leave a peer unreaped through sh.
+const linuxTest = only(
+  ['linux'],
+  'these tests write and truncate the segment files in /dev/shm, or leave a peer unreaped through sh',
+)
 
 const PREFIX = 'fail'
 const HEADER_BYTES = 4096
@@ -101,27 +108,30 @@ test('a peer killed and restarted 20 times under traffic never yields a wrong an
   await ch.close()
 })
 
-test('a killed peer not yet reaped by its parent is gone: its requests reject with ERR_SHARM_PEER_GONE, the name opens again', async (t) => {
-  const name = uniqueName(PREFIX)
-  const ch = open(name)
-  const peer = await spawnUnreapedPeer(name, 'silent')
-  await ch.waitForPeer(5000)
-  const disconnected = once(ch, 'disconnect')
-  // The peer never answers; the request may only end by the peer's departure or its own 30 s.
-  const asked = Date.now()
-  const pending = ch.request(Buffer.from('never answered'), { timeoutMs: 30_000 })
-  await peer.kill()
-  await t.throwsAsync(pending, { instanceOf: PeerGoneError })
-  t.true(Date.now() - asked < 15_000, `rejected ${Date.now() - asked} ms after the request: its timeout was not far`)
-  await disconnected
-  t.false(ch.connected)
-  const next = await spawnPeer(name, 'echo')
-  t.true(next.hello.ready, `a new process could not open the name: ${JSON.stringify(next.hello)}`)
-  t.is((await ch.request(Buffer.from('after the zombie'))).toString(), 'after the zombie')
-  await next.close()
-  await peer.release()
-  await ch.close()
-})
+linuxTest(
+  'a killed peer not yet reaped by its parent is gone: its requests reject with ERR_SHARM_PEER_GONE, the name opens again',
+  async (t) => {
+    const name = uniqueName(PREFIX)
+    const ch = open(name)
+    const peer = await spawnUnreapedPeer(name, 'silent')
+    await ch.waitForPeer(5000)
+    const disconnected = once(ch, 'disconnect')
+    // The peer never answers; the request may only end by the peer's departure or its own 30 s.
+    const asked = Date.now()
+    const pending = ch.request(Buffer.from('never answered'), { timeoutMs: 30_000 })
+    await peer.kill()
+    await t.throwsAsync(pending, { instanceOf: PeerGoneError })
+    t.true(Date.now() - asked < 15_000, `rejected ${Date.now() - asked} ms after the request: its timeout was not far`)
+    await disconnected
+    t.false(ch.connected)
+    const next = await spawnPeer(name, 'echo')
+    t.true(next.hello.ready, `a new process could not open the name: ${JSON.stringify(next.hello)}`)
+    t.is((await ch.request(Buffer.from('after the zombie'))).toString(), 'after the zombie')
+    await next.close()
+    await peer.release()
+    await ch.close()
+  },
+)
 
 /** Starts two peers on a new channel, kills both, and returns the name and its segment's file. */
 async function leftBehind(): Promise<{ name: string; file: string }> {
@@ -132,7 +142,7 @@ async function leftBehind(): Promise<{ name: string; file: string }> {
   return { name, file: `/dev/shm/sharm.${name}` }
 }
 
-test('a segment left by two killed processes is re-initialised by the next open', async (t) => {
+linuxTest('a segment left by two killed processes is re-initialised by the next open', async (t) => {
   const { name } = await leftBehind()
   t.deepEqual(leftoverSegments(name).length, 1, 'the killed processes left their segment behind')
   const ch = open(name, { capacity: 8192 })
@@ -148,7 +158,7 @@ for (const [what, len] of [
   ['through its rings', HEADER_BYTES + 4096],
   ['to nothing', 0],
 ] as const) {
-  test(`a segment truncated ${what} that no live process holds is replaced by the next open`, async (t) => {
+  linuxTest(`a segment truncated ${what} that no live process holds is replaced by the next open`, async (t) => {
     const { name, file } = await leftBehind()
     truncateSync(file, len)
     const ch = open(name, { capacity: 8192 })
@@ -161,32 +171,35 @@ for (const [what, len] of [
   })
 }
 
-test('a truncated segment that a live process holds is refused at once, naming the file, both sizes and the process', async (t) => {
-  const { name, file } = await leftBehind()
-  // Side 0 as held by this process (start time 0: unknown, so the pid alone counts).
-  const fd = openSync(file, 'r+')
-  const slot = Buffer.alloc(24)
-  slot.writeUInt32LE(process.pid, 0)
-  slot.writeUInt32LE(2, 4) // ready
-  slot.writeUInt32LE(1, 8) // generation
-  writeSync(fd, slot, 0, slot.length, 72)
-  writeSync(fd, Buffer.from([1, 0, 0, 0]), 0, 4, 28) // the attach word: side 0
-  closeSync(fd)
-  truncateSync(file, HEADER_BYTES + 4096)
-  try {
-    const err = t.throws(() => openChannel(name), { instanceOf: ProtocolError })
-    t.is(
-      err!.message,
-      `shared memory ${file} is 8192 bytes, but its ring capacity of 1048576 bytes needs 2101760: it was truncated ` +
-        `while process ${process.pid} held it (which dies with SIGBUS when it touches the missing part); ` +
-        'open the channel again once it has gone',
-    )
-  } finally {
-    unlinkSync(file)
-  }
-})
+linuxTest(
+  'a truncated segment that a live process holds is refused at once, naming the file, both sizes and the process',
+  async (t) => {
+    const { name, file } = await leftBehind()
+    // Side 0 as held by this process (start time 0: unknown, so the pid alone counts).
+    const fd = openSync(file, 'r+')
+    const slot = Buffer.alloc(24)
+    slot.writeUInt32LE(process.pid, 0)
+    slot.writeUInt32LE(2, 4) // ready
+    slot.writeUInt32LE(1, 8) // generation
+    writeSync(fd, slot, 0, slot.length, 72)
+    writeSync(fd, Buffer.from([1, 0, 0, 0]), 0, 4, 28) // the attach word: side 0
+    closeSync(fd)
+    truncateSync(file, HEADER_BYTES + 4096)
+    try {
+      const err = t.throws(() => openChannel(name), { instanceOf: ProtocolError })
+      t.is(
+        err!.message,
+        `shared memory ${file} is 8192 bytes, but its ring capacity of 1048576 bytes needs 2101760: it was truncated ` +
+          `while process ${process.pid} held it (which dies with SIGBUS when it touches the missing part); ` +
+          'open the channel again once it has gone',
+      )
+    } finally {
+      unlinkSync(file)
+    }
+  },
+)
 
-test('a segment of another layout version is refused with ERR_SHARM_PROTOCOL naming both versions', async (t) => {
+linuxTest('a segment of another layout version is refused with ERR_SHARM_PROTOCOL naming both versions', async (t) => {
   const name = uniqueName(PREFIX)
   const ch = open(name)
   const seg = segment(ch)
@@ -204,7 +217,7 @@ test('a segment of another layout version is refused with ERR_SHARM_PROTOCOL nam
   await ch.close()
 })
 
-test('garbage under a channel name is refused with ERR_SHARM_PROTOCOL saying what was found', (t) => {
+linuxTest('garbage under a channel name is refused with ERR_SHARM_PROTOCOL saying what was found', (t) => {
   const name = uniqueName(PREFIX)
   const file = `/dev/shm/sharm.${name}`
   writeFileSync(file, Buffer.concat([Buffer.from('NOTSHARM'), Buffer.alloc(8192, 0xab)]), { mode: 0o600 })
@@ -216,42 +229,45 @@ test('garbage under a channel name is refused with ERR_SHARM_PROTOCOL saying wha
   }
 })
 
-test('a record with a huge claimed length closes the reader with ERR_SHARM_PROTOCOL, without a crash', async (t) => {
-  const name = uniqueName(PREFIX)
-  const cap = 64 * 1024
-  const ch = open(name, { capacity: cap })
-  const peer = await spawnPeer(name, 'sink')
-  await ch.waitForPeer(5000)
-  t.is(ch.capacity, cap)
-  // We created the channel, so we are side 0 and write ring 0, which the peer reads.
-  const seg = segment(ch)
-  const ring = HEADER_BYTES
-  const write = seg.read(ring, 8).readBigUInt64LE(0)
-  const pos = Number(write % BigInt(cap))
-  const header = Buffer.alloc(16)
-  header.writeUInt32LE(0xfffffff0, 0) // length: 4 GiB
-  header[4] = 4 // a message
-  seg.write(ring + RING_CONTROL_BYTES + pos, header)
-  const published = Buffer.alloc(8)
-  published.writeBigUInt64LE(write + 64n)
-  const gone = once(ch, 'disconnect')
-  seg.write(ring, published)
-  const seen = await Promise.race([gone.then(() => true), new Promise((r) => setTimeout(r, 10_000, false))])
-  const report = await peer.cmd({ op: 'report' })
-  const ctl = seg.read(ring, RING_CONTROL_BYTES)
-  t.true(
-    seen,
-    `no disconnect within 10 s; the reading side reported ${JSON.stringify(report)}; wrote at ${write}, ` +
-      `ring 0 write ${ctl.readBigUInt64LE(0)} read ${ctl.readBigUInt64LE(128)}; ring 1 ` +
-      `${seg.read(ring + RING_CONTROL_BYTES + cap, 8).readBigUInt64LE(0)}; slots ${seg.read(64, 128).toString('hex')}`,
-  )
-  t.is(report.lastError?.code, 'ERR_SHARM_PROTOCOL')
-  t.regex(report.lastError?.message, /record claims 4294967280 payload bytes, more than the 16368 a record may carry/)
-  t.true(report.closed, 'the reading side closed its channel')
-  t.is(peer.child.exitCode, null, 'and is still running')
-  await peer.close()
-  await ch.close()
-})
+linuxTest(
+  'a record with a huge claimed length closes the reader with ERR_SHARM_PROTOCOL, without a crash',
+  async (t) => {
+    const name = uniqueName(PREFIX)
+    const cap = 64 * 1024
+    const ch = open(name, { capacity: cap })
+    const peer = await spawnPeer(name, 'sink')
+    await ch.waitForPeer(5000)
+    t.is(ch.capacity, cap)
+    // We created the channel, so we are side 0 and write ring 0, which the peer reads.
+    const seg = segment(ch)
+    const ring = HEADER_BYTES
+    const write = seg.read(ring, 8).readBigUInt64LE(0)
+    const pos = Number(write % BigInt(cap))
+    const header = Buffer.alloc(16)
+    header.writeUInt32LE(0xfffffff0, 0) // length: 4 GiB
+    header[4] = 4 // a message
+    seg.write(ring + RING_CONTROL_BYTES + pos, header)
+    const published = Buffer.alloc(8)
+    published.writeBigUInt64LE(write + 64n)
+    const gone = once(ch, 'disconnect')
+    seg.write(ring, published)
+    const seen = await Promise.race([gone.then(() => true), new Promise((r) => setTimeout(r, 10_000, false))])
+    const report = await peer.cmd({ op: 'report' })
+    const ctl = seg.read(ring, RING_CONTROL_BYTES)
+    t.true(
+      seen,
+      `no disconnect within 10 s; the reading side reported ${JSON.stringify(report)}; wrote at ${write}, ` +
+        `ring 0 write ${ctl.readBigUInt64LE(0)} read ${ctl.readBigUInt64LE(128)}; ring 1 ` +
+        `${seg.read(ring + RING_CONTROL_BYTES + cap, 8).readBigUInt64LE(0)}; slots ${seg.read(64, 128).toString('hex')}`,
+    )
+    t.is(report.lastError?.code, 'ERR_SHARM_PROTOCOL')
+    t.regex(report.lastError?.message, /record claims 4294967280 payload bytes, more than the 16368 a record may carry/)
+    t.true(report.closed, 'the reading side closed its channel')
+    t.is(peer.child.exitCode, null, 'and is still running')
+    await peer.close()
+    await ch.close()
+  },
+)
 
 test.serial(
   'a peer killed in the middle of a 64 MiB exchange: the request rejects within a second, disconnect fires once',
@@ -320,7 +336,7 @@ const scribbles: [string, (seg: ReturnType<typeof segment>) => void][] = [
 ]
 
 for (const [what, scribble] of scribbles) {
-  test(`${what} in a live channel's header breaks it with ERR_SHARM_PROTOCOL, not a disconnect`, async (t) => {
+  linuxTest(`${what} in a live channel's header breaks it with ERR_SHARM_PROTOCOL, not a disconnect`, async (t) => {
     const name = uniqueName(PREFIX)
     const ch = open(name)
     const file = `/dev/shm${ch.segmentName}`
@@ -398,5 +414,5 @@ test('sending into a full queue in a tight loop keeps the queue within maxQueueB
 test.after.always('no segment of these tests is left in /dev/shm', async (t) => {
   await killAllPeers()
   await Promise.all([...opened].map((ch) => ch.close()))
-  t.deepEqual(leftoverSegments(PREFIX), [])
+  t.deepEqual(leftoverSegments(`${PREFIX}-${process.pid}-`), [])
 })

@@ -42,5 +42,5 @@ test('an unref()ed channel in latency mode lets its process exit while the peer 
 })
 
 test.after.always('no segment of these tests is left in /dev/shm', (t) => {
-  t.deepEqual(leftoverSegments(PREFIX), [])
+  t.deepEqual(leftoverSegments(`${PREFIX}-${process.pid}-`), [])
 })

@@ -115,5 +115,5 @@ test('polling options are checked', (t) => {
 test.after.always('no segment of these tests is left in /dev/shm', async (t) => {
   await killAllPeers()
   await Promise.all([...opened].map((ch) => ch.close()))
-  t.deepEqual(leftoverSegments(PREFIX), [])
+  t.deepEqual(leftoverSegments(`${PREFIX}-${process.pid}-`), [])
 })

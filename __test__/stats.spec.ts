@@ -85,5 +85,5 @@ test('timeouts, queue-full refusals and error answers are counted', async (t) =>
 test.after.always('no segment of these tests is left in /dev/shm', async (t) => {
   await killAllPeers()
   await Promise.all([...opened].map((ch) => ch.close()))
-  t.deepEqual(leftoverSegments(PREFIX), [])
+  t.deepEqual(leftoverSegments(`${PREFIX}-${process.pid}-`), [])
 })

@@ -91,7 +91,7 @@ mod futex {
                 return true;
             }
             let ts = libc::timespec {
-                tv_sec: timeout.as_secs() as libc::time_t,
+                tv_sec: timeout.as_secs() as _, // time_t: its libc alias is deprecated on musl
                 tv_nsec: timeout.subsec_nanos() as _,
             };
             // SAFETY: FUTEX_WAIT sleeps only while the word is still 0 (no lost wake-up) and reads

@@ -183,7 +183,7 @@ impl Segment {
         #[cfg(not(target_os = "linux"))]
         {
             Err(Error::Os(format!(
-                "shared memory {os_id} is too short, and lengthening it in place is not supported on this platform: remove it"
+                "shared memory {os_id} is shorter than {len} bytes, and lengthening it in place is not supported on this platform: remove it"
             )))
         }
     }
