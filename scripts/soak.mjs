@@ -84,11 +84,8 @@ if (args[0] === 'peer') {
   process.on('message', async (m) => {
     if (m === 'stop') {
       sending = false
-      if (process.env.SOAK_DEBUG) console.error('peer stop: connected', ch.connected)
       await sender
-      if (process.env.SOAK_DEBUG) console.error('peer sender stopped')
       await ch.close()
-      if (process.env.SOAK_DEBUG) console.error('peer closed', accepted, back.undelivered.length, back.inDoubt.length)
       closeSync(fd)
       process.send({ accepted, ...back }, () => process.exit(0))
     }
@@ -198,9 +195,7 @@ if (args[0] === 'peer') {
     const p = fork(fileURLToPath(import.meta.url), ['peer', name, String(index), log])
     peers.push({ index, log, p })
     await once(p, 'message')
-    if (process.env.SOAK_DEBUG) console.error('peer ready', index)
     await ch.waitForPeer(10_000)
-    if (process.env.SOAK_DEBUG) console.error('peer connected', index)
     return peers.at(-1)
   }
   const stopPeer = async (peer, kill) => {
@@ -214,7 +209,6 @@ if (args[0] === 'peer') {
     s.closes++
     peer.p.send('stop')
     const [r] = await once(peer.p, 'message')
-    if (process.env.SOAK_DEBUG) console.error('peer report', r.accepted, r.undelivered.length, r.inDoubt.length)
     // What it accepted was delivered here or handed back to it, never both.
     const got = nextFrom[peer.index] ?? 0
     const back = new Set(r.undelivered)
@@ -249,16 +243,11 @@ if (args[0] === 'peer') {
     )
   }
   running = false
-  const debug = (...a) => process.env.SOAK_DEBUG && console.error(...a)
   await messages
-  debug('messages stopped')
   await Promise.all(requests)
-  debug('requests stopped')
   // close waits until the last peer delivered everything (or hands back the rest), then it stops.
   await ch.close()
-  debug('closed')
   await stopPeer(peer, false)
-  debug('last peer stopped')
   const rssEnd = rssMb(true)
   rssStart ??= rssEnd
   // To the peers: each number delivered by exactly one peer (its log holds the range it
