@@ -410,7 +410,7 @@ impl Channel {
         ch.flush()?;
         slot.state.store(SLOT_READY, SeqCst);
         ch.shared.peer_bell.ring();
-        ch.refresh_peer();
+        ch.refresh_peer()?;
         ch.flush()?;
         ch.open_rx()?;
         Ok(ch)
@@ -446,7 +446,8 @@ impl Channel {
             return report;
         }
         if self.usable().is_ok() {
-            self.refresh_peer();
+            // A peer that left its slot broken is not accounted for as a departure.
+            let _ = self.refresh_peer();
         }
         for ev in self.peer.events.drain(..) {
             if let super::PeerEvent::Left(d) = ev {

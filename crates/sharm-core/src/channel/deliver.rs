@@ -221,12 +221,12 @@ impl Channel {
                     sink.boundary(gen);
                     continue;
                 }
-                self.refresh_peer();
+                self.refresh_peer()?;
                 return Ok(Stop::Boundary);
             }
             if want.is_none() && self.rx_gen != self.peer.last_joined {
                 // A record of a peer not announced yet: a look at its slot may announce it.
-                self.refresh_peer();
+                self.refresh_peer()?;
                 if self.events_ready() {
                     return Ok(Stop::Boundary);
                 }
@@ -330,7 +330,7 @@ impl Channel {
     fn poll_with(&mut self, sink: &mut dyn Sink) -> Result<PollInfo, Error> {
         self.usable()?;
         self.delivered();
-        self.refresh_peer();
+        self.refresh_peer()?;
         self.open_rx()?;
         let mut events = Vec::new();
         loop {

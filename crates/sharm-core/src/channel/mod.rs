@@ -253,11 +253,16 @@ impl Channel {
                 None => "the channel was closed after a protocol error from the peer".into(),
             }));
         }
+        self.header_sane().map_err(Error::from)
+    }
+
+    /// Runs [`header_check::check_now`]; a fault marks the channel unusable and is noted in the
+    /// segment.
+    fn header_sane(&self) -> Result<(), ProtocolError> {
         let sh = &self.shared;
-        header_check::check_now(sh.header(), sh.side, self.my_gen, self.rx_gen).map_err(|e| {
-            let e = self.broken(e);
-            sh.seg.note_fault(e.to_string());
-            e
+        header_check::check_now(sh.header(), sh.side, self.my_gen, self.rx_gen).inspect_err(|e| {
+            sh.broken.store(true, SeqCst);
+            sh.seg.note_fault(Error::from(e.clone()).to_string());
         })
     }
 

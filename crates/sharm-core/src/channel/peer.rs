@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use super::departure::Departure;
 use super::Channel;
+use crate::ProtocolError;
 
 /// A change of the peer, as handed out by a poll (before that poll's messages).
 #[derive(Debug)]
@@ -93,13 +94,16 @@ impl Channel {
     }
 
     /// Looks at the peer's slot: accounts for a peer that left, welcomes one that attached.
-    pub(super) fn refresh_peer(&mut self) {
+    pub(super) fn refresh_peer(&mut self) -> Result<(), ProtocolError> {
         let (connected, gen) = self.shared.peer_view();
         self.peer.seen = (connected, gen);
         if let Some(t) = self.peer.tx {
             if connected && gen == t.gen {
-                return;
+                return Ok(());
             }
+            // A peer that found the header corrupt leaves its slot broken: that is the protocol
+            // error it saw, not a departure (the header check may have run just before it left).
+            self.header_sane()?;
             self.peer.tx = None;
             self.peer.departures += 1;
             let departure = self.account_departure(t);
@@ -117,6 +121,7 @@ impl Channel {
             let pid = self.shared.header().slots[1 - self.shared.side].pid.load(SeqCst);
             self.peer.events.push_back(PeerEvent::Joined { generation: gen, pid });
         }
+        Ok(())
     }
 
     /// May the oldest waiting event be handed out now, given what was read? `limit`: the

@@ -180,7 +180,7 @@ impl Channel {
         self.usable()?;
         // A peer replaced since the last poll must not get the rest of a message begun for its
         // predecessor (it would skip those chunks): look at its slot first.
-        self.refresh_peer();
+        self.refresh_peer()?;
         let r = self.send_one(kind, id, gen, data, true)?;
         self.publish();
         if r == SendOutcome::Queued && self.peer.tx.is_some() {
@@ -199,7 +199,7 @@ impl Channel {
     /// queue they are copied to the ring in runs, and what does not fit is queued as one block.
     pub fn send_batch(&mut self, records: &[u8]) -> Result<(), Error> {
         self.usable()?;
-        self.refresh_peer();
+        self.refresh_peer()?;
         for r in Records::from(records, 0) {
             if r.header.kind == Kind::Request {
                 self.peer.note_request(r.header.id);
@@ -257,7 +257,7 @@ impl Channel {
             return Ok(());
         }
         self.usable()?;
-        self.refresh_peer();
+        self.refresh_peer()?;
         self.send_one(Kind::Cancel, id, 0, &[], false)?;
         self.publish();
         Ok(())

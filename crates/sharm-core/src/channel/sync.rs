@@ -26,7 +26,7 @@ impl Channel {
         let mut idle = IdleWait::default();
         loop {
             self.usable()?;
-            self.refresh_peer();
+            self.refresh_peer()?;
             self.open_rx()?;
             let gone = self.peer.departures != departures;
             let before = self.rx.read_index();
