@@ -367,6 +367,9 @@ function cargoEnv(target) {
     .filter(Boolean)
     .join(path.delimiter)
   env.RUSTC_BOOTSTRAP = '1'
+  // Line tables are enough for a backtrace, and each target builds std too: less to write and link.
+  env.CARGO_PROFILE_DEV_DEBUG ??= 'line-tables-only'
+  env.CARGO_INCREMENTAL ??= '0'
   if (target !== HOST) env.CARGO_UNSTABLE_BUILD_STD = 'std,panic_abort'
   const zt = zigTriple[target]
   if (zt) {
