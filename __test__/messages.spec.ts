@@ -1,8 +1,8 @@
 // ch.messages(): the async iterator of send-and-forget messages, with a real second process.
 import test from 'ava'
 
-import { AbortError, ClosedError } from '../index'
-import { channelKit, killAllPeers, leftoverSegments, spawnPeerAs } from './helpers'
+import { AbortError, Channel, ClosedError } from '../index'
+import { channelKit, killAllPeers, leftoverSegments, spawnPeer, spawnPeerAs, uniqueName } from './helpers'
 
 const PREFIX = 'iter'
 const { opened, open, pair } = channelKit(PREFIX)
@@ -103,6 +103,34 @@ test('an abort ends the iteration with an AbortError carrying the reason, as eve
   before.abort()
   await t.throwsAsync(ch.messages({ signal: before.signal }).next(), { instanceOf: AbortError })
   t.is((await ch.request('ok')).toString(), 'ok')
+  await peer.close()
+  await ch.close()
+})
+
+test("Channel.once and Channel.on are events.once and events.on: a peer's connect info, then its messages", async (t) => {
+  const name = uniqueName(PREFIX)
+  const ch = open(name)
+  const joined = Channel.once(ch, 'connect')
+  const peer = await spawnPeer(name, 'echo')
+  const [info] = await joined
+  t.is(info.pid, peer.child.pid ?? -1)
+  t.true(Number.isInteger(info.generation))
+  const ac = new AbortController()
+  const got: string[] = []
+  const loop = (async () => {
+    for await (const [data] of Channel.on(ch, 'message', { signal: ac.signal })) {
+      got.push(data.toString())
+      if (got.length === 2) ac.abort()
+    }
+  })()
+  await peer.cmd({ op: 'sendStrings', strings: ['a', 'b'] })
+  await t.throwsAsync(loop, { name: 'AbortError' })
+  t.deepEqual(got, ['a', 'b'])
+  // An 'error' before the event rejects, as events.once does.
+  const waiting = Channel.once(ch, 'drain')
+  const err = new ClosedError('test')
+  ch.emit('error', err)
+  t.is(await t.throwsAsync(waiting), err)
   await peer.close()
   await ch.close()
 })

@@ -6,7 +6,7 @@ import { SharmIpc, SharmNpc, PipeRole, type RequestResult } from '../compat'
 import {
   AbortError,
   open,
-  type Channel,
+  Channel,
   type ChannelEvents,
   type ConnectInfo,
   type DisconnectInfo,
@@ -60,11 +60,30 @@ ch.emit('connect', 'x')
 ch.emit('close', 1)
 ch.off('message', () => {})
 
-// Node's static events.once and events.on take the channel (with @types/node 20 they return any[]).
+// Node's static events.once and events.on take the channel (@types/node types their results any[]);
+// Channel.once and Channel.on are the same functions, typed by ChannelEvents.
 async function onceAndOn(): Promise<void> {
   const [info] = await once(ch, 'connect')
   void info
   for await (const [data] of on(ch, 'message')) void data
+  const [joined] = await Channel.once(ch, 'connect', { signal: AbortSignal.timeout(1000) })
+  const j: ConnectInfo = joined
+  const [left] = await Channel.once(ch, 'disconnect')
+  const u: Buffer[] = left.undelivered
+  const none: [] = await Channel.once(ch, 'close')
+  // @ts-expect-error a connect's info is not a Buffer
+  const wrong: Buffer = (await Channel.once(ch, 'connect'))[0]
+  // @ts-expect-error no such event
+  await Channel.once(ch, 'conect')
+  for await (const [data] of Channel.on(ch, 'message')) {
+    const b: Buffer = data
+    // @ts-expect-error a message is a Buffer
+    const n: number = data
+    ;(void b, n)
+  }
+  // Any other emitter, as events.once.
+  const other: any[] = await Channel.once(new EventEmitter(), 'x')
+  ;(void j, u, none, wrong, other)
 }
 void onceAndOn
 
@@ -107,6 +126,21 @@ const returns = new SharmIpc('jobs', (data) => [true, data])
 const returnsAsync = new SharmIpc('jobs', async (data) => [true, data.subarray(1)])
 const npcLater = new SharmNpc('jobs', PipeRole.Server, (msgId: number, data: Buffer) => void [msgId, data])
 const npcReturns = new SharmNpc('jobs', PipeRole.Client, (data) => [false, data])
+// With { handlerForm: 'answerLater' } an answer-later handler needs no annotations.
+const laterByForm = new SharmIpc(
+  'jobs',
+  (msgId, data) => {
+    const n: number = msgId
+    const b: Buffer = data
+    ;(void n, b)
+  },
+  { handlerForm: 'answerLater', timeoutMs: 1000 },
+)
+const npcLaterByForm = new SharmNpc('jobs', PipeRole.Server, (msgId, data) => void [msgId + 1, data.length], {
+  handlerForm: 'answerLater',
+})
+const returnsByForm = new SharmIpc('jobs', (data) => [true, data.subarray(1)], { handlerForm: 'return' })
+void [laterByForm, npcLaterByForm, returnsByForm]
 async function compat(): Promise<void> {
   const r: RequestResult = await later.remoteRequestAsync('text', 0)
   const w: boolean = returns.remoteRequestWithoutResponse('text')

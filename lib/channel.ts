@@ -7,7 +7,7 @@
  *
  * @packageDocumentation
  */
-import { EventEmitter } from 'node:events'
+import { EventEmitter, on as onEvent, once as onceEvent } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import { Readable } from 'node:stream'
 import { debuglog } from 'node:util'
@@ -82,7 +82,8 @@ export interface ConnectInfo {
 
 /**
  * The events of a {@link Channel} and their arguments, for Node's typed `EventEmitter`: `on`,
- * `once`, `addListener`, `emit`, `events.once(ch, ...)` and `events.on(ch, ...)` are typed by it.
+ * `once`, `addListener`, `emit` and the rest are typed by it, and so are {@link Channel.once} and
+ * {@link Channel.on}, the typed `events.once(ch, ...)` and `events.on(ch, ...)`.
  */
 export interface ChannelEvents {
   message: [data: Buffer]
@@ -125,6 +126,47 @@ export interface MessagesOptions {
  * batch: copy it (`Buffer.from(data)`) to keep a small piece for long.
  */
 export class Channel extends EventEmitter<ChannelEvents> {
+  /**
+   * `events.once(ch, event, options)` with its result typed by {@link ChannelEvents}:
+   * `const [info] = await Channel.once(ch, 'connect')` gives a {@link ConnectInfo}. (`events.once`
+   * is the same function, but `@types/node` types its result `any[]`, and a package cannot retype
+   * it.) Rejects if `'error'` comes first, and with an `AbortError` on `signal`.
+   */
+  static override once<K extends keyof ChannelEvents>(
+    emitter: Channel,
+    event: K,
+    options?: { signal?: AbortSignal },
+  ): Promise<ChannelEvents[K]>
+  /** Any other emitter or event target, as `events.once`. */
+  static override once<E extends EventEmitter | EventTarget>(
+    emitter: E extends Channel ? never : E,
+    event: string | symbol,
+    options?: object,
+  ): Promise<any[]>
+  static override once(emitter: any, event: any, options?: any): Promise<any[]> {
+    return onceEvent(emitter, event, options)
+  }
+
+  /**
+   * `events.on(ch, event, options)` with its items typed by {@link ChannelEvents}:
+   * `for await (const [data] of Channel.on(ch, 'message'))` gives `Buffer`s. For messages with
+   * backpressure, use {@link Channel.messages}: `events.on` buffers without limit.
+   */
+  static override on<K extends keyof ChannelEvents>(
+    emitter: Channel,
+    event: K,
+    options?: { signal?: AbortSignal },
+  ): NodeJS.AsyncIterator<ChannelEvents[K]>
+  /** Any other emitter or event target, as `events.on`. */
+  static override on<E extends EventEmitter | EventTarget>(
+    emitter: E extends Channel ? never : E,
+    event: string | symbol,
+    options?: object,
+  ): NodeJS.AsyncIterator<any[]>
+  static override on(emitter: any, event: any, options?: any): NodeJS.AsyncIterator<any[]> {
+    return onEvent(emitter, event, options)
+  }
+
   /** The channel's name. */
   readonly name: string
   #native: NativeChannel | null

@@ -202,14 +202,16 @@ export class SharmIpc {
    * `TypeError`/`RangeError` for bad arguments, and what {@link open} throws (`BusyError`,
    * `ProtocolError`, an OS error).
    *
-   * In TypeScript, write the parameter types of an answer-later handler:
-   * `new SharmIpc('jobs', (msgId: number, data: Buffer) => ...)`. TypeScript types the parameters of
-   * an unannotated arrow function from the first overload it tries, and no single parameter type
-   * gives `(data)` a `Buffer` and `(msgId, data)` a `number` and a `Buffer`: the overloads keep the
-   * return form first, so `(data) => [true, data]` needs no annotation.
+   * In TypeScript, an answer-later handler's parameters get their types from
+   * `{ handlerForm: 'answerLater' }`: `new SharmIpc('jobs', (msgId, data) => ..., { handlerForm:
+   * 'answerLater' })`, or from annotations: `(msgId: number, data: Buffer) => ...`. Without either,
+   * strict TypeScript reports TS7006: it types an unannotated arrow function's parameters from the
+   * first overload whose other arguments fit, and nothing but the option tells the two forms apart
+   * there (a two-parameter arrow fits the return form's one-parameter type). The return form
+   * `(data) => [true, data]` needs neither.
    */
-  constructor(name: string, handler: RemoteCall, options?: SharmIpcOptions)
-  constructor(name: string, handler: AsyncRemoteCallHandler, options?: SharmIpcOptions)
+  constructor(name: string, handler: RemoteCall, options?: SharmIpcOptions & { handlerForm?: 'return' })
+  constructor(name: string, handler: AsyncRemoteCallHandler, options: SharmIpcOptions & { handlerForm: 'answerLater' })
   constructor(name: string, handler: RemoteCall | AsyncRemoteCallHandler, options?: SharmIpcOptions)
   constructor(name: string, handler: RemoteCall | AsyncRemoteCallHandler, options: SharmIpcOptions = {}) {
     if (typeof handler !== 'function') {
@@ -569,8 +571,14 @@ export class SharmNpc extends SharmIpc {
   /** The role given to the constructor (no effect). */
   readonly role: PipeRole
 
-  constructor(name: string, role: PipeRole, handler: RemoteCall, options?: SharmIpcOptions)
-  constructor(name: string, role: PipeRole, handler: AsyncRemoteCallHandler, options?: SharmIpcOptions)
+  /** As {@link SharmIpc}'s constructor, with the original's role (see there for the handler's types). */
+  constructor(name: string, role: PipeRole, handler: RemoteCall, options?: SharmIpcOptions & { handlerForm?: 'return' })
+  constructor(
+    name: string,
+    role: PipeRole,
+    handler: AsyncRemoteCallHandler,
+    options: SharmIpcOptions & { handlerForm: 'answerLater' },
+  )
   constructor(name: string, role: PipeRole, handler: RemoteCall | AsyncRemoteCallHandler, options?: SharmIpcOptions)
   constructor(
     name: string,
