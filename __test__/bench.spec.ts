@@ -1,13 +1,15 @@
 // The bench's output: its options, the table, the latency percentiles, the chart, and what is
 // written for a selection without throughput rows. Figures are not checked (machines are noisy).
 import { execFile } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
+import { availableParallelism, tmpdir } from 'node:os'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 
 import test from 'ava'
+
+import { only } from './helpers/platform'
 
 const root = path.join(__dirname, '..')
 const run = path.join(root, 'benches', 'run.mjs')
@@ -114,6 +116,42 @@ test('--only idle measures, writes the JSON and no chart', async (t) => {
   t.false(existsSync(path.join(out, 'bench.svg')))
   t.regex(r.stdout, /no chart: none of these scenarios compares throughput/)
 })
+
+/** Pids of the processes whose command line is the bench's CPU hog. */
+function hogPids(): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes('for (;;) {}')
+      } catch {
+        return false // gone meanwhile
+      }
+    })
+    .map(Number)
+}
+
+const linuxOnly = only(['linux'], 'it finds the hogs in /proc')
+linuxOnly(
+  'busy rows run with a CPU hog per core (but one) that the bench starts and stops; async loops get their in-process ceiling',
+  async (t) => {
+    const out = tempDir(t)
+    const before = hogPids()
+    const r = await bench(['--quick', '--only', 'seq-1-busy,seq-1-busy-all,loops-1', '--out', out])
+    t.is(r.code, 0, r.stderr)
+    const report = JSON.parse(readFileSync(path.join(out, 'bench.json'), 'utf8'))
+    const row = (id: string) => report.rows.find((x: { id: string }) => x.id === id)
+    const cores = availableParallelism()
+    t.is(row('seq-1-busy').hogs, Math.max(1, cores - 1))
+    t.is(row('seq-1-busy-all').hogs, cores)
+    t.is(row('loops-1').hogs, undefined)
+    t.true(row('loops-1').ceiling > 0)
+    t.is(row('loops-1').ofCeiling, row('loops-1').results.sharmipc.median / row('loops-1').ceiling)
+    t.regex(r.stdout, /busy: the bench runs a CPU hog per core but one/)
+    t.regex(r.stdout, /% of in-process \(/)
+    t.deepEqual(hogPids(), before, 'every hog the bench started is gone')
+  },
+)
 
 test('sequential RPC reports p50 ≤ p99 ≤ p99.9 for every transport, from a perf_hooks histogram', async (t) => {
   const out = tempDir(t)

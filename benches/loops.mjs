@@ -92,3 +92,24 @@ export async function sequential(t, payload, ms) {
   }
   return { histogram, calls, elapsedNs: t0 - start }
 }
+
+/**
+ * `loops` async functions, each awaiting `call(payload)` again and again for `ms` milliseconds: the
+ * way users write pipelined calls (`for (;;) await ch.request(b)` in many loops at once). Returns
+ * the calls made and the time they took.
+ */
+export async function asyncLoops(call, payload, loops, ms) {
+  const start = now()
+  const stop = start + BigInt(Math.round(ms * 1e6))
+  let calls = 0
+  const loop = async () => {
+    for (let n = 1; ; n++) {
+      await call(payload)
+      calls++
+      // A look at the clock every 64 calls: a clock read per call would cost more than some calls.
+      if ((n & 63) === 0 && now() >= stop) return
+    }
+  }
+  await Promise.all(Array.from({ length: loops }, loop))
+  return { calls, elapsedNs: now() - start }
+}

@@ -33,6 +33,14 @@ export const LABELS = {
   'seq-1': 'RPC 1 B, sequential',
   'seq-1-latency': 'RPC 1 B, sequential, latency mode',
   idle: 'idle channel, CPU of both sides',
+  'loops-1': 'RPC 1 B, 256 async loops',
+  'send-1-busy': 'busy: send-and-forget 1 B',
+  'rpc-1-busy': 'busy: RPC 1 B, 256 in flight',
+  'loops-1-busy': 'busy: RPC 1 B, 256 async loops',
+  'seq-1-busy': 'busy: RPC 1 B, sequential',
+  'seq-1-latency-busy': 'busy: RPC 1 B, sequential, latency mode',
+  'seq-1-busy-all': 'all cores busy: RPC 1 B, sequential',
+  'seq-1-latency-busy-all': 'all cores busy: RPC 1 B, sequential, latency mode',
 }
 
 /** The name of a row: its scenario's, or the one the report holds. */
@@ -85,6 +93,7 @@ function cells(r) {
     rate = `${((v * size) / 1e9).toFixed(1)} GB/s`
     if (r.ofMemcpy !== undefined) rate += `, ${(r.ofMemcpy * 100).toFixed(0)}% memcpy`
   }
+  if (r.ofCeiling !== undefined) rate = `${(r.ofCeiling * 100).toFixed(0)}% of in-process (${fmt(r.ceiling)})`
   // The faster baseline, the ratio's base, is marked with *.
   const base = (id) => (r.results[id] ? `${fmt(r.results[id].median)}${r.best === id ? '*' : ''}` : '')
   return {
@@ -111,21 +120,38 @@ function goalLines(report) {
   return report.rows
     .filter((r) => r.goal)
     .map((r) => {
-      const figure = /memcpy/.test(r.goal)
+      const ours = Object.values(r.results)[0]
+      let figure = /memcpy/.test(r.goal)
         ? `${(r.ofMemcpy * 100).toFixed(0)}% of memcpy`
         : /half duplex/.test(r.goal)
-          ? `${fmt(Object.values(r.results)[0].median)} ${r.unit} per direction`
+          ? `${fmt(ours.median)} ${r.unit} per direction`
           : ratio(r.ratio)
+      if (r.ofCeiling !== undefined) figure += `, ${(r.ofCeiling * 100).toFixed(0)}% of in-process`
+      if (/p99/.test(r.goal)) figure += `, p99 ${micros(ours.detail.p99)} µs vs ${micros(r.results.uds.detail.p99)} µs`
       return `${labelOf(r)}: ${r.goal}: ${r.met ? 'met' : 'NOT met'} (${figure})`
     })
 }
 
-/** The notes under a table: what its columns mean (the payload note only when that column shows). */
-const notes = (all) => NOTES.filter((n, i) => i === 0 || all.some((c) => c.rate !== ''))
+/** The notes under a table: what its columns mean, each only when its rows or column show. */
+const notes = (all, rows) => NOTES.filter(([shown]) => shown(all, rows)).map(([, text]) => text)
 
 const NOTES = [
-  'ratio: sharmipc ÷ the faster baseline of the row (marked *). Full duplex: per direction, mean of the two.',
-  'payload rate: bytes per second one way (RPC: each way); memcpy: one thread copying the same sizes, this run.',
+  [
+    () => true,
+    'ratio: sharmipc ÷ the faster baseline of the row (marked *). Full duplex: per direction, mean of the two.',
+  ],
+  [
+    (all, rows) => rows.some((r) => r.hogs),
+    'busy: the bench runs a CPU hog per core but one (all cores busy: one per core) during those rows.',
+  ],
+  [
+    (all) => all.some((c) => c.rate !== '' && !c.rate.includes('in-process')),
+    'payload rate: bytes per second one way (RPC: each way); memcpy: one thread copying the same sizes, this run.',
+  ],
+  [
+    (all, rows) => rows.some((r) => r.ceiling !== undefined),
+    'in-process: the same async loops calling an async function that copies the bytes, in one process.',
+  ],
 ]
 
 /** The latency rows: per sequential scenario and transport, p50/p99/p99.9 in µs. */
@@ -186,7 +212,7 @@ export function tableLines(report, { goals = false, width = 120 } = {}) {
     out.push('', 'round-trip latency of sequential RPC, µs')
     out.push(...grid(['scenario', 'transport', 'p50', 'p99', 'p99.9'], lat, { right: new Set([2, 3, 4]) }))
   }
-  out.push('', ...notes(all))
+  out.push('', ...notes(all, rows))
   if (goals) out.push('', "the project's goals:", ...goalLines(report).map((l) => `  ${l}`))
   return out
 }
@@ -207,7 +233,7 @@ export function markdownTables(report, { goals = false } = {}) {
       ...grid(['scenario', 'transport', 'p50', 'p99', 'p99.9'], lat, { markdown: true, right: new Set([2, 3, 4]) }),
     )
   }
-  lines.push('', ...notes(all).map((n) => `${n.charAt(0).toUpperCase()}${n.slice(1)}`))
+  lines.push('', ...notes(all, report.rows).map((n) => `${n.charAt(0).toUpperCase()}${n.slice(1)}`))
   if (goals) lines.push('', "The project's goals:", '', ...goalLines(report).map((l) => `- ${l}`))
   return lines
 }

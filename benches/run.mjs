@@ -9,7 +9,7 @@
 // Every scenario runs between two real processes (this one and benches/peer.mjs), for sharmipc and
 // for each baseline in turn, interleaved round by round; each figure is the median of the rounds.
 // A message counts when the receiving process has it.
-import { fork } from 'node:child_process'
+import { fork, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
@@ -17,7 +17,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs as parseArgv } from 'node:util'
 
-import { counter, now, pump, rpcLoop, sequential } from './loops.mjs'
+import { asyncLoops, counter, now, pump, rpcLoop, sequential } from './loops.mjs'
 import { transports } from './transports.mjs'
 import { chart } from './chart.mjs'
 import { LABELS, tableLines } from './report.mjs'
@@ -32,8 +32,11 @@ const MiB = 1 << 20
 const IPC_ALL = ['sharmipc', 'uds', 'ipc']
 
 /**
- * kind: send | send-duplex | rpc | rpc-duplex | seq. `goal`: the ratio sharmipc / best baseline
- * aimed at; `memcpyGoal`: the fraction of memcpy bandwidth aimed at.
+ * kind: send | send-duplex | rpc | rpc-duplex | seq | loops | idle. `goal`: the ratio sharmipc / best
+ * baseline aimed at; `memcpyGoal`: the fraction of memcpy bandwidth aimed at; `ceilingGoal`: the
+ * fraction of the in-process ceiling aimed at; `p99Goal`: sharmipc's p99 at most the socket's.
+ * `hogs`: CPU hogs the bench starts for the scenario, 'all-but-one' (one per core but one, at least
+ * one) or 'all' (one per core): a busy machine.
  */
 export const SCENARIOS = [
   { id: 'send-1', kind: 'send', size: 1, goal: 10 },
@@ -52,6 +55,31 @@ export const SCENARIOS = [
   { id: 'seq-1', kind: 'seq', size: 1, goal: 2 },
   { id: 'idle', kind: 'idle', size: 0, lowerIsBetter: true, transports: ['sharmipc', 'uds'] },
   { id: 'seq-1-latency', kind: 'seq', size: 1, goal: 5, transports: ['sharmipc-latency', 'uds', 'ipc'] },
+  { id: 'loops-1', kind: 'loops', size: 1, loops: 256, goal: 5, ceilingGoal: 0.5 },
+  // A busy machine: the same scenarios while other processes want every core (but one).
+  { id: 'send-1-busy', kind: 'send', size: 1, hogs: 'all-but-one', goal: 1 },
+  { id: 'rpc-1-busy', kind: 'rpc', size: 1, inflight: 256, hogs: 'all-but-one', goal: 1 },
+  { id: 'loops-1-busy', kind: 'loops', size: 1, loops: 256, hogs: 'all-but-one', goal: 1 },
+  { id: 'seq-1-busy', kind: 'seq', size: 1, hogs: 'all-but-one', goal: 2, p99Goal: true },
+  {
+    id: 'seq-1-latency-busy',
+    kind: 'seq',
+    size: 1,
+    hogs: 'all-but-one',
+    goal: 1,
+    p99Goal: true,
+    transports: ['sharmipc-latency', 'uds', 'ipc'],
+  },
+  { id: 'seq-1-busy-all', kind: 'seq', size: 1, hogs: 'all', goal: 1, p99Goal: true },
+  {
+    id: 'seq-1-latency-busy-all',
+    kind: 'seq',
+    size: 1,
+    hogs: 'all',
+    goal: 1,
+    p99Goal: true,
+    transports: ['sharmipc-latency', 'uds', 'ipc'],
+  },
 ]
 
 const label = (s) => LABELS[s.id] ?? s.id
@@ -145,6 +173,10 @@ async function runOne(transportId, s, ms) {
         const b = rate(other.calls, BigInt(other.elapsedNs))
         return { value: (a + b) / 2, unit: 'calls/s', detail: { aToB: a, bToA: b } }
       }
+      case 'loops': {
+        const r = await asyncLoops((b) => t.request(b), payload, s.loops, ms)
+        return { value: rate(r.calls, r.elapsedNs), unit: 'calls/s' }
+      }
       case 'idle': {
         // Nothing is sent: CPU time both processes spend on an open, connected channel.
         await new Promise((r) => setTimeout(r, 200))
@@ -184,6 +216,35 @@ async function runOne(transportId, s, ms) {
 }
 
 const rate = (n, ns) => (n * 1e9) / Number(ns)
+
+/**
+ * The ceiling of the async-loops scenario: the same loops, in this one process, calling an async
+ * function that copies the bytes (calls/s).
+ */
+async function inProcessCeiling(s, ms) {
+  const copy = async (b) => Buffer.from(b)
+  const r = await asyncLoops(copy, Buffer.alloc(s.size, 7), s.loops, ms)
+  return rate(r.calls, r.elapsedNs)
+}
+
+/** How many CPU hogs a scenario's `hogs` asks for on this machine. */
+export function hogCount(hogs, cores) {
+  if (!hogs) return 0
+  return hogs === 'all' ? cores : Math.max(1, cores - 1)
+}
+
+/**
+ * Starts `n` processes that each spin on a core (`for (;;) {}`), as other work on a busy machine
+ * would; returns a function that kills them and waits until they are gone.
+ */
+async function startHogs(n) {
+  const hogs = Array.from({ length: n }, () => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }))
+  await Promise.all(hogs.map((h) => once(h, 'spawn')))
+  return async () => {
+    for (const h of hogs) h.kill('SIGKILL')
+    await Promise.all(hogs.map((h) => (h.exitCode === null && h.signalCode === null ? once(h, 'exit') : null)))
+  }
+}
 
 /**
  * Single-thread copy bandwidth, MB/s: `size`-byte messages copied one after another into a 64 MiB
@@ -330,16 +391,25 @@ export async function main(argv = process.argv.slice(2)) {
   for (const s of scenarios) {
     const ids = s.transports ?? IPC_ALL
     const values = Object.fromEntries(ids.map((id) => [id, []]))
-    for (let round = 0; round < o.rounds; round++) {
-      // Interleave: rotate the order every round so no transport always runs first.
-      for (let k = 0; k < ids.length; k++) {
-        const id = ids[(k + round) % ids.length]
-        step++
-        progress(`[${step}/${steps}] ${label(s)} · ${transports[id].name} · round ${round + 1}/${o.rounds}`)
-        values[id].push(await runOne(id, s, o.ms))
+    const ceilings = []
+    const hogs = hogCount(s.hogs, machine.cores)
+    const stopHogs = hogs > 0 ? await startHogs(hogs) : null
+    try {
+      for (let round = 0; round < o.rounds; round++) {
+        // Interleave: rotate the order every round so no transport always runs first.
+        for (let k = 0; k < ids.length; k++) {
+          const id = ids[(k + round) % ids.length]
+          step++
+          progress(`[${step}/${steps}] ${label(s)} · ${transports[id].name} · round ${round + 1}/${o.rounds}`)
+          values[id].push(await runOne(id, s, o.ms))
+        }
+        if (s.kind === 'loops') ceilings.push(await inProcessCeiling(s, o.ms))
       }
+    } finally {
+      await stopHogs?.()
     }
     const row = { id: s.id, label: label(s), unit: values[ids[0]][0].unit, results: {} }
+    if (hogs > 0) row.hogs = hogs
     for (const id of ids) {
       const v = values[id]
       row.results[id] = { median: median(v.map((r) => r.value)), runs: v.map((r) => r.value) }
@@ -362,8 +432,21 @@ export async function main(argv = process.argv.slice(2)) {
       row.memcpyMBps = memcpy(s.size, Math.min(o.ms, 300))
       row.ofMemcpy = (ours * s.size) / 1e6 / row.memcpyMBps
     }
+    if (ceilings.length > 0) {
+      row.ceiling = median(ceilings)
+      row.ofCeiling = ours / row.ceiling
+    }
     if (s.goal) row.goal = `≥ ${s.goal}x`
     if (s.goal) row.met = row.ratio >= s.goal
+    if (s.ceilingGoal) {
+      row.goal += `, ≥ ${s.ceilingGoal * 100}% of in-process`
+      row.met &&= row.ofCeiling >= s.ceilingGoal
+    }
+    if (s.p99Goal) {
+      const p99 = (id) => row.results[id]?.detail?.p99
+      row.goal += ', p99 ≤ socket'
+      row.met &&= p99(ids[0]) <= p99('uds')
+    }
     if (s.memcpyGoal) {
       row.goal = `≥ ${s.memcpyGoal * 100}% of memcpy`
       row.met = row.ofMemcpy >= s.memcpyGoal
