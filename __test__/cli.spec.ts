@@ -7,10 +7,13 @@ import path from 'node:path'
 import test from 'ava'
 
 import { channelKit, killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
+import { only } from './helpers/platform'
 
 const PREFIX = 'cli'
 const { opened, open } = channelKit(PREFIX)
 const bin = path.join(__dirname, '..', 'bin', 'sharmipc.mjs')
+/** list, inspect and clean read the segment files in /dev/shm. */
+const segmentsTest = only(['linux'], 'list, inspect and clean read the segment files in /dev/shm')
 const { version } = JSON.parse(readFileSync(path.join(__dirname, '..', 'package.json'), 'utf8'))
 
 function cli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
@@ -56,7 +59,7 @@ test('a bad flag or command prints one line and the usage, exits 2, and shows no
   }
 })
 
-test('list and inspect show a live channel: sides, pids, alive, generations, capacity, ring indices', async (t) => {
+segmentsTest('list and inspect show a live channel: sides, pids, alive, generations, capacity, ring indices', async (t) => {
   const name = uniqueName(PREFIX)
   const ch = open(name, { capacity: 8192 })
   const peer = await spawnPeer(name, 'echo')
@@ -103,7 +106,7 @@ test('list and inspect show a live channel: sides, pids, alive, generations, cap
   await ch.close()
 })
 
-test('a process killed by SIGTERM leaves its segment; clean removes it, and refuses a live one', async (t) => {
+segmentsTest('a process killed by SIGTERM leaves its segment; clean removes it, and refuses a live one', async (t) => {
   const name = uniqueName(PREFIX)
   const peer = await spawnPeer(name, 'echo')
   const file = `/dev/shm/sharm.${name}`
@@ -138,7 +141,7 @@ test('a process killed by SIGTERM leaves its segment; clean removes it, and refu
   await ch.close()
 })
 
-test('clean leaves alone what is not a segment of this version', (t) => {
+segmentsTest('clean leaves alone what is not a segment of this version', (t) => {
   const name = uniqueName(PREFIX)
   const file = `/dev/shm/sharm.${name}`
   writeFileSync(file, Buffer.alloc(8192, 7))

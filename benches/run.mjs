@@ -125,7 +125,11 @@ async function runOne(transportId, s, ms) {
   runNo++
   const setup = {
     name: `bench-${process.pid}-${runNo}`,
-    path: path.join(os.tmpdir(), `sharmipc-bench-${process.pid}-${runNo}.sock`),
+    // Node's `net` on Windows listens on named pipes, not on paths in the file system.
+    path:
+      process.platform === 'win32'
+        ? `\\\\.\\pipe\\sharmipc-bench-${process.pid}-${runNo}`
+        : path.join(os.tmpdir(), `sharmipc-bench-${process.pid}-${runNo}.sock`),
   }
   const recv = counter()
   const payload = Buffer.alloc(s.size, 7)
@@ -211,7 +215,7 @@ async function runOne(transportId, s, ms) {
     await Promise.race([closed, peer.exited])
     await t.close()
     await peer.exited
-    rmSync(setup.path, { force: true })
+    if (process.platform !== 'win32') rmSync(setup.path, { force: true })
   }
 }
 

@@ -13,13 +13,7 @@
 //! Linux only (segments are files under `/dev/shm`); elsewhere these return an error saying so.
 
 use crate::error::Error;
-use crate::layout::{
-    ring_offset, segment_bytes, Header, ATTACH_DEAD, ATTACH_SIDE, HEADER_BYTES, INIT_ABANDONED, INIT_PENDING,
-    INIT_READY, LAYOUT_VERSION, MAGIC, PROTOCOL_VERSION, SLOT_ATTACHING, SLOT_BROKEN, SLOT_FREE, SLOT_READY,
-};
 use crate::liveness;
-use crate::ring::RingControl;
-use std::sync::atomic::Ordering::SeqCst;
 
 /// Directory that holds the segments (Linux).
 pub const SHM_DIR: &str = "/dev/shm";
@@ -113,25 +107,6 @@ pub enum Cleaned {
     Foreign(String),
 }
 
-fn state_name(s: u32) -> String {
-    match s {
-        SLOT_FREE => "free".into(),
-        SLOT_ATTACHING => "attaching".into(),
-        SLOT_READY => "ready".into(),
-        SLOT_BROKEN => "broken".into(),
-        n => format!("unknown({n})"),
-    }
-}
-
-fn init_name(s: u32) -> String {
-    match s {
-        INIT_PENDING => "pending".into(),
-        INIT_READY => "ready".into(),
-        INIT_ABANDONED => "abandoned".into(),
-        n => format!("unknown({n:#x})"),
-    }
-}
-
 /// Is `pid` a process this one can see?
 pub fn pid_visible(pid: u32) -> bool {
     #[cfg(target_os = "linux")]
@@ -195,8 +170,33 @@ pub fn os_id_of(name_or_os_id: &str) -> Result<String, Error> {
 #[cfg(target_os = "linux")]
 mod imp {
     use super::*;
+    use crate::layout::{
+        ring_offset, segment_bytes, Header, ATTACH_DEAD, ATTACH_SIDE, HEADER_BYTES, INIT_ABANDONED, INIT_PENDING,
+        INIT_READY, LAYOUT_VERSION, MAGIC, PROTOCOL_VERSION, SLOT_ATTACHING, SLOT_BROKEN, SLOT_FREE, SLOT_READY,
+    };
+    use crate::ring::RingControl;
     use std::fs::File;
     use std::os::unix::fs::{FileExt, MetadataExt};
+    use std::sync::atomic::Ordering::SeqCst;
+
+    fn state_name(s: u32) -> String {
+        match s {
+            SLOT_FREE => "free".into(),
+            SLOT_ATTACHING => "attaching".into(),
+            SLOT_READY => "ready".into(),
+            SLOT_BROKEN => "broken".into(),
+            n => format!("unknown({n})"),
+        }
+    }
+
+    fn init_name(s: u32) -> String {
+        match s {
+            INIT_PENDING => "pending".into(),
+            INIT_READY => "ready".into(),
+            INIT_ABANDONED => "abandoned".into(),
+            n => format!("unknown({n:#x})"),
+        }
+    }
 
     /// Aligned room for the header page.
     #[repr(C, align(4096))]
@@ -418,9 +418,6 @@ mod imp {
 
     fn unsupported() -> Error {
         Error::Os("listing, inspecting and cleaning segments is supported on Linux only".to_string())
-    }
-    pub fn path_of(os_id: &str) -> String {
-        os_id.to_string()
     }
     pub fn list() -> Result<Vec<SegmentInfo>, Error> {
         Err(unsupported())

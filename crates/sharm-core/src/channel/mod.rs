@@ -74,6 +74,7 @@ pub use send::STAGED_HEADER;
 pub use wake::{Waker, LIVENESS_INTERVAL};
 
 /// Frees the sides of `h` held by dead processes, as an opener does (for [`crate::inspect::clean`]).
+#[cfg(target_os = "linux")]
 pub(crate) fn reap_dead_sides(h: &Header) {
     attach::reap_if_dead(h, 0);
     attach::reap_if_dead(h, 1);
