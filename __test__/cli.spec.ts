@@ -59,52 +59,55 @@ test('a bad flag or command prints one line and the usage, exits 2, and shows no
   }
 })
 
-segmentsTest('list and inspect show a live channel: sides, pids, alive, generations, capacity, ring indices', async (t) => {
-  const name = uniqueName(PREFIX)
-  const ch = open(name, { capacity: 8192 })
-  const peer = await spawnPeer(name, 'echo')
-  await ch.waitForPeer(5000)
-  const peerPid: number = (await peer.cmd({ op: 'report' })).pid
-  // Hold the peer's messages unread, so that the ring towards this side has something in it.
-  const it = ch.messages({ highWaterMark: 1 })
-  await peer.cmd({ op: 'sendStrings', strings: Array.from({ length: 200 }, () => 'y'.repeat(100)) })
-  await new Promise((r) => setTimeout(r, 100))
+segmentsTest(
+  'list and inspect show a live channel: sides, pids, alive, generations, capacity, ring indices',
+  async (t) => {
+    const name = uniqueName(PREFIX)
+    const ch = open(name, { capacity: 8192 })
+    const peer = await spawnPeer(name, 'echo')
+    await ch.waitForPeer(5000)
+    const peerPid: number = (await peer.cmd({ op: 'report' })).pid
+    // Hold the peer's messages unread, so that the ring towards this side has something in it.
+    const it = ch.messages({ highWaterMark: 1 })
+    await peer.cmd({ op: 'sendStrings', strings: Array.from({ length: 200 }, () => 'y'.repeat(100)) })
+    await new Promise((r) => setTimeout(r, 100))
 
-  const listed = cli('list', '--json')
-  t.is(listed.code, 0, listed.stderr)
-  const mine = JSON.parse(listed.stdout).find((i: any) => i.name === name)
-  t.truthy(mine, `${name} is listed`)
-  t.true(mine.live)
-  t.is(mine.capacity, 8192)
-  t.deepEqual(mine.flags, ['side0', 'side1'])
-  t.deepEqual(
-    mine.sides.map((s: any) => [s.pid, s.alive, s.held]),
-    [
-      [process.pid, true, true],
-      [peerPid, true, true],
-    ],
-  )
-  const text = cli('list')
-  t.regex(text.stdout, /^name\s+sides\s+side 0 pid\s+side 1 pid\s+alive\s+generations\s+capacity\s+age/)
-  t.regex(
-    text.stdout,
-    new RegExp(`${name}\\s+0,1\\s+${process.pid} alive\\s+${peerPid} alive\\s+yes\\s+\\d+/\\d+\\s+8 KiB`),
-  )
+    const listed = cli('list', '--json')
+    t.is(listed.code, 0, listed.stderr)
+    const mine = JSON.parse(listed.stdout).find((i: any) => i.name === name)
+    t.truthy(mine, `${name} is listed`)
+    t.true(mine.live)
+    t.is(mine.capacity, 8192)
+    t.deepEqual(mine.flags, ['side0', 'side1'])
+    t.deepEqual(
+      mine.sides.map((s: any) => [s.pid, s.alive, s.held]),
+      [
+        [process.pid, true, true],
+        [peerPid, true, true],
+      ],
+    )
+    const text = cli('list')
+    t.regex(text.stdout, /^name\s+sides\s+side 0 pid\s+side 1 pid\s+alive\s+generations\s+capacity\s+age/)
+    t.regex(
+      text.stdout,
+      new RegExp(`${name}\\s+0,1\\s+${process.pid} alive\\s+${peerPid} alive\\s+yes\\s+\\d+/\\d+\\s+8 KiB`),
+    )
 
-  const inspected = cli('inspect', name, '--json')
-  t.is(inspected.code, 0, inspected.stderr)
-  const info = JSON.parse(inspected.stdout)
-  t.is(info.rings.length, 2)
-  const towardsUs = info.rings.find((r: any) => r.fromSide === 1)
-  t.true(towardsUs.fill > 0, 'the unread messages are in the ring')
-  t.is(towardsUs.fill, towardsUs.write - towardsUs.read)
-  const human = cli('inspect', name)
-  t.regex(human.stdout, /ring 1→0\s+fill \d+ bytes \([\d.]+ %\), write \d+, read \d+, handed \d+/)
-  t.regex(human.stdout, new RegExp(`side 1\\s+pid ${peerPid}, ready, generation \\d+, held, alive`))
-  await it.return!()
-  await peer.close()
-  await ch.close()
-})
+    const inspected = cli('inspect', name, '--json')
+    t.is(inspected.code, 0, inspected.stderr)
+    const info = JSON.parse(inspected.stdout)
+    t.is(info.rings.length, 2)
+    const towardsUs = info.rings.find((r: any) => r.fromSide === 1)
+    t.true(towardsUs.fill > 0, 'the unread messages are in the ring')
+    t.is(towardsUs.fill, towardsUs.write - towardsUs.read)
+    const human = cli('inspect', name)
+    t.regex(human.stdout, /ring 1→0\s+fill \d+ bytes \([\d.]+ %\), write \d+, read \d+, handed \d+/)
+    t.regex(human.stdout, new RegExp(`side 1\\s+pid ${peerPid}, ready, generation \\d+, held, alive`))
+    await it.return!()
+    await peer.close()
+    await ch.close()
+  },
+)
 
 segmentsTest('a process killed by SIGTERM leaves its segment; clean removes it, and refuses a live one', async (t) => {
   const name = uniqueName(PREFIX)
