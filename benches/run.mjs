@@ -232,7 +232,7 @@ async function inProcessCeiling(s, ms) {
 }
 
 /** How many CPU hogs a scenario's `hogs` asks for on this machine. */
-export function hogCount(hogs, cores) {
+function hogCount(hogs, cores) {
   if (!hogs) return 0
   return hogs === 'all' ? cores : Math.max(1, cores - 1)
 }

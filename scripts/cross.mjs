@@ -46,6 +46,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { cacheRoot, nodeFromRegistry } from './lib/registry-node.mjs'
+import { stepTally, tail } from './lib/step-tally.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'))
@@ -105,15 +106,7 @@ const napiPlatform = {
   [GNU_WIN]: 'win32-x64-msvc',
 }
 
-let passed = 0
-let failed = 0
-const secs = (t0) => `${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s`
-function report(target, step, ok, t0, note = '') {
-  if (ok) passed++
-  else failed++
-  console.log(`${target.padEnd(27)} ${step.padEnd(7)} ${ok ? 'pass' : 'FAIL'} ${secs(t0)}${note ? `  ${note}` : ''}`)
-}
-const tail = (s, n = 40) => s.trimEnd().split('\n').slice(-n).join('\n')
+const { report, finish } = stepTally((target, step) => `${target.padEnd(27)} ${step.padEnd(7)}`)
 
 /** Runs a command with its output into a log file; returns { ok, out }. */
 function run(cmd, args, { env = process.env, log, cwd = root, timeoutMs = 60 * 60_000, stdin = 'ignore' } = {}) {
@@ -582,5 +575,4 @@ try {
 } finally {
   dropBinfmt()
 }
-console.log(`${passed} passed, ${failed} failed`)
-process.exit(failed === 0 ? 0 : 1)
+finish()

@@ -17,6 +17,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { nodeFromRegistry } from './lib/registry-node.mjs'
+import { stepTally, tail } from './lib/step-tally.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const arg = (name, dflt) => {
@@ -39,14 +40,7 @@ if (!existsSync(path.join(root, 'dist', 'binding.js')) || !existsSync(path.join(
   process.exit(1)
 }
 
-let passed = 0
-let failed = 0
-const secs = (t0) => `${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s`
-function report(label, step, ok, t0, note = '') {
-  if (ok) passed++
-  else failed++
-  console.log(`node ${label.padEnd(8)} ${step.padEnd(8)} ${ok ? 'pass' : 'FAIL'} ${secs(t0)}${note ? `  ${note}` : ''}`)
-}
+const { report, finish } = stepTally((label, step) => `node ${label.padEnd(8)} ${step.padEnd(8)}`)
 
 /** Runs `node args` with that Node first on PATH (so npm, tsx and forked peers use it too). */
 function runWith(node, args, log, timeoutMs) {
@@ -57,7 +51,6 @@ function runWith(node, args, log, timeoutMs) {
   writeFileSync(log, out)
   return { ok: r.status === 0, out }
 }
-const tail = (out, n = 30) => out.trimEnd().split('\n').slice(-n).join('\n')
 
 for (const v of versions) {
   let node = process.execPath
@@ -82,7 +75,7 @@ for (const v of versions) {
     const marks = (m) => r.out.split('\n').filter((l) => l.trimStart().startsWith(m)).length
     const note = `${marks('✔')} passed, ${marks('✘')} failed`
     report(label, 'ava', r.ok, t0, note)
-    if (!r.ok) console.log(tail(r.out))
+    if (!r.ok) console.log(tail(r.out, 30))
   }
   if (steps.includes('install')) {
     const t0 = Date.now()
@@ -93,8 +86,7 @@ for (const v of versions) {
       15 * 60_000,
     )
     report(label, 'install', r.ok, t0)
-    if (!r.ok) console.log(tail(r.out))
+    if (!r.ok) console.log(tail(r.out, 30))
   }
 }
-console.log(`${passed} passed, ${failed} failed`)
-process.exit(failed === 0 ? 0 : 1)
+finish()
