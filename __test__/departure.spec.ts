@@ -12,7 +12,7 @@ import test, { type ExecutionContext } from 'ava'
 
 import { open, PeerGoneError, type DisconnectInfo } from '../index'
 import { killAllPeers, uniqueName } from './helpers'
-import { only } from './helpers/platform'
+import { only, patience, rounds } from './helpers/platform'
 
 // These tests freeze the receiver with SIGSTOP, which Windows has not.
 const posixTest = only(['linux', 'darwin'], 'these tests freeze the receiver with SIGSTOP, which Windows has not')
@@ -114,10 +114,13 @@ async function reclaim(t: ExecutionContext, name: string, segment: string): Prom
   t.false(existsSync(`/dev/shm${segment}`), `segment ${segment} left behind`)
 }
 
+/** How many times the tests below SIGKILL a peer and start another. */
+const KILLS = rounds(20, 5)
+
 test('a request made while the peer is killed and replaced is answered by the new peer or fails with the old one, never both', async (t) => {
-  t.timeout(170_000)
+  t.timeout(patience(170_000))
   const name = uniqueName(PREFIX)
-  const ch = open(name, { timeoutMs: 20_000 })
+  const ch = open(name, { timeoutMs: patience(20_000) })
   const generationOf = new Map<number, number>() // pid -> generation
   ch.on('connect', ({ generation, pid }) => generationOf.set(pid, generation))
   let departed = 0 // generation of the last departure, for the rejections it causes
@@ -142,7 +145,7 @@ test('a request made while the peer is killed and replaced is answered by the ne
   await peer.open()
   const logs = [peer.log]
   const pids = [peer.child.pid!]
-  for (let cycle = 0; cycle < 20; cycle++) {
+  for (let cycle = 0; cycle < KILLS; cycle++) {
     await sleep(100 + Math.random() * 200)
     const next = await startPeer(name)
     logs.push(next.log)
@@ -174,7 +177,7 @@ test('a request made while the peer is killed and replaced is answered by the ne
       if (o.reached === 'no') unsentButRun++
     }
   }
-  t.log(`${outcomes.size} requests, ${failed} failed with the peer they went to, 20 kills`)
+  t.log(`${outcomes.size} requests, ${failed} failed with the peer they went to, ${KILLS} kills`)
   t.is(bothFailedAndRun, 0, 'a request that failed with a peer ran on another one')
   t.is(unsentButRun, 0, 'a request said to have never reached the peer ran')
   t.true(outcomes.size > 100)
@@ -213,8 +216,8 @@ test('a peer that leaves before the newcomer’s first turn gives connect then d
   await reclaim(t, name, segment)
 })
 
-test('every accepted message is delivered or handed back through 20 SIGKILLs of the receiver', async (t) => {
-  t.timeout(170_000)
+test(`every accepted message is delivered or handed back through ${KILLS} SIGKILLs of the receiver`, async (t) => {
+  t.timeout(patience(170_000))
   const name = uniqueName(PREFIX)
   const ch = open(name, { capacity: 64 * 1024 })
   const handedBack = new Set<number>()
@@ -250,7 +253,7 @@ test('every accepted message is delivered or handed back through 20 SIGKILLs of 
   let peer = await startPeer(name)
   logs.push(peer.log)
   await peer.open()
-  for (let cycle = 0; cycle < 20; cycle++) {
+  for (let cycle = 0; cycle < KILLS; cycle++) {
     await sleep(100 + Math.random() * 300)
     const next = await startPeer(name)
     logs.push(next.log)
@@ -279,7 +282,7 @@ test('every accepted message is delivered or handed back through 20 SIGKILLs of 
     if (d === 0 && !handedBack.has(n) && !inDoubt.has(n)) missing++
   }
   t.log(
-    `${accepted} accepted, ${delivered.size} delivered, ${handedBack.size} handed back, ${inDoubt.size} in doubt, ${partial} partial, 20 kills`,
+    `${accepted} accepted, ${delivered.size} delivered, ${handedBack.size} handed back, ${inDoubt.size} in doubt, ${partial} partial, ${KILLS} kills`,
   )
   t.is(missing, 0, 'accepted messages neither delivered nor handed back')
   t.is(both, 0, 'messages handed back as undelivered that were delivered')

@@ -12,7 +12,7 @@ import {
   type OpenOptions,
 } from '../index'
 import { killAllPeers, leftoverSegments, spawnPeer, spawnUnreapedPeer, uniqueName } from './helpers'
-import { only } from './helpers/platform'
+import { only, patience, rounds } from './helpers/platform'
 
 // These tests write and truncate the segment files in /dev/shm, or leave a peer unreaped through sh.
 const linuxTest = only(
@@ -50,9 +50,11 @@ function segment(ch: Channel) {
   }
 }
 
-test('a peer killed and restarted 20 times under traffic never yields a wrong answer', async (t) => {
+const RESTARTS = rounds(20, 5)
+test(`a peer killed and restarted ${RESTARTS} times under traffic never yields a wrong answer`, async (t) => {
+  t.timeout(patience(120_000))
   const name = uniqueName(PREFIX)
-  const ch = open(name, { timeoutMs: 2000 })
+  const ch = open(name, { timeoutMs: patience(2000) })
   let wrong = 0
   let answered = 0
   let gone = 0
@@ -72,7 +74,7 @@ test('a peer killed and restarted 20 times under traffic never yields a wrong an
         } catch (e) {
           if (e instanceof PeerGoneError || e instanceof TimeoutError) gone++
           else throw e
-          if (!ch.connected) await ch.waitForPeer(10_000)
+          if (!ch.connected) await ch.waitForPeer(patience(10_000))
         }
       }
     } catch (e) {
@@ -87,22 +89,22 @@ test('a peer killed and restarted 20 times under traffic never yields a wrong an
       await new Promise((r) => setTimeout(r, 5))
     }
   }
-  for (let cycle = 0; cycle < 20; cycle++) {
+  for (let cycle = 0; cycle < RESTARTS; cycle++) {
     const peer = await spawnPeer(name, 'echo')
-    await ch.waitForPeer(10_000)
+    await ch.waitForPeer(patience(10_000))
     const before = answered
-    await within(`cycle ${cycle}: 50 answers`, 30_000, () => answered >= before + 50)
+    await within(`cycle ${cycle}: 50 answers`, patience(30_000), () => answered >= before + 50)
     let disconnected = false
     ch.once('disconnect', () => (disconnected = true))
     await peer.kill()
-    await within(`cycle ${cycle}: 'disconnect' of the killed peer`, 10_000, () => disconnected)
+    await within(`cycle ${cycle}: 'disconnect' of the killed peer`, patience(10_000), () => disconnected)
   }
   const last = await spawnPeer(name, 'echo')
   running = false
   await Promise.all(loops)
   t.is(broke, null)
   t.is(wrong, 0)
-  t.true(answered >= 20 * 50, `answered ${answered}`)
+  t.true(answered >= RESTARTS * 50, `answered ${answered}`)
   t.log(`${answered} answered, ${gone} failed with PeerGone/Timeout around the kills, 0 wrong`)
   await last.close()
   await ch.close()

@@ -504,13 +504,19 @@ function doAva(target) {
       r = run('wine', [winNode.node, ava, ...avaFiles], { env, log: log(target, 'ava') })
     } else {
       ensureBinfmt()
+      // Emulated, a process runs 10-20 times slower and a Node start takes seconds: the tests run one
+      // at a time (many at once miss their own time limits), with ava's idle limit at 10 minutes, and
+      // SHARMIPC_TEST_EMULATED lets the longest tests repeat less (__test__/helpers/platform.ts).
       const env = {
         ...process.env,
         QEMU_LD_PREFIX: '/usr/aarch64-linux-gnu',
         ESBUILD_BINARY_PATH: esbuildFor('linux-arm64'),
+        SHARMIPC_TEST_EMULATED: 'qemu-user',
       }
       env.PATH = `${armNode.dir}${path.delimiter}${env.PATH}`
-      r = run(armNode.node, [ava, ...(avaQemuFiles.length ? avaQemuFiles : avaFiles), ...avaQemuMatch], {
+      const files = avaQemuFiles.length ? avaQemuFiles : avaFiles
+      const oneAtATime = ['--serial', '--concurrency=1', '--timeout=10m']
+      r = run(armNode.node, [ava, ...oneAtATime, ...files, ...avaQemuMatch], {
         env,
         log: log(target, 'ava'),
       })

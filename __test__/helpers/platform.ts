@@ -12,3 +12,23 @@ export function only(platforms: NodeJS.Platform[], why: string): typeof test {
   const skip = (title: string, ...rest: any[]) => (test.skip as any)(`${title}${note}`, ...rest)
   return Object.assign(skip, { serial: skip }) as unknown as typeof test
 }
+
+/**
+ * The emulator the suite runs under (`SHARMIPC_TEST_EMULATED`, set by `scripts/cross.mjs`: `qemu-user`),
+ * or `''` natively. Emulated, a process runs 10–20 times slower and a Node start takes seconds.
+ */
+export const emulator = process.env.SHARMIPC_TEST_EMULATED ?? ''
+
+/**
+ * How many times a test repeats its work: `native`, or `emulated` under an emulator. Only for
+ * tests whose checks are the same in every round (the rounds find rare interleavings); what each
+ * round checks is unchanged.
+ */
+export function rounds(native: number, emulated: number): number {
+  return emulator === '' ? native : emulated
+}
+
+/** A test's own time limit in ms, ten times longer under an emulator. */
+export function patience(ms: number): number {
+  return emulator === '' ? ms : ms * 10
+}
