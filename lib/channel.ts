@@ -28,6 +28,7 @@ import { StreamTable, type StreamHandler } from './streams'
 import { Answering } from './internal/answering'
 import { native as binding, type NativeChannel, type PeerChange } from './internal/binding'
 import { trackNative, untrackNative } from './internal/exit-hook'
+import { LoopBell } from './internal/loop-bell'
 import { PendingRequests } from './internal/pending'
 import { Poller } from './internal/polling'
 import { MessageIterator } from './internal/message-iterator'
@@ -197,6 +198,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #pending: PendingRequests
   #answering: Answering
   #streams: StreamTable
+  /** Where the event loop sleeps when this side has a loop bell (Linux). */
+  #bell: LoopBell | null = null
 
   /** @internal Use {@link open}. */
   constructor(name: string, options: OpenOptions = {}) {
@@ -289,6 +292,9 @@ export class Channel extends EventEmitter<ChannelEvents> {
       throw fromNative(e)
     }
     trackNative(this.#native, () => this.#send.flush())
+    const bellFd = this.#native.takeLoopBell()
+    if (bellFd !== null)
+      this.#bell = new LoopBell(bellFd, this.#onRing, DEBUG ? (w) => debugLog('%s: %s', name, w) : undefined)
     this.#unseen = this.#native.tookOverUnseen
     if (DEBUG && this.#unseen !== '') debugLog('%s: %s', name, this.#unseen)
     if (DEBUG) {
@@ -689,6 +695,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#native = null
     this.#pending.stop()
     let report: PeerChange | null = null
+    this.#bell?.close()
+    this.#bell = null
     if (native) {
       untrackNative(native)
       report = native.close()
@@ -775,6 +783,13 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#stats.wakeups++
     if (DEBUG) debugLog('%s: woken by the wake-up thread', this.name)
     this.#receiver.drain()
+  }
+
+  /** The peer rang this side's loop bell. */
+  #onRing = (): void => {
+    this.#stats.wakeups++
+    if (DEBUG) debugLog('%s: rung', this.name)
+    if (this.#native !== null) this.#receiver.drain()
   }
 
   /** A drain ended: 'drain' if a refused sender waits and the queues are empty. */

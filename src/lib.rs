@@ -238,6 +238,7 @@ impl NativeChannel {
             max_message_bytes: options.max_message_bytes as usize,
             spin: Duration::from_micros(options.spin_micros as u64),
             mode: options.mode,
+            loop_bell: true,
         };
         let ch = Channel::open(&name, opts).map_err(js_err)?;
         let tsfn = wake
@@ -388,6 +389,15 @@ impl NativeChannel {
     #[napi]
     pub fn spin(&mut self, micros: u32) -> Result<bool> {
         Ok(self.ch()?.spin_for_work(Duration::from_micros(micros as u64)))
+    }
+
+    /// The fd of this side's event-loop bell, once (Linux; `null` elsewhere or when taken): the
+    /// caller owns it, watches it for reading and polls whenever it is readable (the bytes mean
+    /// nothing). From then on the event loop sleeps on it instead of being notified by the
+    /// wake-up thread.
+    #[napi]
+    pub fn take_loop_bell(&mut self) -> Result<Option<i32>> {
+        Ok(self.ch()?.take_loop_bell())
     }
 
     /// Latency mode on (`true`: this thread polls by itself, the wake-up thread rests) or off.

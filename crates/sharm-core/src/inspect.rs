@@ -216,7 +216,8 @@ mod imp {
         for entry in dir.flatten() {
             let file = entry.file_name();
             let Some(file) = file.to_str() else { continue };
-            if !file.starts_with(FILE_PREFIX) {
+            // A side's loop bell (`<segment>@bell-a`) goes with its segment.
+            if !file.starts_with(FILE_PREFIX) || file.contains('@') {
                 continue;
             }
             // One gone meanwhile, or not readable by this user, is left out of a listing.

@@ -6,6 +6,7 @@
 //!
 //! - [`segment`]: the named shared-memory segment (wraps `shared_memory`);
 //! - [`doorbell`]: the cross-process wake-up (wraps `raw_sync`);
+//! - [`loop_bell`]: the wake-up of an event loop (Linux: a FIFO next to the segment);
 //! - [`liveness`]: whether the process holding a side is still alive;
 //! - [`layout`]: where everything lies in the segment;
 //! - [`record`] and [`ring`]: variable-length records in a lock-free SPSC ring;
@@ -22,6 +23,7 @@ pub mod fuzzing;
 pub mod inspect;
 pub mod layout;
 pub mod liveness;
+pub mod loop_bell;
 pub mod record;
 pub mod ring;
 pub mod segment;

@@ -213,6 +213,19 @@ impl Segment {
         }
     }
 
+    /// The access mode of the segment's file (Linux), `None` elsewhere or if it cannot be read.
+    pub fn mode(&self) -> Option<u32> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(self.path())
+                .ok()
+                .map(|m| m.permissions().mode() & 0o777)
+        }
+        #[cfg(not(target_os = "linux"))]
+        None
+    }
+
     /// Sets the access mode of a segment we created (default 0600, owner only).
     pub fn set_mode(&self, mode: u32) -> Result<(), Error> {
         if mode & !0o777 != 0 {
@@ -255,10 +268,12 @@ impl Segment {
                 .map_err(|_| Error::Invalid(format!("shared memory name {:?} contains a NUL", self.os_id())))?;
             // SAFETY: `name` is a NUL-terminated string that outlives the call.
             if unsafe { libc::shm_unlink(name.as_ptr()) } == 0 {
+                crate::loop_bell::remove_all(self.os_id());
                 return Ok(());
             }
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ENOENT) {
+                crate::loop_bell::remove_all(self.os_id());
                 return Ok(());
             }
             Err(Error::Os(format!("cannot remove shared memory {}: {e}", self.path())))

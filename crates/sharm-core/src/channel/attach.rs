@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::framing::Reassembler;
 use crate::layout::*;
 use crate::liveness;
+use crate::loop_bell::{OwnBell, PeerBell};
 use crate::record::Kind;
 use crate::ring::{Consumer, Producer, RingMem};
 use crate::segment::{os_id_for, Created, Opened, Segment};
@@ -358,6 +359,13 @@ impl Channel {
         let hr = unsafe { &*h };
         let slot = &hr.slots[side];
         slot.state.store(SLOT_ATTACHING, SeqCst);
+        // The bell exists before the generation that uses it is seen: the peer opens the bell of
+        // each generation of ours once, at its first ring (see `loop_bell`).
+        let own_loop_bell = if opts.loop_bell {
+            OwnBell::create(seg.os_id(), side, seg.mode().unwrap_or(opts.mode))
+        } else {
+            None
+        };
         let mut gen = slot.generation.fetch_add(1, SeqCst).wrapping_add(1);
         if gen == 0 {
             gen = slot.generation.fetch_add(1, SeqCst).wrapping_add(1);
@@ -386,6 +394,7 @@ impl Channel {
             last_tx_read: AtomicU64::new(last_tx_read),
             notified: AtomicBool::new(false),
             driving: AtomicBool::new(false),
+            loop_mode: AtomicBool::new(false),
             thread: OnceLock::new(),
             unlink: AtomicBool::new(false),
             seg,
@@ -403,13 +412,15 @@ impl Channel {
             hold_from: None,
             peer: Peer::new(),
             pending: Batch::default(),
+            own_loop_bell,
+            peer_loop_bell: PeerBell::default(),
             closed: false,
             unseen_holder: None,
         };
         ch.queue.push_message(Kind::Hello, gen as u64, 0, &[], 0);
         ch.flush()?;
         slot.state.store(SLOT_READY, SeqCst);
-        ch.shared.peer_bell.ring();
+        ch.ring_peer();
         ch.refresh_peer()?;
         ch.flush()?;
         ch.open_rx()?;
@@ -426,7 +437,7 @@ impl Channel {
             return Ok(());
         }
         if self.rx.open_at(at).map_err(|e| self.broken(e))? {
-            self.shared.peer_bell.ring();
+            self.ring_peer();
         }
         self.asm.reset();
         self.rx_gen = producer;
@@ -472,6 +483,9 @@ impl Channel {
             return;
         }
         self.closed = true;
+        if let Some(bell) = self.own_loop_bell.take() {
+            bell.remove();
+        }
         let sh = &self.shared;
         sh.stop.store(true, SeqCst);
         sh.own_bell.ring();
@@ -506,7 +520,8 @@ impl Channel {
                 Err(now) => a = now,
             }
         }
-        sh.peer_bell.ring();
+        self.ring_peer();
+        self.peer_loop_bell.close();
     }
 }
 

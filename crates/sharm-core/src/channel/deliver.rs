@@ -306,7 +306,7 @@ impl Channel {
         }
         let handed = self.rx.handed_index();
         if handed != self.rx.released_index() && self.rx.release_to(handed) {
-            self.shared.peer_bell.ring();
+            self.ring_peer();
         }
     }
 

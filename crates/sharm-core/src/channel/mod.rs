@@ -51,6 +51,7 @@ use crate::doorbell::Doorbell;
 use crate::error::{Error, ProtocolError};
 use crate::framing::Reassembler;
 use crate::layout::{Header, ATTACH_DEAD};
+use crate::loop_bell::{OwnBell, PeerBell};
 use crate::ring::{Consumer, Producer, RingWatch};
 use crate::segment::Segment;
 
@@ -94,6 +95,10 @@ pub struct ChannelOptions {
     pub spin: Duration,
     /// Access mode of the segment when this side creates it (0o600: owner only).
     pub mode: u32,
+    /// Make an event-loop bell ([`crate::loop_bell`]) for this side, whose fd the caller takes
+    /// ([`Channel::take_loop_bell`]) and watches: then the peer's rings wake that watcher, and the
+    /// wake-up thread only checks the peer's liveness and the header.
+    pub loop_bell: bool,
 }
 
 impl Default for ChannelOptions {
@@ -104,6 +109,7 @@ impl Default for ChannelOptions {
             max_message_bytes: 256 << 20,
             spin: Duration::from_micros(20),
             mode: 0o600,
+            loop_bell: false,
         }
     }
 }
@@ -143,6 +149,9 @@ struct Shared {
     notified: AtomicBool,
     /// The driving thread polls the rings itself (latency mode): the wake-up thread stays parked.
     driving: AtomicBool,
+    /// The event loop watches this side's loop bell (its fd was taken): it sleeps there, not the
+    /// wake-up thread on the doorbell.
+    loop_mode: AtomicBool,
     thread: OnceLock<std::thread::Thread>,
     unlink: AtomicBool,
     seg: Segment,
@@ -192,6 +201,9 @@ pub struct Channel {
     peer: Peer,
     /// What arrived while a blocking request waited, for the next poll.
     pending: Batch,
+    /// This side's event-loop bell, and the write end of the peer's.
+    own_loop_bell: Option<OwnBell>,
+    peer_loop_bell: PeerBell,
     closed: bool,
     /// Pid of a process that held a side of this name when this one opened it, that was taken
     /// for dead because its pid is not visible from here (see [`Channel::took_over_unseen`]).

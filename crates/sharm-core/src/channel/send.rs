@@ -308,7 +308,7 @@ impl Channel {
     /// Makes what was written visible to the peer, ringing it if it sleeps.
     pub(super) fn publish(&mut self) {
         if self.tx.has_unpublished() && self.tx.publish() {
-            self.shared.peer_bell.ring();
+            self.ring_peer();
         }
     }
 

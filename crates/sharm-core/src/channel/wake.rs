@@ -14,6 +14,14 @@
 //! channel (the driving thread's next poll reports it) and nobody is reaped. While the driving
 //! thread polls by itself ([`Channel::set_driving`]) the wake-up thread stays parked, so the two
 //! do not compete for a core.
+//!
+//! Loop mode (the event loop took this side's [`crate::loop_bell`]): the event loop itself sleeps
+//! on its bell, which the peer rings, and the wake-up thread neither spins nor sleeps on the
+//! doorbell: it checks the header and the peer's liveness each interval and notifies only of work
+//! the event loop has not been rung for (a peer that died, or a record whose ring it missed). The
+//! flag `reader_asleep` is then asked for by the driving thread: when it stops polling by itself
+//! and at every poll while it does not, each time followed by a look (the poll, or a check in
+//! `set_driving`), so a record published before the flag was seen is not missed.
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
@@ -124,6 +132,22 @@ impl Waker {
                 }
                 continue;
             }
+            if sh.loop_mode.load(SeqCst) {
+                // The event loop sleeps on its bell. Notify only of what it was not rung for.
+                if sh.has_work(last_peer) {
+                    let seen = sh.peer_view();
+                    if seen != last_peer && !self.header_is_sane(&notify) {
+                        continue;
+                    }
+                    last_peer = seen;
+                    notified_at = Instant::now();
+                    sh.notified.store(true, SeqCst);
+                    notify();
+                } else {
+                    std::thread::park_timeout(LIVENESS_INTERVAL);
+                }
+                continue;
+            }
             if sh.spin_for_work(last_peer, sh.spin, WAKER_SPINS) {
                 let seen = sh.peer_view();
                 if seen != last_peer && !self.header_is_sane(&notify) {
@@ -144,7 +168,9 @@ impl Waker {
             if !sh.has_work(last_peer) && !sh.stop.load(SeqCst) {
                 sh.own_bell.wait(LIVENESS_INTERVAL);
             }
-            sh.rx.set_reader_asleep(false);
+            if !sh.loop_mode.load(SeqCst) {
+                sh.rx.set_reader_asleep(false);
+            }
         }
     }
 }
@@ -163,6 +189,20 @@ impl Channel {
     /// when it stops, the wake-up thread takes over at once.
     pub fn set_driving(&self, on: bool) {
         let sh = &self.shared;
+        if sh.loop_mode.load(SeqCst) {
+            if sh.driving.swap(on, SeqCst) != on {
+                // No rings while this thread polls by itself; when it stops, ask for them again
+                // and look once more: a record published before the flag was seen rang nobody.
+                // Then the wake-up thread notifies (rarely: only in that race).
+                self.ask_to_be_rung(!on);
+                if !on && sh.has_work(self.peer.seen) {
+                    if let Some(t) = sh.thread.get() {
+                        t.unpark();
+                    }
+                }
+            }
+            return;
+        }
         if sh.driving.swap(on, SeqCst) != on {
             if let Some(t) = sh.thread.get() {
                 t.unpark();
@@ -183,6 +223,10 @@ impl Channel {
     /// Runs a poll. The wake-up thread waits for one only after it notified, and not at all while
     /// the driving thread polls by itself: it is woken only then (a wake is a system call).
     pub(super) fn polling<T>(&mut self, poll: impl FnOnce(&mut Self) -> T) -> T {
+        if self.shared.loop_mode.load(SeqCst) && !self.shared.driving.load(SeqCst) {
+            // The event loop sleeps on its bell after this poll, which is the look that follows.
+            self.ask_to_be_rung(true);
+        }
         let was_notified = self.shared.notified.swap(false, SeqCst);
         let r = poll(self);
         if was_notified && !self.shared.driving.load(SeqCst) {
@@ -191,6 +235,46 @@ impl Channel {
             }
         }
         r
+    }
+
+    /// Asks the peer to ring (its next publish, and its next release if we wait for space), or
+    /// says not to.
+    fn ask_to_be_rung(&self, ring: bool) {
+        let sh = &self.shared;
+        sh.rx.set_reader_asleep(ring);
+        if ring && sh.tx_waiting.load(SeqCst) {
+            sh.tx.set_writer_waiting();
+        }
+        // The look that follows must not be ordered before the flag (store-load: Dekker).
+        std::sync::atomic::fence(SeqCst);
+    }
+
+    /// Hands this side's event-loop bell to the caller, which watches its fd for reading from now
+    /// on and polls whenever it is readable: loop mode (see the module notes). `None` without a
+    /// bell (not asked for in [`super::ChannelOptions`], not on this platform, or not made) or
+    /// when already taken.
+    pub fn take_loop_bell(&mut self) -> Option<i32> {
+        let fd = self.own_loop_bell.as_mut()?.take_fd()?;
+        let sh = &self.shared;
+        sh.loop_mode.store(true, SeqCst);
+        if !sh.driving.load(SeqCst) {
+            self.ask_to_be_rung(true);
+        }
+        // The wake-up thread may sleep on the doorbell: it switches at its next turn.
+        sh.own_bell.ring();
+        if let Some(t) = sh.thread.get() {
+            t.unpark();
+        }
+        Some(fd)
+    }
+
+    /// Rings the peer: its event-loop bell if it has one, and its doorbell (no system call when
+    /// the peer does not sleep on it: its word stays rung).
+    pub(super) fn ring_peer(&mut self) {
+        let sh = &*self.shared;
+        let (_, gen) = sh.peer_view();
+        self.peer_loop_bell.ring(sh.seg.os_id(), 1 - sh.side, gen);
+        sh.peer_bell.ring();
     }
 
     /// Tells the wake-up thread whether the driving thread waits for ring space; if it does, asks
