@@ -1,5 +1,15 @@
 import { once } from 'node:events'
-import { closeSync, openSync, readSync, statSync, truncateSync, unlinkSync, writeFileSync, writeSync } from 'node:fs'
+import {
+  closeSync,
+  openSync,
+  readSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs'
 
 import test from 'ava'
 
@@ -11,7 +21,7 @@ import {
   type Channel,
   type OpenOptions,
 } from '../index'
-import { killAllPeers, leftoverSegments, spawnPeer, spawnUnreapedPeer, uniqueName } from './helpers'
+import { killAllPeers, leftoverSegments, segmentsOnly, spawnPeer, spawnUnreapedPeer, uniqueName } from './helpers'
 import { only, patience, rounds } from './helpers/platform'
 
 // These tests write and truncate the segment files in /dev/shm, or leave a peer unreaped through sh.
@@ -146,7 +156,7 @@ async function leftBehind(): Promise<{ name: string; file: string }> {
 
 linuxTest('a segment left by two killed processes is re-initialised by the next open', async (t) => {
   const { name } = await leftBehind()
-  t.deepEqual(leftoverSegments(name).length, 1, 'the killed processes left their segment behind')
+  t.deepEqual(segmentsOnly(leftoverSegments(name)).length, 1, 'the killed processes left their segment behind')
   const ch = open(name, { capacity: 8192 })
   t.is(ch.capacity, 8192, 'created afresh with our own capacity')
   const peer = await spawnPeer(name, 'echo')
@@ -196,7 +206,8 @@ linuxTest(
           'open the channel again once it has gone',
       )
     } finally {
-      unlinkSync(file)
+      // The segment, and the loop bells of the two killed processes.
+      for (const f of leftoverSegments(name)) rmSync(`/dev/shm/${f}`, { force: true })
     }
   },
 )
@@ -365,9 +376,9 @@ for (const [what, scribble] of scribbles) {
     } finally {
       await peer.kill()
       await ch.close()
-      try {
-        unlinkSync(file) // what is left of the scribbled segment
-      } catch {}
+      // What is left of the scribbled segment (nobody removes a corrupt one), with the killed
+      // peer's loop bell.
+      for (const f of leftoverSegments(name)) rmSync(`/dev/shm/${f}`, { force: true })
     }
   })
 }

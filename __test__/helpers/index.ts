@@ -15,13 +15,18 @@ export function uniqueName(prefix: string): string {
   return `${prefix}-${process.pid}-${++counter}-${Math.random().toString(36).slice(2, 8)}`
 }
 
-/** Segments under /dev/shm whose name starts with `prefix`. */
+/** Files under /dev/shm whose name starts with `prefix`: segments, and their sides' loop bells (`<segment>@bell-a`). */
 export function leftoverSegments(prefix: string): string[] {
   try {
     return readdirSync('/dev/shm').filter((f) => f.startsWith(`sharm.${prefix}`))
   } catch {
     return []
   }
+}
+
+/** Which of `files` (from {@link leftoverSegments}) are segments, not loop bells. */
+export function segmentsOnly(files: string[]): string[] {
+  return files.filter((f) => !f.includes('@'))
 }
 
 export interface Peer {

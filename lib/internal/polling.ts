@@ -18,6 +18,17 @@ import type { Counters } from './stats'
 const BUSY_GAP_MS = 0.02
 /** Longest busy-wait (µs) in one turn of the event loop. */
 const SPIN_SLICE_MICROS = 50
+/** A wait that ended within this (ms) was worth spinning through: the peer was running. */
+const FAST_WAIT_MS = 0.05
+/** A spin budget below this (ms) is none: spinning is off. */
+const MIN_BUDGET_MS = 0.002
+/**
+ * With spinning off, it is tried again in the first {@link RETRY_WINDOW_MS} of every
+ * {@link RETRY_PERIOD_MS} of the clock, the same instants in every process on the machine: spinning
+ * pays off only when both sides spin, and both try at once.
+ */
+const RETRY_PERIOD_MS = 10
+const RETRY_WINDOW_MS = 1
 
 /** What the poller needs from its channel. */
 export interface PollHost {
@@ -45,11 +56,17 @@ export class Poller {
   #active = false
   /** When the last spin turn ended (ms, performance.now()). */
   #turnEnd = 0
+  /**
+   * How long (ms) to poll after the last work now: `#spinMs` while spinning pays off, halved by
+   * each wait that spinning did not shorten, 0 (off) below {@link MIN_BUDGET_MS}.
+   */
+  #budgetMs: number
 
   constructor(host: PollHost, stats: Counters, spinMicros: number) {
     this.#host = host
     this.#stats = stats
     this.#spinMs = spinMicros / 1000
+    this.#budgetMs = this.#spinMs
   }
 
   /** Work happened (an arrival, a request, bytes waiting for ring space): poll for a while. */
@@ -59,6 +76,12 @@ export class Poller {
     if (this.#hot) return
     const native = this.#host.native()
     if (native === null || this.#host.paused()) return
+    if (this.#budgetMs === 0) {
+      // Spinning is off: the peer's ring wakes this side. Try it again now and then.
+      const now = performance.timeOrigin + performance.now()
+      if (now % RETRY_PERIOD_MS >= RETRY_WINDOW_MS) return
+      this.#budgetMs = Math.min(this.#spinMs, FAST_WAIT_MS)
+    }
     this.#hot = true
     this.#lastWork = this.#turnEnd = performance.now()
     this.#host.log?.(`polling for up to ${this.#spinMs * 1000} µs after the last work`)
@@ -86,7 +109,7 @@ export class Poller {
     // Busy-wait only while the event loop has nothing else to do. When other work ran since the
     // last turn (a sending loop, other I/O), look once and let it go on.
     const othersBusy = t - this.#turnEnd > BUSY_GAP_MS
-    const left = this.#spinMs - (t - this.#lastWork)
+    const left = this.#budgetMs - (t - this.#lastWork)
     let work = true
     try {
       work = native.spin(othersBusy ? 0 : Math.max(0, Math.min(SPIN_SLICE_MICROS, Math.ceil(left * 1000))))
@@ -95,10 +118,12 @@ export class Poller {
     }
     if (work) {
       this.#stats.spinHits++
+      this.#paid(performance.now() - this.#lastWork <= FAST_WAIT_MS)
       this.#active = true
       this.#host.drain()
     } else if (left <= 0) {
-      // Quiet for spinMicros: hand over to the wake-up thread, which looks at once.
+      // Quiet for the budget: wait to be woken (the peer's ring, or the wake-up thread).
+      this.#paid(false)
       this.#host.log?.('quiet: polling stops, waiting to be woken')
       this.#hot = false
       native.setDriving(false)
@@ -110,5 +135,23 @@ export class Poller {
     }
     this.#turnEnd = performance.now()
     this.#host.later(this.#spinTurn)
+  }
+
+  /**
+   * A wait ended: `fast`, it was short enough that spinning through it paid off (the peer was
+   * running): spin fully again. Otherwise (it ended after the budget, or took long: on a machine
+   * with no free core, this side's spinning holds the core its peer needs) halve the budget, and
+   * below {@link MIN_BUDGET_MS} stop spinning (until the next retry window).
+   */
+  #paid(fast: boolean): void {
+    if (fast) {
+      this.#budgetMs = this.#spinMs
+      return
+    }
+    this.#budgetMs = Math.min(this.#budgetMs, FAST_WAIT_MS) / 2
+    if (this.#budgetMs < MIN_BUDGET_MS) {
+      if (this.#budgetMs > 0) this.#host.log?.('spinning does not pay off: off for a while')
+      this.#budgetMs = 0
+    }
   }
 }

@@ -107,6 +107,7 @@ impl Waker {
         let sh = &*shared;
         let _ = sh.thread.set(std::thread::current());
         let mut last_peer = (false, u32::MAX);
+        let mut looked_at = (false, u32::MAX);
         let mut next_check = Instant::now();
         let mut notified_at = Instant::now();
         while !sh.stop.load(SeqCst) {
@@ -116,6 +117,17 @@ impl Waker {
                     reap_if_dead(sh.header(), 1 - sh.side);
                 }
                 next_check = now + LIVENESS_INTERVAL;
+            }
+            if sh.loop_mode.load(SeqCst) {
+                // The event loop was rung for the peer's change; look at the header now, as the
+                // first look at a newcomer's slot is what later looks compare with.
+                let seen = sh.peer_view();
+                if seen != looked_at {
+                    if !self.header_is_sane(&notify) {
+                        continue;
+                    }
+                    looked_at = seen;
+                }
             }
             if sh.driving.load(SeqCst) {
                 // The driving thread polls by itself; look only after the peer's liveness.
@@ -228,8 +240,12 @@ impl Channel {
             self.ask_to_be_rung(true);
         }
         let was_notified = self.shared.notified.swap(false, SeqCst);
+        let peer_before = self.peer.seen;
         let r = poll(self);
-        if was_notified && !self.shared.driving.load(SeqCst) {
+        // In loop mode the peer's rings do not wake the wake-up thread: wake it when the peer
+        // changed, so that it takes note of the newcomer's slot at once (see `header_check`).
+        let peer_changed = self.peer.seen != peer_before && self.shared.loop_mode.load(SeqCst);
+        if was_notified && !self.shared.driving.load(SeqCst) || peer_changed {
             if let Some(t) = self.shared.thread.get() {
                 t.unpark();
             }
