@@ -347,7 +347,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
    * `send`/`request`/an answer and when delivered here. `timeouts`: requests that timed out;
    * `queueFullRejections`: sends, requests and answers refused for a full queue; `errors`:
    * `'error'` events (or warnings) raised; `remoteErrors`: error answers received. `wakeups`:
-   * times the native thread woke the event loop; `spinHits`: times polling found work without a
+   * times the event loop was woken (its loop bell rung by the peer, or the native thread); `spinHits`: times polling found work without a
    * wake-up; `batches`: reads that delivered something, `largestBatch` the most messages in one.
    */
   stats(): ChannelStats {
