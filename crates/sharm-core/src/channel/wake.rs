@@ -144,23 +144,15 @@ impl Waker {
                 }
                 continue;
             }
-            if sh.loop_mode.load(SeqCst) {
-                // The event loop sleeps on its bell. Notify only of what it was not rung for.
-                if sh.has_work(last_peer) {
-                    let seen = sh.peer_view();
-                    if seen != last_peer && !self.header_is_sane(&notify) {
-                        continue;
-                    }
-                    last_peer = seen;
-                    notified_at = Instant::now();
-                    sh.notified.store(true, SeqCst);
-                    notify();
-                } else {
-                    std::thread::park_timeout(LIVENESS_INTERVAL);
-                }
-                continue;
-            }
-            if sh.spin_for_work(last_peer, sh.spin, WAKER_SPINS) {
+            // In loop mode the event loop sleeps on its bell: notify only of what it was not rung
+            // for, without spinning.
+            let loop_mode = sh.loop_mode.load(SeqCst);
+            let work = if loop_mode {
+                sh.has_work(last_peer)
+            } else {
+                sh.spin_for_work(last_peer, sh.spin, WAKER_SPINS)
+            };
+            if work {
                 let seen = sh.peer_view();
                 if seen != last_peer && !self.header_is_sane(&notify) {
                     continue;
@@ -169,6 +161,10 @@ impl Waker {
                 notified_at = Instant::now();
                 sh.notified.store(true, SeqCst);
                 notify();
+                continue;
+            }
+            if loop_mode {
+                std::thread::park_timeout(LIVENESS_INTERVAL);
                 continue;
             }
             // Sleep: ask the peer to ring us when it writes (and when it frees space we wait
