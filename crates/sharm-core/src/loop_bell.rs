@@ -67,7 +67,10 @@ impl OwnBell {
                 if libc::mkfifo(c.as_ptr(), 0o600) != 0 {
                     return None;
                 }
-                libc::open(c.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                libc::open(
+                    c.as_ptr(),
+                    libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                )
             };
             if fd < 0 {
                 let _ = std::fs::remove_file(&path);
@@ -127,11 +130,15 @@ impl PeerBell {
             use std::os::unix::fs::OpenOptionsExt;
             if self.opened_for.as_ref().map(|(g, _)| *g) != Some(gen) {
                 // ENXIO: nobody has it open for reading (a side without a bell left it, or is dead).
+                // Only a FIFO, never through a link: whoever may create files in /dev/shm must not
+                // get this process to write into a file of its choosing.
+                use std::os::unix::fs::FileTypeExt;
                 let file = std::fs::OpenOptions::new()
                     .write(true)
-                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                    .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOFOLLOW)
                     .open(path(os_id, side))
-                    .ok();
+                    .ok()
+                    .filter(|f| f.metadata().is_ok_and(|m| m.file_type().is_fifo()));
                 self.opened_for = Some((gen, file));
             }
             if let Some((_, Some(f))) = &mut self.opened_for {
@@ -190,6 +197,17 @@ mod tests {
         assert!(!std::path::Path::new(&path(&os_id, 1)).exists());
         // No bell: ringing does nothing (the futex doorbell wakes that side).
         peer.ring(&os_id, 1, 9);
+        // Not a FIFO, or a link to a file: never written.
+        let decoy = std::env::temp_dir().join(format!("bell-decoy-{}", std::process::id()));
+        std::fs::write(&decoy, b"kept").unwrap();
+        std::os::unix::fs::symlink(&decoy, path(&os_id, 1)).unwrap();
+        peer.ring(&os_id, 1, 10);
+        std::fs::remove_file(path(&os_id, 1)).unwrap();
+        std::fs::write(path(&os_id, 1), b"kept").unwrap();
+        peer.ring(&os_id, 1, 11);
+        assert_eq!(std::fs::read(path(&os_id, 1)).unwrap(), b"kept");
+        assert_eq!(std::fs::read(&decoy).unwrap(), b"kept");
+        std::fs::remove_file(&decoy).unwrap();
         remove_all(&os_id);
     }
 
