@@ -1,10 +1,11 @@
 /**
  * When this side looks at the rings itself instead of waiting to be woken: after something
- * arrived or a request went out, the JS thread polls between turns of the event loop for
- * `spinMicros`, busy-waiting natively (`spin`, at most {@link SPIN_SLICE_MICROS} a turn) only while
- * the loop had nothing else to do; meanwhile the wake-up thread rests (`setDriving(true)`). After
- * `spinMicros` without work it hands back to the wake-up thread (whose side of the strategy is
- * `crates/sharm-core/src/channel/wake.rs`).
+ * arrived or a request went out, the JS thread polls between turns of the event loop for its spin
+ * budget (`spinMicros` while spinning pays off, less or none while it does not: see `#paid`),
+ * busy-waiting natively (`spin`, at most {@link SPIN_SLICE_MICROS} a turn) only while the loop had
+ * nothing else to do; meanwhile the wake-up thread rests (`setDriving(true)`). After the budget
+ * without work it waits to be woken: by the peer's ring on its loop bell, or by the wake-up thread
+ * (whose side of the strategy is `crates/sharm-core/src/channel/wake.rs`).
  *
  * @internal
  * @packageDocumentation
@@ -84,7 +85,7 @@ export class Poller {
     }
     this.#hot = true
     this.#lastWork = this.#turnEnd = performance.now()
-    this.#host.log?.(`polling for up to ${this.#spinMs * 1000} µs after the last work`)
+    this.#host.log?.(`polling for up to ${this.#budgetMs * 1000} µs after the last work`)
     native.setDriving(true)
     this.#host.later(this.#spinTurn)
   }

@@ -197,27 +197,26 @@ impl Channel {
     /// when it stops, the wake-up thread takes over at once.
     pub fn set_driving(&self, on: bool) {
         let sh = &self.shared;
+        if sh.driving.swap(on, SeqCst) == on {
+            return;
+        }
         if sh.loop_mode.load(SeqCst) {
-            if sh.driving.swap(on, SeqCst) != on {
-                // No rings while this thread polls by itself; when it stops, ask for them again
-                // and look once more: a record published before the flag was seen rang nobody.
-                // Then the wake-up thread notifies (rarely: only in that race).
-                self.ask_to_be_rung(!on);
-                if !on && sh.has_work(self.peer.seen) {
-                    if let Some(t) = sh.thread.get() {
-                        t.unpark();
-                    }
+            // No rings while this thread polls by itself; when it stops, ask for them again and
+            // look once more: a record published before the flag was seen rang nobody. Then the
+            // wake-up thread notifies (rarely: only in that race).
+            self.ask_to_be_rung(!on);
+            if !on && sh.has_work(self.peer.seen) {
+                if let Some(t) = sh.thread.get() {
+                    t.unpark();
                 }
             }
             return;
         }
-        if sh.driving.swap(on, SeqCst) != on {
-            if let Some(t) = sh.thread.get() {
-                t.unpark();
-            }
-            if !on {
-                sh.own_bell.ring();
-            }
+        if let Some(t) = sh.thread.get() {
+            t.unpark();
+        }
+        if !on {
+            sh.own_bell.ring();
         }
     }
 
