@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::departure::Departure;
-use super::peer::Peer;
+use super::peer::{pack_view, Peer};
 use super::{Batch, Channel, ChannelOptions, SendQueue, Shared};
 use crate::doorbell::Doorbell;
 use crate::error::Error;
@@ -393,6 +393,7 @@ impl Channel {
             tx_waiting: AtomicBool::new(false),
             last_tx_read: AtomicU64::new(last_tx_read),
             notified: AtomicBool::new(false),
+            polled_view: AtomicU64::new(pack_view(Peer::new().seen)),
             driving: AtomicBool::new(false),
             loop_mode: AtomicBool::new(false),
             thread: OnceLock::new(),

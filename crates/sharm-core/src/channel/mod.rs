@@ -147,6 +147,10 @@ struct Shared {
     last_tx_read: AtomicU64,
     /// A notification is out and the driving thread has not polled since.
     notified: AtomicBool,
+    /// The peer's slot as the driving thread's last poll saw it (its events were handed out
+    /// then), packed by [`pack_view`]: a slot that differs has news for the next poll, however
+    /// many changes ago the wake-up thread last looked.
+    polled_view: AtomicU64,
     /// The driving thread polls the rings itself (latency mode): the wake-up thread stays parked.
     driving: AtomicBool,
     /// The event loop watches this side's loop bell (its fd was taken): it sleeps there, not the

@@ -57,7 +57,7 @@ pub(super) struct Peer {
     pub(super) events: VecDeque<PeerEvent>,
     /// The generation of the last `Joined` handed out (0: none yet).
     pub(super) last_joined: u32,
-    /// The peer slot as the last look saw it (`spin_for_work` watches for changes).
+    /// The peer slot as the last look saw it (each poll publishes it for the wake-up thread).
     pub(super) seen: (bool, u32),
     /// Departures seen so far (a blocking request watches this).
     pub(super) departures: u64,
@@ -77,6 +77,16 @@ impl Peer {
     pub(super) fn note_request(&mut self, id: u64) {
         self.last_request = self.last_request.max(id);
     }
+}
+
+/// A view of the peer's slot, (connected, generation), as one word (for [`super::Shared`]).
+pub(super) fn pack_view((connected, gen): (bool, u32)) -> u64 {
+    (connected as u64) << 32 | gen as u64
+}
+
+/// The view [`pack_view`] packed.
+pub(super) fn unpack_view(v: u64) -> (bool, u32) {
+    (v >> 32 != 0, v as u32)
 }
 
 /// Is generation `a` older than `b`? (Generations count up and may wrap.)

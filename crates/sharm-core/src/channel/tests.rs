@@ -422,3 +422,62 @@ fn what_a_blocking_request_kept_across_a_change_of_peer_comes_out_in_order_with_
     ];
     assert_eq!(seen, expected);
 }
+
+#[test]
+fn a_peer_that_lived_while_the_wake_up_thread_rested_is_notified_when_it_leaves() {
+    // The wake-up thread sees the peer half-way through attaching (its generation taken, not yet
+    // ready) and notifies; the peer then becomes ready and leaves while the driving thread polls by
+    // itself and the wake-up thread rests. The slot looks as it did at the half-way notification,
+    // but the driving thread last saw the peer attached: the departure is news, and is notified.
+    // (The peer's slot is written here as a peer's attach and a reap write it.)
+    use crate::layout::{ATTACH_SIDE, SLOT_ATTACHING, SLOT_FREE, SLOT_READY};
+    use std::sync::atomic::Ordering::SeqCst;
+    let name = format!("rested-{}", std::process::id());
+    let mut a = Channel::open(&name, ChannelOptions::default()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waker = a.waker();
+    let thread = std::thread::spawn(move || {
+        waker.run(move || {
+            let _ = tx.send(());
+        })
+    });
+    let notified = |a: &mut Channel, what: &str| {
+        rx.recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("no notification within 5 s {what}"));
+        a.poll().unwrap()
+    };
+    notified(&mut a, "at the first look");
+    let shared = a.shared.clone();
+    let (h, peer_side) = (shared.header(), 1 - shared.side);
+    let slot = &h.slots[peer_side];
+    slot.state.store(SLOT_ATTACHING, SeqCst);
+    let gen = slot.generation.fetch_add(1, SeqCst) + 1;
+    let half = notified(&mut a, "of the half-attached peer");
+    assert!(half.events.is_empty(), "{:?}", half.events);
+
+    a.set_driving(true);
+    let (pid, start) = crate::liveness::current();
+    slot.start_time.store(start, SeqCst);
+    slot.pid.store(pid, SeqCst);
+    h.attach.fetch_or(ATTACH_SIDE[peer_side], SeqCst);
+    slot.state.store(SLOT_READY, SeqCst);
+    let joined = a.poll().unwrap();
+    assert!(
+        matches!(joined.events[..], [PeerEvent::Joined { generation, .. }] if generation == gen),
+        "{:?}",
+        joined.events
+    );
+    a.set_driving(false);
+
+    slot.pid.store(0, SeqCst);
+    slot.state.store(SLOT_FREE, SeqCst);
+    h.attach.fetch_and(!ATTACH_SIDE[peer_side], SeqCst);
+    let left = notified(&mut a, "of the departure");
+    assert!(
+        matches!(left.events[..], [PeerEvent::Left(ref d)] if d.generation == gen),
+        "{:?}",
+        left.events
+    );
+    a.close();
+    thread.join().unwrap();
+}

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::attach::reap_if_dead;
 use super::header_check::HeaderWatch;
+use super::peer::{pack_view, unpack_view};
 use super::{Channel, Shared};
 use crate::error::Error;
 
@@ -42,8 +43,8 @@ const DRIVER_SPINS: u32 = 16;
 
 impl Shared {
     /// Is there something for the driving thread to do: records in the incoming ring, space freed
-    /// while it waits for some, or a change of the peer's slot since `last_peer`?
-    fn has_work(&self, last_peer: (bool, u32)) -> bool {
+    /// while it waits for some, or a change of the peer's slot since its last poll?
+    fn has_work(&self) -> bool {
         if self.broken.load(SeqCst) {
             return false;
         }
@@ -57,14 +58,19 @@ impl Shared {
         if self.tx_waiting.load(SeqCst) && self.tx.consumer_index() != self.last_tx_read.load(SeqCst) {
             return true;
         }
-        self.peer_view() != last_peer
+        self.peer_view() != self.polled_view()
+    }
+
+    /// The peer's slot as the driving thread's last poll saw it.
+    fn polled_view(&self) -> (bool, u32) {
+        unpack_view(self.polled_view.load(SeqCst))
     }
 
     /// Busy-waits up to `limit` for work, looking every `spins` spin-loop hints. No system call.
-    fn spin_for_work(&self, last_peer: (bool, u32), limit: Duration, spins: u32) -> bool {
+    fn spin_for_work(&self, limit: Duration, spins: u32) -> bool {
         let start = Instant::now();
         loop {
-            if self.has_work(last_peer) {
+            if self.has_work() {
                 return true;
             }
             if start.elapsed() >= limit {
@@ -106,7 +112,6 @@ impl Waker {
         let shared = self.shared.clone();
         let sh = &*shared;
         let _ = sh.thread.set(std::thread::current());
-        let mut last_peer = (false, u32::MAX);
         let mut looked_at = (false, u32::MAX);
         let mut next_check = Instant::now();
         let mut notified_at = Instant::now();
@@ -148,16 +153,14 @@ impl Waker {
             // for, without spinning.
             let loop_mode = sh.loop_mode.load(SeqCst);
             let work = if loop_mode {
-                sh.has_work(last_peer)
+                sh.has_work()
             } else {
-                sh.spin_for_work(last_peer, sh.spin, WAKER_SPINS)
+                sh.spin_for_work(sh.spin, WAKER_SPINS)
             };
             if work {
-                let seen = sh.peer_view();
-                if seen != last_peer && !self.header_is_sane(&notify) {
+                if sh.peer_view() != sh.polled_view() && !self.header_is_sane(&notify) {
                     continue;
                 }
-                last_peer = seen;
                 notified_at = Instant::now();
                 sh.notified.store(true, SeqCst);
                 notify();
@@ -173,7 +176,7 @@ impl Waker {
             if sh.tx_waiting.load(SeqCst) {
                 sh.tx.set_writer_waiting();
             }
-            if !sh.has_work(last_peer) && !sh.stop.load(SeqCst) {
+            if !sh.has_work() && !sh.stop.load(SeqCst) {
                 sh.own_bell.wait(LIVENESS_INTERVAL);
             }
             if !sh.loop_mode.load(SeqCst) {
@@ -205,7 +208,7 @@ impl Channel {
             // look once more: a record published before the flag was seen rang nobody. Then the
             // wake-up thread notifies (rarely: only in that race).
             self.ask_to_be_rung(!on);
-            if !on && sh.has_work(self.peer.seen) {
+            if !on && sh.has_work() {
                 if let Some(t) = sh.thread.get() {
                     t.unpark();
                 }
@@ -224,7 +227,7 @@ impl Channel {
     /// records in the incoming ring, ring space for queued messages, or a change of the peer.
     /// Returns whether there is. No system call while it waits.
     pub fn spin_for_work(&self, limit: Duration) -> bool {
-        self.shared.spin_for_work(self.peer.seen, limit, DRIVER_SPINS)
+        self.shared.spin_for_work(limit, DRIVER_SPINS)
     }
 
     /// Runs a poll. The wake-up thread waits for one only after it notified, and not at all while
@@ -237,6 +240,9 @@ impl Channel {
         let was_notified = self.shared.notified.swap(false, SeqCst);
         let peer_before = self.peer.seen;
         let r = poll(self);
+        // What the wake-up thread compares the slot with from now on (a change it missed while it
+        // was parked, such as a peer that came and went, still differs from this).
+        self.shared.polled_view.store(pack_view(self.peer.seen), SeqCst);
         // In loop mode the peer's rings do not wake the wake-up thread: wake it when the peer
         // changed, so that it takes note of the newcomer's slot at once (see `header_check`).
         let peer_changed = self.peer.seen != peer_before && self.shared.loop_mode.load(SeqCst);
