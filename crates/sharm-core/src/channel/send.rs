@@ -63,7 +63,21 @@ impl Outgoing {
             Outgoing::Block { sent, records } => Encoded::read(records, *sent).map_or(0, |r| r.header.len as usize),
         }
     }
+
+    /// The buffer it holds, once it went out.
+    fn into_buffer(self) -> Vec<u8> {
+        match self {
+            Outgoing::Message { data, .. } => data,
+            Outgoing::Block { records, .. } => records,
+        }
+    }
 }
+
+/// Buffers of items that went out are kept for the next ones to wait (writing a fresh buffer
+/// faults in each of its pages; a large message sent while the ring is full would pay that each
+/// time): buffers of at least [`SPARE_MIN`] bytes, at most [`SPARE_BYTES`] in all.
+const SPARE_MIN: usize = 64 << 10;
+pub(super) const SPARE_BYTES: usize = 4 << 20;
 
 /// Messages accepted but not yet (wholly) in the ring, in order, with their payload bytes.
 #[derive(Default)]
@@ -71,6 +85,8 @@ pub(super) struct SendQueue {
     items: VecDeque<Outgoing>,
     /// Payload bytes of `items` not yet in the ring.
     bytes: usize,
+    /// Buffers of items that went out, for the next ones (see [`SPARE_BYTES`]).
+    pub(super) spare: Vec<Vec<u8>>,
 }
 
 impl SendQueue {
@@ -89,17 +105,37 @@ impl SendQueue {
             id,
             gen,
             sent,
-            data: data.to_vec(),
+            data: self.copy(data),
         };
         self.push(item);
     }
 
     /// Queues plain records (see [`plain`]) as one block.
     fn push_block(&mut self, records: &[u8]) {
-        self.push(Outgoing::Block {
-            sent: 0,
-            records: records.to_vec(),
-        });
+        let records = self.copy(records);
+        self.push(Outgoing::Block { sent: 0, records });
+    }
+
+    /// A copy of `bytes`, in a spare buffer if one is large enough.
+    fn copy(&mut self, bytes: &[u8]) -> Vec<u8> {
+        if bytes.len() >= SPARE_MIN {
+            if let Some(i) = self.spare.iter().position(|b| b.capacity() >= bytes.len()) {
+                let mut b = self.spare.swap_remove(i);
+                b.clear();
+                b.extend_from_slice(bytes);
+                return b;
+            }
+        }
+        bytes.to_vec()
+    }
+
+    /// Keeps the buffer of an item that went out, if it is worth it and there is room.
+    fn recycle(&mut self, item: Outgoing) {
+        let b = item.into_buffer();
+        let held: usize = self.spare.iter().map(Vec::capacity).sum();
+        if b.capacity() >= SPARE_MIN && held + b.capacity() <= SPARE_BYTES {
+            self.spare.push(b);
+        }
     }
 
     fn push(&mut self, item: Outgoing) {
@@ -324,7 +360,7 @@ impl Channel {
                 let (written, r) = write_item(&mut self.tx, &mut item, max);
                 self.queue.bytes -= written;
                 match r {
-                    Ok(true) => continue,
+                    Ok(true) => self.queue.recycle(item),
                     Ok(false) => {
                         self.queue.items.push_front(item);
                         break;
