@@ -11,11 +11,13 @@ import path from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 
 import { open, PeerGoneError, type DisconnectInfo } from '../index'
+import { inspectSegment } from '../lib/segments'
 import { killAllPeers, uniqueName } from './helpers'
 import { only, patience, rounds } from './helpers/platform'
 
 // These tests freeze the receiver with SIGSTOP, which Windows has not.
 const posixTest = only(['linux', 'darwin'], 'these tests freeze the receiver with SIGSTOP, which Windows has not')
+const linuxTest = only(['linux'], "it watches the peer's slot in the segment, which only Linux shows")
 
 const PREFIX = 'departure'
 const script = path.join(__dirname, 'helpers', 'restart-peer.ts')
@@ -215,6 +217,38 @@ test('a peer that leaves before the newcomer’s first turn gives connect then d
   await ch.close()
   await reclaim(t, name, segment)
 })
+
+linuxTest(
+  'a peer that attaches, sends and is killed while this side is busy gives connect, its messages, then disconnect',
+  async (t) => {
+    const name = uniqueName(PREFIX)
+    const ch = open(name)
+    const peerSide = () => inspectSegment(name)?.sides.find((s) => s.pid !== process.pid)
+    const events: string[] = []
+    ch.on('connect', ({ generation, pid }) => events.push(`connect ${generation} pid ${pid}`))
+    ch.on('message', (m: Buffer) => events.push(`message ${m.readUInt32LE(0)}`))
+    ch.on('disconnect', ({ generation }) => events.push(`disconnect ${generation}`))
+    ch.on('error', (e) => events.push(`error ${e.message}`))
+    const peer = await startPeer(name)
+    const pid = peer.child.pid!
+    // Its whole life (attach, three messages, SIGKILL, its slot freed by this side's wake-up
+    // thread) falls between two turns of this side's event loop: busy until its slot is free again.
+    peer.child.send({ op: 'send-and-die', count: 3 })
+    const deadline = Date.now() + 30_000
+    while (!(peerSide()?.generation === 1 && peerSide()?.state === 'free') && Date.now() < deadline) busyFor(10)
+    t.false(running(pid), 'the peer died while this side was busy')
+    t.like(peerSide(), { generation: 1, state: 'free' }, 'its slot was freed while this side was busy')
+    await until('the disconnect', 30_000, () => events.some((e) => e.startsWith('disconnect')))
+    await sleep(200) // nothing more comes
+    // Its pid went with its slot before this side looked at it: 0.
+    t.deepEqual(events, ['connect 1 pid 0', 'message 0', 'message 1', 'message 2', 'disconnect 1'])
+    t.false(ch.connected)
+    await peer.exited
+    const segment = ch.segmentName
+    await ch.close()
+    await reclaim(t, name, segment)
+  },
+)
 
 test(`every accepted message is delivered or handed back through ${KILLS} SIGKILLs of the receiver`, async (t) => {
   t.timeout(patience(170_000))

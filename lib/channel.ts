@@ -77,7 +77,11 @@ export interface DisconnectInfo {
 export interface ConnectInfo {
   /** The peer's generation: bumped each time a process takes the peer's side. */
   generation: number
-  /** The peer's process id. */
+  /**
+   * The peer's process id; 0 for a peer whose whole stay (attach, sends, death) fell between two
+   * looks of this side at its slot (this side's thread was busy meanwhile): its slot was freed,
+   * with its pid, before this side saw it. Its messages and its `'disconnect'` still come.
+   */
   pid: number
 }
 

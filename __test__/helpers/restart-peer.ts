@@ -2,7 +2,9 @@
 // told to (so a test can replace a killed peer within milliseconds). What it does is written to
 // a log file with a synchronous write before it is acknowledged anywhere, so the log survives a
 // SIGKILL: every request its handler got (`R <id>`), every message delivered to its listener
-// (`M <number>`). Usage: node --import tsx restart-peer.ts <name> <log> [closeAfterConnectMs]
+// (`M <number>`). Told to `send-and-die`, it opens, sends `count` messages (numbered from 0, as
+// u32) and SIGKILLs itself 100 ms later.
+// Usage: node --import tsx restart-peer.ts <name> <log> [closeAfterConnectMs]
 import { closeSync, openSync, writeSync } from 'node:fs'
 
 import { open, type Channel } from '../../index'
@@ -39,8 +41,17 @@ function openWhenFree(): void {
   process.send!({ opened: true })
 }
 
-process.on('message', (m: { op: string }) => {
+process.on('message', (m: { op: string; count?: number }) => {
   if (m.op === 'open') openWhenFree()
+  if (m.op === 'send-and-die') {
+    openWhenFree()
+    for (let i = 0; i < m.count!; i++) {
+      const b = Buffer.alloc(4)
+      b.writeUInt32LE(i)
+      ch!.send(b)
+    }
+    setTimeout(() => process.kill(process.pid, 'SIGKILL'), 100)
+  }
   if (m.op === 'close') {
     void (async () => {
       await ch?.close()

@@ -57,6 +57,8 @@ pub(super) struct Peer {
     pub(super) events: VecDeque<PeerEvent>,
     /// The generation of the last `Joined` handed out (0: none yet).
     pub(super) last_joined: u32,
+    /// The generation of the last `Joined` queued (0: none yet).
+    pub(super) announced: u32,
     /// The peer slot as the last look saw it (each poll publishes it for the wake-up thread).
     pub(super) seen: (bool, u32),
     /// Departures seen so far (a blocking request watches this).
@@ -129,9 +131,33 @@ impl Channel {
                 from: self.tx.write_index(),
             });
             let pid = self.shared.header().slots[1 - self.shared.side].pid.load(SeqCst);
+            self.peer.announced = gen;
             self.peer.events.push_back(PeerEvent::Joined { generation: gen, pid });
+        } else if gen == self.rx_gen && gen != 0 && gen != self.peer.announced && self.welcomed_by(gen) {
+            // A peer that attached, wrote to us and left between two looks at its slot (this
+            // thread was busy meanwhile): it comes and goes too, its departure after its last
+            // record. (It welcomed us once it was ready; one that is still attaching wrote its
+            // HELLO, but no welcome yet.) Nothing of ours went to it (nothing was meant for it:
+            // what waits in the queue waits for the next peer), and its pid went with its slot
+            // (0).
+            self.header_sane()?;
+            self.peer.announced = gen;
+            self.peer.events.push_back(PeerEvent::Joined {
+                generation: gen,
+                pid: 0,
+            });
+            self.peer.events.push_back(PeerEvent::Left(Departure {
+                generation: gen,
+                ..Default::default()
+            }));
         }
         Ok(())
+    }
+
+    /// Did generation `gen` of the peer welcome this one to its ring (which it does once ready)?
+    fn welcomed_by(&self, gen: u32) -> bool {
+        let (consumer, producer, _) = self.rx.welcome();
+        consumer == self.my_gen && producer == gen
     }
 
     /// May the oldest waiting event be handed out now, given what was read? `limit`: the

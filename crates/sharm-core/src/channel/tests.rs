@@ -450,6 +450,7 @@ fn a_peer_that_lived_while_the_wake_up_thread_rested_is_notified_when_it_leaves(
     let shared = a.shared.clone();
     let (h, peer_side) = (shared.header(), 1 - shared.side);
     let slot = &h.slots[peer_side];
+    h.attach.fetch_or(ATTACH_SIDE[peer_side], SeqCst);
     slot.state.store(SLOT_ATTACHING, SeqCst);
     let gen = slot.generation.fetch_add(1, SeqCst) + 1;
     let half = notified(&mut a, "of the half-attached peer");
@@ -459,7 +460,6 @@ fn a_peer_that_lived_while_the_wake_up_thread_rested_is_notified_when_it_leaves(
     let (pid, start) = crate::liveness::current();
     slot.start_time.store(start, SeqCst);
     slot.pid.store(pid, SeqCst);
-    h.attach.fetch_or(ATTACH_SIDE[peer_side], SeqCst);
     slot.state.store(SLOT_READY, SeqCst);
     let joined = a.poll().unwrap();
     assert!(
