@@ -54,8 +54,14 @@ fn peer_view(h: &Header, side: usize) -> (bool, u32) {
 /// Frees side `side` if the process holding it is dead. Returns `true` if it did.
 pub(super) fn reap_if_dead(h: &Header, side: usize) -> bool {
     let slot = &h.slots[side];
-    let pid = slot.pid.load(SeqCst);
-    if pid == 0 || liveness::is_alive(pid, slot.start_time.load(SeqCst)) {
+    reap_if_dead_as(h, side, slot.pid.load(SeqCst), slot.start_time.load(SeqCst))
+}
+
+/// Frees side `side` if it still holds `pid` and the process `pid` started at `start` is dead.
+/// Returns `true` if it did.
+pub(super) fn reap_if_dead_as(h: &Header, side: usize, pid: u32, start: u64) -> bool {
+    let slot = &h.slots[side];
+    if pid == 0 || liveness::is_alive(pid, start) {
         return false;
     }
     if slot.pid.compare_exchange(pid, 0, SeqCst, SeqCst).is_err() {

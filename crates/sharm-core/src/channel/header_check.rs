@@ -18,13 +18,16 @@
 //!   back, and its pid becomes 0 while READY only when a reaper took it from a dead process; a
 //!   READY slot with pid 0, or a taken slot whose bit is clear in `attach`, lasts only between two
 //!   stores of the one reaping or leaving, so seeing it twice with the same generation is a
-//!   violation.
+//!   violation. The reap that follows a look takes the peer only as that look saw it (its pid and
+//!   start time), never as the slot reads at the reap: a scribble between the two would pass for
+//!   a dead process and its reap for a departure.
 //!
 //! Not checked, as a crash leaves it too: a side's bit set in `attach` with its slot FREE (a
 //! process killed between claiming a side and writing its slot).
 
 use std::sync::atomic::Ordering::SeqCst;
 
+use super::attach::reap_if_dead_as;
 use crate::error::ProtocolError;
 use crate::layout::{Header, ATTACH_DEAD, ATTACH_SIDE, SLOT_ATTACHING, SLOT_BROKEN, SLOT_FREE, SLOT_READY};
 use crate::liveness;
@@ -200,6 +203,16 @@ impl HeaderWatch {
         }
         self.peer = Some(now);
         Ok(())
+    }
+
+    /// Frees the peer's side if its process, as the last look saw it, is dead. The slot as it is
+    /// now is not trusted: a pid or start time written over since that look would pass for a
+    /// dead process, and its reap for a departure, where the next look reports a corrupt header.
+    pub(super) fn reap_peer_if_dead(&self, h: &Header) -> bool {
+        match self.peer {
+            Some(p) if p.pid != 0 => reap_if_dead_as(h, 1 - self.side, p.pid, p.start),
+            _ => false,
+        }
     }
 
     /// Before its first look at the peer: its generation now, which later ones may not be behind.

@@ -526,3 +526,40 @@ fn large_messages_that_wait_in_the_queue_arrive_intact_through_reused_buffers() 
     }
     assert!(reused_at_most > 0, "no buffer was kept for reuse");
 }
+
+#[test]
+fn the_peer_is_reaped_only_as_the_last_look_saw_it() {
+    use super::header_check::HeaderWatch;
+    use crate::layout::{SLOT_FREE, SLOT_READY};
+    use std::sync::atomic::Ordering::SeqCst;
+    let name = format!("reap-look-{}", std::process::id());
+    let (a, b) = pair(&name, 4096);
+    let h = a.shared.header();
+    let peer = &h.slots[b.shared.side];
+    let mut watch = HeaderWatch::new(h, a.shared.side, a.my_gen);
+    watch.look(h).unwrap();
+    // The peer's pid written over after the look, before the reap: no process has it, but the
+    // process the look saw is alive. Not reaped; the next look reports the scribble.
+    let live_pid = peer.pid.load(SeqCst);
+    peer.pid.store(4_194_305, SeqCst);
+    assert!(
+        !watch.reap_peer_if_dead(h),
+        "a scribbled pid was reaped as a dead process"
+    );
+    assert_eq!(peer.state.load(SeqCst), SLOT_READY);
+    let e = watch.look(h).unwrap_err().to_string();
+    assert!(e.contains("changed from pid"), "{e}");
+    // A dead process, as a look saw it, is reaped.
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    dead.wait().unwrap();
+    peer.pid.store(dead.id(), SeqCst);
+    let mut watch = HeaderWatch::new(h, a.shared.side, a.my_gen);
+    watch.look(h).unwrap();
+    assert!(watch.reap_peer_if_dead(h));
+    assert_eq!(peer.state.load(SeqCst), SLOT_FREE);
+    assert_eq!(peer.pid.load(SeqCst), 0);
+    // Put the slot back as it was, so that both sides close as they would.
+    peer.pid.store(live_pid, SeqCst);
+    peer.state.store(SLOT_READY, SeqCst);
+    h.attach.fetch_or(crate::layout::ATTACH_SIDE[b.shared.side], SeqCst);
+}

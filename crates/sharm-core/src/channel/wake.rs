@@ -27,7 +27,6 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::attach::reap_if_dead;
 use super::header_check::HeaderWatch;
 use super::peer::{pack_view, unpack_view};
 use super::{Channel, Shared};
@@ -119,7 +118,7 @@ impl Waker {
             let now = Instant::now();
             if now >= next_check {
                 if self.header_is_sane(&notify) {
-                    reap_if_dead(sh.header(), 1 - sh.side);
+                    self.header.reap_peer_if_dead(sh.header());
                 }
                 next_check = now + LIVENESS_INTERVAL;
             }
