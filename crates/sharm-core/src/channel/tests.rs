@@ -550,7 +550,14 @@ fn the_peer_is_reaped_only_as_the_last_look_saw_it() {
     let e = watch.look(h).unwrap_err().to_string();
     assert!(e.contains("changed from pid"), "{e}");
     // A dead process, as a look saw it, is reaped.
+    #[cfg(unix)]
     let mut dead = std::process::Command::new("true").spawn().unwrap();
+    #[cfg(windows)]
+    let mut dead = std::process::Command::new("ping")
+        .args(["-n", "1", "127.0.0.1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     dead.wait().unwrap();
     peer.pid.store(dead.id(), SeqCst);
     let mut watch = HeaderWatch::new(h, a.shared.side, a.my_gen);
