@@ -16,7 +16,7 @@ import {
   TooLargeError,
   type Channel,
 } from '../index'
-import { channelKit, killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
+import { channelKit, killAllPeers, leftThisProcess, leftoverSegments, spawnPeer, uniqueName } from './helpers'
 
 const PREFIX = 'rpc'
 
@@ -237,6 +237,7 @@ test.serial('a request to a killed peer rejects with ERR_SHARM_PEER_GONE within 
   const { ch, peer } = await pair('silent')
   const pending = ch.request(Buffer.from('lost'), { timeoutMs: 30_000 })
   const rejected = t.throwsAsync(pending, { instanceOf: PeerGoneError })
+  await leftThisProcess(ch)
   await peer.kill()
   const dead = Date.now()
   const err = await rejected

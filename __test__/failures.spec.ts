@@ -21,7 +21,15 @@ import {
   type Channel,
   type OpenOptions,
 } from '../index'
-import { killAllPeers, leftoverSegments, segmentsOnly, spawnPeer, spawnUnreapedPeer, uniqueName } from './helpers'
+import {
+  killAllPeers,
+  leftThisProcess,
+  leftoverSegments,
+  segmentsOnly,
+  spawnPeer,
+  spawnUnreapedPeer,
+  uniqueName,
+} from './helpers'
 import { only, patience, rounds } from './helpers/platform'
 
 // These tests write and truncate the segment files in /dev/shm, or leave a peer unreaped through sh.
@@ -131,6 +139,7 @@ linuxTest(
     // The peer never answers; the request may only end by the peer's departure or its own 30 s.
     const asked = Date.now()
     const pending = ch.request(Buffer.from('never answered'), { timeoutMs: 30_000 })
+    await leftThisProcess(ch)
     await peer.kill()
     await t.throwsAsync(pending, { instanceOf: PeerGoneError })
     t.true(Date.now() - asked < 15_000, `rejected ${Date.now() - asked} ms after the request: its timeout was not far`)

@@ -24,6 +24,16 @@ export function leftoverSegments(prefix: string): string[] {
   }
 }
 
+/**
+ * Waits until everything `ch` accepted has left this process for the ring. A request goes to the
+ * peer attached when it leaves this process: one sent before the peer is killed fails with that
+ * peer only once it is out (the flush runs on the next tick, and a peer already reaped by then
+ * is not the one it goes to).
+ */
+export async function leftThisProcess(ch: Channel): Promise<void> {
+  while (ch.queuedBytes > 0) await new Promise((r) => setImmediate(r))
+}
+
 /** Which of `files` (from {@link leftoverSegments}) are segments, not loop bells. */
 export function segmentsOnly(files: string[]): string[] {
   return files.filter((f) => !f.includes('@'))
