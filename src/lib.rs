@@ -16,6 +16,7 @@ use napi::bindgen_prelude::{Buffer, Env, Function, Uint32ArraySlice, Uint8ArrayS
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
+use sharm_core::channel::Spin;
 use sharm_core::{ArenaSink, Channel, ChannelOptions, Departure, Kind, PeerEvent};
 
 /// An error for JS: `code` is the core's stable code, `message` its text.
@@ -197,6 +198,18 @@ fn change_left(d: Departure) -> PeerChange {
 }
 
 /// One side of a channel. Not for direct use: see `open()` in the facade.
+/// What ended a spin: something to poll (`Work`), nothing within the time (`Quiet`), nothing yet
+/// and the spinning thread was descheduled meanwhile (`Preempted`: another thread wanted its core,
+/// and spinning on would keep it waiting), or the peer polls but has not taken out what this side
+/// sent (`PeerStalled`: its thread is not running).
+#[napi(string_enum)]
+pub enum SpinOutcome {
+    Work,
+    Quiet,
+    Preempted,
+    PeerStalled,
+}
+
 #[napi]
 pub struct NativeChannel {
     ch: Option<Channel>,
@@ -384,11 +397,18 @@ impl NativeChannel {
         Ok(Buffer::from(v))
     }
 
-    /// Latency mode: busy-waits up to `micros` µs on this thread for something for `poll()` to do
-    /// and says whether there is. Call `setDriving(true)` first.
+    /// Busy-waits up to `micros` µs on this thread for something for `poll()` to do, and says what
+    /// ended it. Call `setDriving(true)` first.
     #[napi]
-    pub fn spin(&mut self, micros: u32) -> Result<bool> {
-        Ok(self.ch()?.spin_for_work(Duration::from_micros(micros as u64)))
+    pub fn spin(&mut self, micros: u32) -> Result<SpinOutcome> {
+        Ok(
+            match self.ch()?.spin_watching_the_core(Duration::from_micros(micros as u64)) {
+                Spin::Work => SpinOutcome::Work,
+                Spin::Quiet => SpinOutcome::Quiet,
+                Spin::Preempted => SpinOutcome::Preempted,
+                Spin::PeerStalled => SpinOutcome::PeerStalled,
+            },
+        )
     }
 
     /// The fd of this side's event-loop bell, once (Linux; `null` elsewhere or when taken): the

@@ -570,3 +570,61 @@ fn the_peer_is_reaped_only_as_the_last_look_saw_it() {
     peer.state.store(SLOT_READY, SeqCst);
     h.attach.fetch_or(crate::layout::ATTACH_SIDE[b.shared.side], SeqCst);
 }
+
+#[test]
+fn a_spin_ends_with_work_when_the_peer_polls_but_does_not_take_or_when_its_thread_was_descheduled() {
+    let (mut a, mut b) = pair(&format!("spin-core-{}", std::process::id()), 4096);
+    a.poll().unwrap();
+    b.poll().unwrap();
+    let long = Duration::from_secs(10);
+    // What a spin finds, past the times this thread was descheduled (a loaded machine).
+    let spin = |ch: &mut Channel, limit: Duration| loop {
+        let found = ch.spin_watching_the_core(limit);
+        if found != Spin::Preempted {
+            return found;
+        }
+    };
+    // Sent to a peer that says it polls (its reader is not asleep), which does not look: the spin
+    // gives up long before its 10 s.
+    a.send(Kind::Request, 1, 0, b"question").unwrap();
+    let started = Instant::now();
+    assert_eq!(spin(&mut a, long), Spin::PeerStalled, "after {:?}", started.elapsed());
+    // A peer asleep on its bell is not stalled: the publish rang it.
+    b.shared.rx.set_reader_asleep(true);
+    assert_eq!(spin(&mut a, Duration::from_millis(2)), Spin::Quiet);
+    b.shared.rx.set_reader_asleep(false);
+    // The peer took it out (it runs its handler): spinning for the answer goes on, and ends with
+    // the answer.
+    assert_eq!(b.poll().unwrap().messages.len(), 1);
+    assert_eq!(spin(&mut a, Duration::from_millis(2)), Spin::Quiet);
+    b.send(Kind::Response, 1, 0, b"answer").unwrap();
+    assert_eq!(spin(&mut a, long), Spin::Work);
+    a.poll().unwrap();
+    #[cfg(target_os = "linux")]
+    {
+        // This thread and a thread that never yields share one core: the scheduler takes the core
+        // from the spinning thread within its time slice, and the spin says so long before 10 s.
+        // SAFETY: a cpu_set_t is plain data; the calls read and write only it.
+        let on_one_core = || unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            assert_eq!(libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set), 0);
+        };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hog = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                on_one_core();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        on_one_core();
+        let started = Instant::now();
+        let found = a.spin_watching_the_core(long);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        hog.join().unwrap();
+        assert_eq!(found, Spin::Preempted, "after {:?}", started.elapsed());
+    }
+}
