@@ -73,6 +73,9 @@ export function rpcLoop(t, payload, inflight, ms) {
   })
 }
 
+/** How long (ms) each round of a sequential scenario makes the same calls before it measures. */
+export const SEQ_WARM_UP_MS = 300
+
 /**
  * One request at a time for `ms` milliseconds. Returns the calls made, the time they took and a
  * histogram of the round trips (perf_hooks, in ns: `histogram.percentile(99)`).

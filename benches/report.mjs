@@ -192,7 +192,8 @@ export function tableLines(report, { goals = false, width = 120 } = {}) {
   const cols = usedColumns(all)
   const out = [
     `${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.os}`,
-    `${options.rounds} round(s) of ${options.ms} ms per transport and scenario, medians; two processes each`,
+    `${options.rounds} round(s) of ${options.ms} ms per transport and scenario, medians; two processes each` +
+      (options.seqWarmUpMs ? `; sequential rounds after ${options.seqWarmUpMs} ms of warm-up calls` : ''),
     '',
   ]
   let table = grid(

@@ -17,7 +17,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs as parseArgv } from 'node:util'
 
-import { asyncLoops, counter, now, pump, rpcLoop, sequential } from './loops.mjs'
+import { SEQ_WARM_UP_MS, asyncLoops, counter, now, pump, rpcLoop, sequential } from './loops.mjs'
 import { transports } from './transports.mjs'
 import { chart } from './chart.mjs'
 import { LABELS, tableLines } from './report.mjs'
@@ -199,7 +199,9 @@ async function runOne(transportId, s, ms) {
         return { value: ((peerUs + mine1.user + mine1.system) / elapsedUs) * 100, unit: '% CPU' }
       }
       case 'seq': {
-        for (let i = 0; i < 200; i++) await t.request(payload) // warm-up
+        // Warm-up: the same calls for a while first, so that the round measures the steady state
+        // of a long-running service (the JIT settled, and the waiting policy with it).
+        await sequential(t, payload, Math.min(SEQ_WARM_UP_MS, ms))
         const { histogram: h, calls, elapsedNs } = await sequential(t, payload, ms)
         const us = (p) => h.percentile(p) / 1000
         return {
@@ -468,6 +470,7 @@ export async function main(argv = process.argv.slice(2)) {
   progress(`done in ${((Date.now() - started) / 1000).toFixed(0)} s\n`)
 
   const { help, ...options } = o
+  options.seqWarmUpMs = Math.min(SEQ_WARM_UP_MS, o.ms)
   const report = { machine, date: new Date().toISOString(), options, rows }
   printTable(report, o)
   mkdirSync(o.out, { recursive: true })
