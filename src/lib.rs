@@ -198,16 +198,14 @@ fn change_left(d: Departure) -> PeerChange {
 }
 
 /// One side of a channel. Not for direct use: see `open()` in the facade.
-/// What ended a spin: something to poll (`Work`), nothing within the time (`Quiet`), nothing yet
-/// and the spinning thread was descheduled meanwhile (`Preempted`: another thread wanted its core,
-/// and spinning on would keep it waiting), or the peer polls but has not taken out what this side
-/// sent (`PeerStalled`: its thread is not running).
+/// What ended a spin: something to poll (`Work`), nothing within the time (`Quiet`), or nothing
+/// yet and the spinning thread was descheduled meanwhile (`Preempted`: another thread wanted its
+/// core, and spinning on would keep it waiting).
 #[napi(string_enum)]
 pub enum SpinOutcome {
     Work,
     Quiet,
     Preempted,
-    PeerStalled,
 }
 
 #[napi]
@@ -406,7 +404,6 @@ impl NativeChannel {
                 Spin::Work => SpinOutcome::Work,
                 Spin::Quiet => SpinOutcome::Quiet,
                 Spin::Preempted => SpinOutcome::Preempted,
-                Spin::PeerStalled => SpinOutcome::PeerStalled,
             },
         )
     }

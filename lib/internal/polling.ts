@@ -4,8 +4,7 @@
  * budget (`spinMicros` while spinning pays off, less or none while it does not: see `#paid`),
  * busy-waiting natively (`spin`, at most {@link SPIN_SLICE_MICROS} a turn) only while the loop had
  * nothing else to do; meanwhile the wake-up thread rests (`setDriving(true)`). A spin that was
- * descheduled turns spinning off until the next retry (no core is free for both sides); one whose
- * peer polls but does not take what was sent counts as a wait that spinning did not shorten. After the budget
+ * descheduled turns spinning off until the next retry: no core is free for both sides. After the budget
  * without work it waits to be woken: by the peer's ring on its loop bell, or by the wake-up thread
  * (whose side of the strategy is `crates/sharm-core/src/channel/wake.rs`).
  *
@@ -130,14 +129,6 @@ export class Poller {
       // wakes this side.
       this.#budgetMs = 0
       this.#host.log?.('preempted while polling: spinning is off for a while')
-      this.#hot = false
-      native.setDriving(false)
-      return
-    } else if (found === 'PeerStalled') {
-      // The peer says it polls but has not taken what was sent: its thread does not run (it waits
-      // for a core, or its event loop is busy). Spinning through that did not pay off.
-      this.#paid(false)
-      this.#host.log?.('the peer does not take what was sent: polling stops, waiting to be woken')
       this.#hot = false
       native.setDriving(false)
       return

@@ -422,7 +422,6 @@ impl Channel {
             own_loop_bell,
             peer_loop_bell: PeerBell::default(),
             closed: false,
-            untaken: None,
             unseen_holder: None,
         };
         ch.queue.push_message(Kind::Hello, gen as u64, 0, &[], 0);

@@ -72,7 +72,7 @@ use peer::Peer;
 pub use peer::PeerEvent;
 use send::SendQueue;
 pub use send::STAGED_HEADER;
-pub use wake::{Spin, Waker, LIVENESS_INTERVAL, PEER_STALL, PREEMPTED_GAP};
+pub use wake::{Spin, Waker, LIVENESS_INTERVAL, PREEMPTED_GAP};
 
 /// Frees the sides of `h` held by dead processes, as an opener does (for [`crate::inspect::clean`]).
 #[cfg(target_os = "linux")]
@@ -209,9 +209,6 @@ pub struct Channel {
     own_loop_bell: Option<OwnBell>,
     peer_loop_bell: PeerBell,
     closed: bool,
-    /// Records we published that the peer had not taken out: our write index and its `handed`
-    /// index as a look saw them, and since when (see [`Spin::PeerStalled`]).
-    untaken: Option<(u64, u64, std::time::Instant)>,
     /// Pid of a process that held a side of this name when this one opened it, that was taken
     /// for dead because its pid is not visible from here (see [`Channel::took_over_unseen`]).
     unseen_holder: Option<String>,

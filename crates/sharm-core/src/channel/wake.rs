@@ -15,11 +15,9 @@
 //! thread polls by itself ([`Channel::set_driving`]) the wake-up thread stays parked, so the two
 //! do not compete for a core.
 //!
-//! The driving thread's spin ([`Channel::spin_watching_the_core`]) ends early when spinning cannot
-//! pay off soon: when the spinning thread was descheduled (another thread wanted its core, maybe
-//! the peer's), or when the peer says it polls but has not taken out what we sent (its thread does
-//! not run). Both happen on a machine with no free core, where a spinning side holds the core its
-//! peer needs.
+//! The driving thread's spin ([`Channel::spin_watching_the_core`]) also ends when the spinning
+//! thread was descheduled: another thread wanted its core, maybe the peer's. That happens on a
+//! machine with no free core, where a spinning side holds the core its peer needs.
 //!
 //! Loop mode (the event loop took this side's [`crate::loop_bell`]): the event loop itself sleeps
 //! on its bell, which the peer rings, and the wake-up thread neither spins nor sleeps on the
@@ -44,10 +42,6 @@ pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
 /// another thread wanted its core, and on a machine with no free core that may be the peer it waits
 /// for. A look takes well under a microsecond.
 pub const PREEMPTED_GAP: Duration = Duration::from_micros(50);
-/// Records we published that a polling peer (one that did not say it sleeps) has not taken out for
-/// this long mean that its thread is not running: it waits for a core, or its event loop is busy
-/// with other work. A polling thread takes them out within a few microseconds.
-pub const PEER_STALL: Duration = Duration::from_micros(100);
 /// A notification not answered by a poll within this time is sent again.
 const RENOTIFY_AFTER: Duration = Duration::from_millis(500);
 /// Spin-loop hints between two looks, on the wake-up thread and on the driving thread.
@@ -105,9 +99,6 @@ pub enum Spin {
     Quiet,
     /// Nothing yet, and this thread was descheduled while it spun: another thread wanted its core.
     Preempted,
-    /// The peer polls but has not taken out what we sent for [`PEER_STALL`]: its thread is not
-    /// running.
-    PeerStalled,
 }
 
 /// The wake-up thread's handle. [`Waker::run`] returns when the channel closes.
@@ -257,12 +248,10 @@ impl Channel {
         self.shared.spin_for_work(limit, DRIVER_SPINS)
     }
 
-    /// [`Channel::spin_for_work`] that ends early when spinning cannot pay off soon: when this
-    /// thread was descheduled while it spun ([`Spin::Preempted`]: two looks [`PREEMPTED_GAP`]
-    /// apart), or when the peer polls but has not taken out what we sent for [`PEER_STALL`]
-    /// ([`Spin::PeerStalled`], counted across calls). A peer that sleeps is not stalled: our
-    /// publish rang it, and it answers once awake.
-    pub fn spin_watching_the_core(&mut self, limit: Duration) -> Spin {
+    /// [`Channel::spin_for_work`] that also ends when this thread was descheduled while it spun
+    /// ([`Spin::Preempted`]: two looks [`PREEMPTED_GAP`] apart): another thread wanted its core,
+    /// maybe the peer's, and spinning on would keep it waiting.
+    pub fn spin_watching_the_core(&self, limit: Duration) -> Spin {
         let start = Instant::now();
         let mut last = start;
         loop {
@@ -273,34 +262,12 @@ impl Channel {
             if now - last >= PREEMPTED_GAP {
                 return Spin::Preempted;
             }
-            if self.peer_stalled(now) {
-                return Spin::PeerStalled;
-            }
             if now - start >= limit {
                 return Spin::Quiet;
             }
             last = now;
             for _ in 0..DRIVER_SPINS {
                 std::hint::spin_loop();
-            }
-        }
-    }
-
-    /// Has what we published waited [`PEER_STALL`] (as of `now`) for a peer that polls? The time
-    /// counts from the first look that saw both indices as they are: a new publish, or the peer
-    /// taking anything, starts it again.
-    fn peer_stalled(&mut self, now: Instant) -> bool {
-        let sh = &*self.shared;
-        let (write, handed) = (sh.tx.producer_index(), sh.tx.handed_index());
-        if self.peer.tx.is_none() || write == handed || sh.tx.reader_asleep() {
-            self.untaken = None;
-            return false;
-        }
-        match self.untaken {
-            Some((w, h, since)) if (w, h) == (write, handed) => now - since >= PEER_STALL,
-            _ => {
-                self.untaken = Some((write, handed, now));
-                false
             }
         }
     }

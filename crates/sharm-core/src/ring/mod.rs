@@ -235,19 +235,6 @@ impl RingWatch {
         self.control().consumer.read.load(Ordering::SeqCst)
     }
 
-    /// The end of what the consumer took out for delivery (`handed`): it moves as soon as the
-    /// consumer's thread looks, before the records are delivered or released.
-    #[inline]
-    pub fn handed_index(&self) -> u64 {
-        self.control().consumer.handed.load(Ordering::SeqCst)
-    }
-
-    /// Did the consumer say that its thread sleeps (and is rung by the next publish)?
-    #[inline]
-    pub fn reader_asleep(&self) -> bool {
-        self.control().consumer.reader_asleep.load(Ordering::SeqCst) != 0
-    }
-
     /// Says (or unsays) that the consumer's thread sleeps: the producer rings on its next publish.
     #[inline]
     pub fn set_reader_asleep(&self, asleep: bool) {
