@@ -16,7 +16,6 @@ use napi::bindgen_prelude::{Buffer, Env, Function, Uint32ArraySlice, Uint8ArrayS
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
-use sharm_core::channel::Spin;
 use sharm_core::{ArenaSink, Channel, ChannelOptions, Departure, Kind, PeerEvent};
 
 /// An error for JS: `code` is the core's stable code, `message` its text.
@@ -198,16 +197,6 @@ fn change_left(d: Departure) -> PeerChange {
 }
 
 /// One side of a channel. Not for direct use: see `open()` in the facade.
-/// What ended a spin: something to poll (`Work`), nothing within the time (`Quiet`), or nothing
-/// yet and the spinning thread was descheduled meanwhile (`Preempted`: another thread wanted its
-/// core, and spinning on would keep it waiting).
-#[napi(string_enum)]
-pub enum SpinOutcome {
-    Work,
-    Quiet,
-    Preempted,
-}
-
 #[napi]
 pub struct NativeChannel {
     ch: Option<Channel>,
@@ -395,17 +384,11 @@ impl NativeChannel {
         Ok(Buffer::from(v))
     }
 
-    /// Busy-waits up to `micros` µs on this thread for something for `poll()` to do, and says what
-    /// ended it. Call `setDriving(true)` first.
+    /// Latency mode: busy-waits up to `micros` µs on this thread for something for `poll()` to do
+    /// and says whether there is. Call `setDriving(true)` first.
     #[napi]
-    pub fn spin(&mut self, micros: u32) -> Result<SpinOutcome> {
-        Ok(
-            match self.ch()?.spin_watching_the_core(Duration::from_micros(micros as u64)) {
-                Spin::Work => SpinOutcome::Work,
-                Spin::Quiet => SpinOutcome::Quiet,
-                Spin::Preempted => SpinOutcome::Preempted,
-            },
-        )
+    pub fn spin(&mut self, micros: u32) -> Result<bool> {
+        Ok(self.ch()?.spin_for_work(Duration::from_micros(micros as u64)))
     }
 
     /// The fd of this side's event-loop bell, once (Linux; `null` elsewhere or when taken): the

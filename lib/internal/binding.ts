@@ -17,7 +17,6 @@ import { SharmError } from '../errors'
 
 export type NativeChannel = Binding.NativeChannel
 export type PeerChange = Binding.PeerChange
-export type SpinOutcome = `${Binding.SpinOutcome}`
 
 export const native: typeof Binding = load()
 

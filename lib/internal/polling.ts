@@ -3,8 +3,7 @@
  * arrived or a request went out, the JS thread polls between turns of the event loop for its spin
  * budget (`spinMicros` while spinning pays off, less or none while it does not: see `#paid`),
  * busy-waiting natively (`spin`, at most {@link SPIN_SLICE_MICROS} a turn) only while the loop had
- * nothing else to do; meanwhile the wake-up thread rests (`setDriving(true)`). A spin that was
- * descheduled turns spinning off until the next retry: no core is free for both sides. After the budget
+ * nothing else to do; meanwhile the wake-up thread rests (`setDriving(true)`). After the budget
  * without work it waits to be woken: by the peer's ring on its loop bell, or by the wake-up thread
  * (whose side of the strategy is `crates/sharm-core/src/channel/wake.rs`).
  *
@@ -13,7 +12,7 @@
  */
 import { performance } from 'node:perf_hooks'
 
-import type { NativeChannel, SpinOutcome } from './binding'
+import type { NativeChannel } from './binding'
 import type { Counters } from './stats'
 
 /** A gap between two spin turns longer than this (ms) means the event loop has other work. */
@@ -112,26 +111,17 @@ export class Poller {
     // last turn (a sending loop, other I/O), look once and let it go on.
     const othersBusy = t - this.#turnEnd > BUSY_GAP_MS
     const left = this.#budgetMs - (t - this.#lastWork)
-    let found: SpinOutcome = 'Work'
+    let work = true
     try {
-      found = native.spin(othersBusy ? 0 : Math.max(0, Math.min(SPIN_SLICE_MICROS, Math.ceil(left * 1000))))
+      work = native.spin(othersBusy ? 0 : Math.max(0, Math.min(SPIN_SLICE_MICROS, Math.ceil(left * 1000))))
     } catch {
       // closed or broken: the drain below reports it
     }
-    if (found === 'Work') {
+    if (work) {
       this.#stats.spinHits++
       this.#paid(performance.now() - this.#lastWork <= FAST_WAIT_MS)
       this.#active = true
       this.#host.drain()
-    } else if (found === 'Preempted') {
-      // This thread was descheduled while it spun: another thread wanted the core, maybe the peer.
-      // No core is free for both: spinning is off until the next retry, and the peer's ring
-      // wakes this side.
-      this.#budgetMs = 0
-      this.#host.log?.('preempted while polling: spinning is off for a while')
-      this.#hot = false
-      native.setDriving(false)
-      return
     } else if (left <= 0) {
       // Quiet for the budget: wait to be woken (the peer's ring, or the wake-up thread).
       this.#paid(false)

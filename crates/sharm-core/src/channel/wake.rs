@@ -15,10 +15,6 @@
 //! thread polls by itself ([`Channel::set_driving`]) the wake-up thread stays parked, so the two
 //! do not compete for a core.
 //!
-//! The driving thread's spin ([`Channel::spin_watching_the_core`]) also ends when the spinning
-//! thread was descheduled: another thread wanted its core, maybe the peer's. That happens on a
-//! machine with no free core, where a spinning side holds the core its peer needs.
-//!
 //! Loop mode (the event loop took this side's [`crate::loop_bell`]): the event loop itself sleeps
 //! on its bell, which the peer rings, and the wake-up thread neither spins nor sleeps on the
 //! doorbell: it checks the header and the peer's liveness each interval and notifies only of work
@@ -38,10 +34,6 @@ use crate::error::Error;
 
 /// How often a sleeping side checks whether its peer is still alive.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(100);
-/// Two looks of a spinning thread this far apart mean that it was descheduled between them:
-/// another thread wanted its core, and on a machine with no free core that may be the peer it waits
-/// for. A look takes well under a microsecond.
-pub const PREEMPTED_GAP: Duration = Duration::from_micros(50);
 /// A notification not answered by a poll within this time is sent again.
 const RENOTIFY_AFTER: Duration = Duration::from_millis(500);
 /// Spin-loop hints between two looks, on the wake-up thread and on the driving thread.
@@ -88,17 +80,6 @@ impl Shared {
             }
         }
     }
-}
-
-/// What [`Channel::spin_watching_the_core`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Spin {
-    /// Something for `poll` to do.
-    Work,
-    /// Nothing within the limit.
-    Quiet,
-    /// Nothing yet, and this thread was descheduled while it spun: another thread wanted its core.
-    Preempted,
 }
 
 /// The wake-up thread's handle. [`Waker::run`] returns when the channel closes.
@@ -246,30 +227,6 @@ impl Channel {
     /// Returns whether there is. No system call while it waits.
     pub fn spin_for_work(&self, limit: Duration) -> bool {
         self.shared.spin_for_work(limit, DRIVER_SPINS)
-    }
-
-    /// [`Channel::spin_for_work`] that also ends when this thread was descheduled while it spun
-    /// ([`Spin::Preempted`]: two looks [`PREEMPTED_GAP`] apart): another thread wanted its core,
-    /// maybe the peer's, and spinning on would keep it waiting.
-    pub fn spin_watching_the_core(&self, limit: Duration) -> Spin {
-        let start = Instant::now();
-        let mut last = start;
-        loop {
-            if self.shared.has_work() {
-                return Spin::Work;
-            }
-            let now = Instant::now();
-            if now - last >= PREEMPTED_GAP {
-                return Spin::Preempted;
-            }
-            if now - start >= limit {
-                return Spin::Quiet;
-            }
-            last = now;
-            for _ in 0..DRIVER_SPINS {
-                std::hint::spin_loop();
-            }
-        }
     }
 
     /// Runs a poll. The wake-up thread waits for one only after it notified, and not at all while
