@@ -27,6 +27,8 @@ pub mod loop_bell;
 pub mod record;
 pub mod ring;
 pub mod segment;
+#[cfg(test)]
+mod test_process;
 
 pub use channel::{
     ArenaSink, Batch, Channel, ChannelOptions, Delivered, Departure, Payload, PeerEvent, PollInfo, SendOutcome, Waker,

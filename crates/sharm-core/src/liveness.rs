@@ -110,14 +110,7 @@ mod tests {
 
     #[test]
     fn a_reaped_child_is_dead() {
-        #[cfg(unix)]
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
-        #[cfg(windows)]
-        let mut child = std::process::Command::new("ping")
-            .args(["-n", "6", "127.0.0.1"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = crate::test_process::running_child(5);
         let pid = child.id();
         let start = start_time(pid).expect("a running child has a start time");
         assert!(is_alive(pid, start));
@@ -131,7 +124,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_killed_child_not_yet_reaped_is_dead() {
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = crate::test_process::running_child(5);
         let pid = child.id();
         let start = start_time(pid).expect("a running child has a start time");
         assert!(is_alive(pid, start));

@@ -297,11 +297,10 @@ fn a_segment_whose_creator_died_half_way_is_taken_over() {
     use std::sync::atomic::Ordering::SeqCst;
     let name = format!("half-made-{}", std::process::id());
     let path = format!("/dev/shm/sharm.{name}");
-    let mut dead = std::process::Command::new("true").spawn().unwrap();
-    dead.wait().unwrap();
+    let dead = crate::test_process::exited_pid();
     let mut bytes = vec![0u8; segment_bytes(4096)];
     let creator = std::mem::offset_of!(Header, creator_pid);
-    bytes[creator..creator + 4].copy_from_slice(&dead.id().to_le_bytes());
+    bytes[creator..creator + 4].copy_from_slice(&dead.to_le_bytes());
     bytes[..8].copy_from_slice(b"SHARMIPC");
     std::fs::write(&path, bytes).unwrap();
     let mut ch = Channel::open(&name, ChannelOptions::default()).unwrap();
@@ -550,16 +549,7 @@ fn the_peer_is_reaped_only_as_the_last_look_saw_it() {
     let e = watch.look(h).unwrap_err().to_string();
     assert!(e.contains("changed from pid"), "{e}");
     // A dead process, as a look saw it, is reaped.
-    #[cfg(unix)]
-    let mut dead = std::process::Command::new("true").spawn().unwrap();
-    #[cfg(windows)]
-    let mut dead = std::process::Command::new("ping")
-        .args(["-n", "1", "127.0.0.1"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    dead.wait().unwrap();
-    peer.pid.store(dead.id(), SeqCst);
+    peer.pid.store(crate::test_process::exited_pid(), SeqCst);
     let mut watch = HeaderWatch::new(h, a.shared.side, a.my_gen);
     watch.look(h).unwrap();
     assert!(watch.reap_peer_if_dead(h));
