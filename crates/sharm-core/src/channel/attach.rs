@@ -400,6 +400,7 @@ impl Channel {
             last_tx_read: AtomicU64::new(last_tx_read),
             notified: AtomicBool::new(false),
             polled_view: AtomicU64::new(pack_view(Peer::new().seen)),
+            join_look: std::sync::Mutex::new(None),
             driving: AtomicBool::new(false),
             loop_mode: AtomicBool::new(false),
             thread: OnceLock::new(),

@@ -20,7 +20,10 @@
 //!   stores of the one reaping or leaving, so seeing it twice with the same generation is a
 //!   violation. The reap that follows a look takes the peer only as that look saw it (its pid and
 //!   start time), never as the slot reads at the reap: a scribble between the two would pass for
-//!   a dead process and its reap for a departure.
+//!   a dead process and its reap for a departure. The first look at a newcomer's slot is taken by
+//!   the poll that sees it join ([`HeaderWatch::joined`]), before this side acts on its arrival:
+//!   the wake-up thread may run much later on a loaded machine, and a scribble before its first
+//!   look would pass for the slot as it was.
 //!
 //! Not checked, as a crash leaves it too: a side's bit set in `attach` with its slot FREE (a
 //! process killed between claiming a side and writing its slot).
@@ -96,8 +99,8 @@ pub(super) fn check_now(h: &Header, side: usize, gen: u32, peer_gen: u32) -> Res
 /// One consistent look at a slot (the generation read on both sides of the rest, as in a
 /// seqlock).
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct SlotLook {
-    gen: u32,
+pub(super) struct SlotLook {
+    pub(super) gen: u32,
     state: u32,
     pid: u32,
     start: u64,
@@ -106,7 +109,7 @@ struct SlotLook {
 }
 
 impl SlotLook {
-    fn read(h: &Header, side: usize) -> Option<SlotLook> {
+    pub(super) fn read(h: &Header, side: usize) -> Option<SlotLook> {
         let s = &h.slots[side];
         let gen = s.generation.load(SeqCst);
         let state = s.state.load(SeqCst);
@@ -157,6 +160,14 @@ impl HeaderWatch {
             pid,
             start,
             peer: SlotLook::read(h, 1 - side),
+        }
+    }
+
+    /// The peer's slot as the poll that saw it join read it: later looks at that generation are
+    /// checked against it, unless this watch has looked at that generation itself.
+    pub(super) fn joined(&mut self, look: SlotLook) {
+        if self.peer.is_none_or(|p| p.gen != look.gen) {
+            self.peer = Some(look);
         }
     }
 

@@ -151,6 +151,9 @@ struct Shared {
     /// then), packed by [`pack_view`]: a slot that differs has news for the next poll, however
     /// many changes ago the wake-up thread last looked.
     polled_view: AtomicU64,
+    /// The newcomer's slot as the poll that saw it join read it, for the wake-up thread's next
+    /// header look (see [`header_check::HeaderWatch::joined`]).
+    join_look: std::sync::Mutex<Option<header_check::SlotLook>>,
     /// The driving thread polls the rings itself (latency mode): the wake-up thread stays parked.
     driving: AtomicBool,
     /// The event loop watches this side's loop bell (its fd was taken): it sleeps there, not the

@@ -560,3 +560,45 @@ fn the_peer_is_reaped_only_as_the_last_look_saw_it() {
     peer.state.store(SLOT_READY, SeqCst);
     h.attach.fetch_or(crate::layout::ATTACH_SIDE[b.shared.side], SeqCst);
 }
+
+#[test]
+fn a_scribble_before_the_wake_up_threads_first_look_at_a_newcomer_is_a_corrupt_header_not_a_departure() {
+    // The peer joins and this side's poll sees it; its pid is written over before the wake-up
+    // thread (late on a loaded machine) first looks at its slot. That look must not take the
+    // scribble for the slot as it was, nor reap the "dead" pid as a departure.
+    use std::sync::atomic::Ordering::SeqCst;
+    /// Above the largest pid Linux gives (PID_MAX_LIMIT, 2^22): no process has it.
+    const NO_PID: u32 = 4_194_305;
+    let name = format!("first-look-{}", std::process::id());
+    let mut a = Channel::open(&name, ChannelOptions::default()).unwrap();
+    // Made at open, as the binding makes it: its first look sees no peer yet.
+    let waker = a.waker();
+    let mut b = Channel::open(&name, ChannelOptions::default()).unwrap();
+    b.poll().unwrap();
+    let joined = a.poll().unwrap();
+    assert!(
+        matches!(joined.events[..], [PeerEvent::Joined { .. }]),
+        "{:?}",
+        joined.events
+    );
+    let h = a.shared.header();
+    let slot = &h.slots[b.side()];
+    slot.pid.store(NO_PID, SeqCst);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        waker.run(move || {
+            let _ = tx.send(());
+        })
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("a notification within 5 s of the first look");
+    assert_eq!(
+        slot.pid.load(SeqCst),
+        NO_PID,
+        "the scribbled pid was reaped as a dead process"
+    );
+    let e = a.poll().expect_err("the header is corrupt").to_string();
+    assert!(e.contains("changed from pid"), "{e}");
+    a.close();
+    thread.join().unwrap();
+}

@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::header_check::HeaderWatch;
+use super::header_check::{HeaderWatch, SlotLook};
 use super::peer::{pack_view, unpack_view};
 use super::{Channel, Shared};
 use crate::error::Error;
@@ -95,6 +95,9 @@ impl Waker {
         let sh = &*self.shared;
         if sh.broken.load(SeqCst) {
             return false;
+        }
+        if let Some(joined) = sh.join_look.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            self.header.joined(joined);
         }
         let Err(e) = self.header.look(sh.header()) else {
             return true;
@@ -239,6 +242,13 @@ impl Channel {
         let was_notified = self.shared.notified.swap(false, SeqCst);
         let peer_before = self.peer.seen;
         let r = poll(self);
+        if self.peer.seen != peer_before && self.peer.seen.0 {
+            // A newcomer: its slot as this side first sees it, before acting on its arrival.
+            let look = SlotLook::read(self.shared.header(), 1 - self.shared.side);
+            if let Some(look) = look.filter(|l| l.gen == self.peer.seen.1) {
+                *self.shared.join_look.lock().unwrap_or_else(|e| e.into_inner()) = Some(look);
+            }
+        }
         // What the wake-up thread compares the slot with from now on (a change it missed while it
         // was parked, such as a peer that came and went, still differs from this).
         self.shared.polled_view.store(pack_view(self.peer.seen), SeqCst);
