@@ -3,6 +3,9 @@
 
 use std::process::{Child, Command};
 
+/// A pid no process has: above the largest pid Linux gives (PID_MAX_LIMIT, 2^22).
+pub const NO_PID: u32 = 4_194_305;
+
 /// A child that runs about `secs` seconds unless killed.
 pub fn running_child(secs: u32) -> Child {
     #[cfg(unix)]

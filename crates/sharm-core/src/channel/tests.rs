@@ -540,7 +540,7 @@ fn the_peer_is_reaped_only_as_the_last_look_saw_it() {
     // The peer's pid written over after the look, before the reap: no process has it, but the
     // process the look saw is alive. Not reaped; the next look reports the scribble.
     let live_pid = peer.pid.load(SeqCst);
-    peer.pid.store(4_194_305, SeqCst);
+    peer.pid.store(crate::test_process::NO_PID, SeqCst);
     assert!(
         !watch.reap_peer_if_dead(h),
         "a scribbled pid was reaped as a dead process"
@@ -566,9 +566,8 @@ fn a_scribble_before_the_wake_up_threads_first_look_at_a_newcomer_is_a_corrupt_h
     // The peer joins and this side's poll sees it; its pid is written over before the wake-up
     // thread (late on a loaded machine) first looks at its slot. That look must not take the
     // scribble for the slot as it was, nor reap the "dead" pid as a departure.
+    use crate::test_process::NO_PID;
     use std::sync::atomic::Ordering::SeqCst;
-    /// Above the largest pid Linux gives (PID_MAX_LIMIT, 2^22): no process has it.
-    const NO_PID: u32 = 4_194_305;
     let name = format!("first-look-{}", std::process::id());
     let mut a = Channel::open(&name, ChannelOptions::default()).unwrap();
     // Made at open, as the binding makes it: its first look sees no peer yet.
