@@ -164,9 +164,9 @@ impl HeaderWatch {
     }
 
     /// The peer's slot as the poll that saw it join read it: later looks at that generation are
-    /// checked against it, unless this watch has looked at that generation itself.
+    /// checked against it, unless this watch has looked at that generation, or a later one, itself.
     pub(super) fn joined(&mut self, look: SlotLook) {
-        if self.peer.is_none_or(|p| p.gen != look.gen) {
+        if self.peer.is_none_or(|p| went_back(look.gen, p.gen)) {
             self.peer = Some(look);
         }
     }
