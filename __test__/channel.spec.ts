@@ -140,6 +140,47 @@ test('a request nobody answers rejects with ERR_SHARM_TIMEOUT after its timeout'
   await done(ch, peer)
 })
 
+test('3,000 requests nobody answers, made over three ticks among answered ones, time out in the order they were made, none before its timeout', async (t) => {
+  const { ch, peer } = await pair('cancel')
+  const TIMEOUT = 300
+  const order: number[] = []
+  const early: string[] = []
+  const waits: Promise<unknown>[] = []
+  const answered: Promise<Buffer>[] = []
+  for (let tick = 0; tick < 3; tick++) {
+    for (let i = 0; i < 1000; i++) {
+      const n = tick * 1000 + i
+      const made = performance.now()
+      waits.push(
+        ch.request(Buffer.from('hang'), { timeoutMs: TIMEOUT }).then(
+          () => t.fail(`request ${n} was answered`),
+          (e) => {
+            t.true(e instanceof TimeoutError, `request ${n}: ${e}`)
+            order.push(n)
+            const after = performance.now() - made
+            if (after < TIMEOUT) early.push(`request ${n} after ${after.toFixed(1)} ms`)
+          },
+        ),
+      )
+      // Answered ones between them: the waiting ones are passed by later ids.
+      if (i % 10 === 0) answered.push(ch.request(Buffer.from(`echo ${n}`)))
+    }
+    await new Promise((r) => setImmediate(r))
+  }
+  t.deepEqual(
+    (await Promise.all(answered)).map((b) => b.toString()),
+    Array.from({ length: 300 }, (_, k) => `echo ${Math.floor(k / 100) * 1000 + (k % 100) * 10}`),
+  )
+  await Promise.all(waits)
+  t.deepEqual(early, [])
+  t.deepEqual(
+    order,
+    Array.from({ length: 3000 }, (_, n) => n),
+  )
+  t.is(ch.pendingRequests, 0)
+  await done(ch, peer)
+})
+
 test('requests made before the peer attached are delivered when it does', async (t) => {
   const name = uniqueName(PREFIX)
   const ch = open(name)

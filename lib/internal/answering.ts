@@ -62,43 +62,55 @@ export class Answering {
   /** Those of them whose handler called answerLater(), by handle (for `answer()`). */
   #later = new Map<number, Incoming>()
   #nextHandle = 1
+  /** The request whose handler runs now. */
+  #running: Incoming | null = null
 
   constructor(host: AnswerHost, send: SendBuffer) {
     this.#host = host
     this.#send = send
   }
 
-  /** A request from the peer: runs the handler and answers with what it gives. */
+  /**
+   * A request from the peer: runs the handler and answers with what it gives. A request answered
+   * before its handler returns is never kept: nothing can give up on it meanwhile (cancels and
+   * departures are read between handlers, not during one).
+   */
   onRequest(wireId: number, gen: number, data: Buffer): void {
-    // The peer's ids are unique within its generation: no two of its requests wait under one.
     const ctx = new Incoming(this.#nextHandle++, wireId, gen, this)
-    this.#waiting.set(wireId, ctx)
     const handler = this.#host.handler()
     if (handler === undefined) {
-      this.#reply(ctx, new Error('the peer has no onRequest handler'), true, false)
+      this.#answerWith(ctx, new Error('the peer has no onRequest handler'), true, false)
       return
     }
     let result: Answer | Promise<Answer>
+    this.#running = ctx
     try {
       result = handler(data, ctx)
     } catch (e) {
-      this.#reply(ctx, e, true, false)
+      this.#running = null
+      if (!ctx.deferred) this.#answerWith(ctx, e, true, false)
+      else this.#reply(ctx, e, true, false)
       return
     }
+    this.#running = null
     if (ctx.deferred) return
     if (isThenable(result)) {
+      // The peer's ids are unique within its generation: no two of its requests wait under one.
+      this.#waiting.set(wireId, ctx)
       ;(result as Promise<Answer>).then(
         (v) => ctx.deferred || this.#reply(ctx, v, false, false),
         (e) => this.#reply(ctx, e, true, false),
       )
     } else {
-      this.#reply(ctx, result as Answer, false, false)
+      this.#answerWith(ctx, result as Answer, false, false)
     }
   }
 
   /** The handler of `ctx` called answerLater(): `answer()` may find it by its handle. */
   answersLater(ctx: Incoming): void {
-    if (this.#waiting.get(ctx.wireId) === ctx) this.#later.set(ctx.id, ctx)
+    if (ctx === this.#running) this.#waiting.set(ctx.wireId, ctx)
+    else if (this.#waiting.get(ctx.wireId) !== ctx) return
+    this.#later.set(ctx.id, ctx)
   }
 
   /**
@@ -150,6 +162,11 @@ export class Answering {
   #reply(ctx: Incoming, result: unknown, failed: boolean, explicit: boolean): void {
     if (this.#waiting.get(ctx.wireId) !== ctx) return // no longer waits: drop the answer
     this.#forget(ctx)
+    this.#answerWith(ctx, result, failed, explicit)
+  }
+
+  /** Sends the answer to request `ctx`, which waits no longer: as {@link Answering.#reply}. */
+  #answerWith(ctx: Incoming, result: unknown, failed: boolean, explicit: boolean): void {
     const native = this.#host.native()
     if (native === null) return
     let kind = KIND_RESPONSE

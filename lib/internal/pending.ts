@@ -3,6 +3,12 @@
  * armed for the earliest deadline (no timer per request). Requests given an AbortSignal share
  * one 'abort' listener per signal, removed when the last of them settles.
  *
+ * A request waits in a table indexed by the low bits of its id (ids count up by one, so the
+ * requests in flight at once fall on distinct places); one still waiting when a later id needs
+ * its place moves to a map. Its deadline is dated once per tick for every request made in it, at
+ * the end of the tick: a timeout never comes early, and late by no more than the rest of the tick
+ * in which the request was made (a timer could not have run then either).
+ *
  * @internal
  * @packageDocumentation
  */
@@ -11,10 +17,12 @@ import { performance } from 'node:perf_hooks'
 import { aborted, RemoteError, timedOut, type TimeoutError } from '../errors'
 
 interface Pending {
+  readonly id: number
   resolve: (b: Buffer) => void
   reject: (e: Error) => void
+  /** `Infinity` until the end of the tick it was made in dates it. */
   deadline: number
-  timeoutMs: number
+  readonly timeoutMs: number
 }
 
 /** The requests waiting with one signal, and the one listener that aborts them. */
@@ -23,8 +31,18 @@ interface Watch {
   listener: () => void
 }
 
+/** Places in the table of waiting requests (a power of two). */
+const TABLE_SIZE = 1024
+const TABLE_MASK = TABLE_SIZE - 1
+
 export class PendingRequests {
-  #pending = new Map<number, Pending>()
+  /** Waiting requests by `id & TABLE_MASK`. */
+  readonly #table: (Pending | undefined)[] = new Array<Pending | undefined>(TABLE_SIZE).fill(undefined)
+  /** Waiting requests whose place a later one took. */
+  readonly #moved = new Map<number, Pending>()
+  #size = 0
+  /** Made this tick: dated at its end. */
+  #undated: Pending[] = []
   #timer: NodeJS.Timeout | null = null
   #timerAt = Infinity
   #stopped = false
@@ -49,24 +67,66 @@ export class PendingRequests {
   }
 
   get size(): number {
-    return this.#pending.size
+    return this.#size
   }
 
   /**
-   * Waits for the answer to request `id` for `timeoutMs`, or until `signal` (not aborted yet)
-   * aborts: then it rejects with an AbortError.
+   * Waits for the answer to request `id` (greater than every id added before) for `timeoutMs`,
+   * or until `signal` (not aborted yet) aborts: then it rejects with an AbortError.
    */
   add(id: number, timeoutMs: number, signal?: AbortSignal): Promise<Buffer> {
     return new Promise<Buffer>((resolve, reject) => {
-      const deadline = performance.now() + timeoutMs
-      this.#pending.set(
-        id,
-        signal === undefined
-          ? { resolve, reject, deadline, timeoutMs }
-          : this.#watched(id, signal, { resolve, reject, deadline, timeoutMs }),
-      )
-      if (deadline < this.#timerAt) this.#arm(deadline)
+      const p: Pending = { id, resolve, reject, deadline: Infinity, timeoutMs }
+      this.#put(signal === undefined ? p : this.#watched(id, signal, p))
+      if (this.#undated.push(p) === 1) process.nextTick(this.#date)
     })
+  }
+
+  #put(p: Pending): void {
+    const at = p.id & TABLE_MASK
+    const there = this.#table[at]
+    if (there !== undefined) this.#moved.set(there.id, there)
+    this.#table[at] = p
+    this.#size++
+  }
+
+  /** Takes request `id` out, if it waits. */
+  #take(id: number): Pending | undefined {
+    const at = id & TABLE_MASK
+    const p = this.#table[at]
+    if (p !== undefined && p.id === id) {
+      this.#table[at] = undefined
+      this.#size--
+      return p
+    }
+    if (this.#moved.size === 0) return undefined
+    const q = this.#moved.get(id)
+    if (q !== undefined) {
+      this.#moved.delete(id)
+      this.#size--
+    }
+    return q
+  }
+
+  /** Every waiting request that `keep` keeps, by id. */
+  #all(keep: (p: Pending) => boolean = () => true): Pending[] {
+    const all: Pending[] = []
+    for (const p of this.#moved.values()) if (keep(p)) all.push(p)
+    for (const p of this.#table) if (p !== undefined && keep(p)) all.push(p)
+    return all.sort((a, b) => a.id - b.id)
+  }
+
+  /** The end of a tick in which requests were made: their deadlines run from now. */
+  #date = (): void => {
+    const undated = this.#undated
+    this.#undated = []
+    const now = performance.now()
+    let first = Infinity
+    for (const p of undated) {
+      p.deadline = now + p.timeoutMs
+      if (p.deadline < first) first = p.deadline
+    }
+    if (first < this.#timerAt && !this.#stopped) this.#arm(first)
   }
 
   /**
@@ -105,9 +165,8 @@ export class PendingRequests {
   /** `signal` aborted: rejects the requests waiting with it. */
   #aborted(signal: AbortSignal, ids: Set<number>): void {
     for (const id of [...ids]) {
-      const p = this.#pending.get(id)
+      const p = this.#take(id)
       if (p === undefined) continue
-      this.#pending.delete(id)
       this.#onAbort(id)
       p.reject(aborted(signal.reason))
     }
@@ -119,33 +178,32 @@ export class PendingRequests {
    * when it is not waiting (timed out or cancelled: a late answer is dropped).
    */
   answer(id: number, ok: boolean, payload: Buffer): boolean {
-    const p = this.#pending.get(id)
+    const p = this.#take(id)
     if (p === undefined) return false
-    this.#pending.delete(id)
     if (ok) p.resolve(payload)
     else p.reject(new RemoteError(payload.toString('utf8')))
     return true
   }
 
-  /** Rejects every waiting request with `reason`, calling `each(id)` first for each. */
+  /** Rejects every waiting request with `reason`, calling `each(id)` first for each, by id. */
   rejectAll(reason: Error, each?: (id: number) => void): void {
-    const pending = [...this.#pending]
-    this.#pending.clear()
-    for (const [id, p] of pending) {
-      each?.(id)
+    const all = this.#all()
+    this.#table.fill(undefined)
+    this.#moved.clear()
+    this.#size = 0
+    for (const p of all) {
+      each?.(p.id)
       p.reject(reason)
     }
   }
 
   /**
    * Rejects every waiting request with an id up to `through` (the ones that were meant for a
-   * peer that left) with the error `reason(id)` gives.
+   * peer that left) with the error `reason(id)` gives, by id.
    */
   rejectThrough(through: number, reason: (id: number) => Error): void {
-    for (const [id, p] of this.#pending) {
-      if (id > through) continue
-      this.#pending.delete(id)
-      p.reject(reason(id))
+    for (const p of this.#all((p) => p.id <= through)) {
+      if (this.#take(p.id) === p) p.reject(reason(p.id))
     }
   }
 
@@ -168,16 +226,15 @@ export class PendingRequests {
     this.#timer = null
     this.#timerAt = Infinity
     const now = performance.now()
-    let next = Infinity
-    for (const [id, p] of this.#pending) {
-      if (p.deadline <= now) {
-        this.#pending.delete(id)
-        this.#onTimeout(id)
-        p.reject(this.#timeoutError(id, p.timeoutMs))
-      } else if (p.deadline < next) {
-        next = p.deadline
-      }
+    for (const p of this.#all((p) => p.deadline <= now)) {
+      // (An earlier one's timeout may have settled it: it fails the channel when a cancel fails.)
+      if (this.#take(p.id) !== p) continue
+      this.#onTimeout(p.id)
+      p.reject(this.#timeoutError(p.id, p.timeoutMs))
     }
+    let next = Infinity
+    for (const p of this.#moved.values()) if (p.deadline < next) next = p.deadline
+    for (const p of this.#table) if (p !== undefined && p.deadline < next) next = p.deadline
     if (next !== Infinity && !this.#stopped) this.#arm(next)
   }
 }

@@ -72,6 +72,8 @@ export class Receiver {
   readonly #stats: Counters
   #meta = new Uint32Array(POLL_META_HEAD + 4 * META_MESSAGES)
   #arena: Buffer = Buffer.allocUnsafeSlow(0)
+  /** The arena's memory (read once: `arena.buffer` costs a lookup each time). */
+  #arenaMemory: ArrayBuffer = this.#arena.buffer as ArrayBuffer
   #arenaUsed = 0
 
   constructor(host: ReceiveHost, send: SendBuffer, stats: Counters) {
@@ -95,6 +97,7 @@ export class Receiver {
       const meta = this.#meta
       if (this.#arena.length - this.#arenaUsed < POLL_INLINE_MAX) {
         this.#arena = Buffer.allocUnsafeSlow(ARENA_BYTES)
+        this.#arenaMemory = this.#arena.buffer as ArrayBuffer
         this.#arenaUsed = 0
       }
       const arena = this.#arena
@@ -124,7 +127,7 @@ export class Receiver {
         this.#stats.batches++
         if (count > this.#stats.largestBatch) this.#stats.largestBatch = count
         host.heat()
-        settled = this.#deliver(meta, count, arena, start)
+        settled = this.#deliver(meta, count, this.#arenaMemory, arena.byteOffset + start)
       }
       if (!more) break
       if (settled > 0) {
@@ -140,11 +143,11 @@ export class Receiver {
   }
 
   /**
-   * Delivers `count` messages described in `meta` (after its head) whose payloads lie in `arena`
+   * Delivers `count` messages described in `meta` (after its head) whose payloads lie in `memory`
    * from `offset` on. (Handlers never poll synchronously, so `meta` stays as it is meanwhile.)
    * Returns how many requests of ours it settled.
    */
-  #deliver(meta: Uint32Array, count: number, arena: Buffer, offset: number): number {
+  #deliver(meta: Uint32Array, count: number, memory: ArrayBuffer, offset: number): number {
     const host = this.#host
     const stats = this.#stats
     const m = meta
@@ -162,7 +165,7 @@ export class Receiver {
         if (native === null) return settled // a handler closed the channel
         payload = native.takeLarge()
       } else {
-        payload = Buffer.from(arena.buffer, arena.byteOffset + offset, len)
+        payload = Buffer.from(memory, offset, len)
         offset += len
       }
       stats.receivedBytes += payload.length
