@@ -379,7 +379,8 @@ export class Channel extends EventEmitter<ChannelEvents> {
    * made while no peer is attached waits in the queue (its timeout runs) and goes to the next
    * one; a request that went to a peer is answered by that peer or fails with it, never both.
    * After a timeout or an abort the request is taken out of the queue, or the peer is told and
-   * its handler's `ctx.signal` aborts.
+   * its handler's `ctx.signal` aborts. The timeout runs from the end of the tick in which the
+   * request was made: never early.
    */
   request(data: Payload, options?: RequestOptions): Promise<Buffer> {
     let native: NativeChannel
