@@ -132,7 +132,7 @@ function hogPids(): number[] {
 }
 
 const linuxOnly = only(['linux'], 'it finds the hogs in /proc')
-linuxOnly(
+linuxOnly.serial(
   'busy rows run with a CPU hog per core (but one) that the bench starts and stops; async loops get their in-process ceiling',
   async (t) => {
     const out = tempDir(t)
@@ -150,6 +150,26 @@ linuxOnly(
     t.regex(r.stdout, /busy: the bench runs a CPU hog per core but one/)
     t.regex(r.stdout, /% of in-process \(/)
     t.deepEqual(hogPids(), before, 'every hog the bench started is gone')
+  },
+)
+
+// Serial, as the busy rows' test: both count the hogs on the machine.
+only(['linux'], '--pin uses taskset').serial(
+  '--pin runs this process on core 0 and every peer on core 1, says so, and stops its hogs',
+  async (t) => {
+    const out = tempDir(t)
+    const before = hogPids()
+    const r = await bench(['--pin', '--quick', '--only', 'seq-1,seq-1-busy', '--out', out])
+    t.is(r.code, 0, r.stderr)
+    const report = JSON.parse(readFileSync(path.join(out, 'bench.json'), 'utf8'))
+    t.deepEqual(report.machine.pinned, { bench: '0', peer: '1' })
+    t.regex(r.stdout, /; this process on core 0, its peer on core 1\n/)
+    t.is(report.options.pin, true)
+    t.deepEqual(hogPids(), before, 'every hog the bench started is gone')
+    const plain = await bench(['--quick', '--only', 'seq-1', '--out', out])
+    t.is(plain.code, 0, plain.stderr)
+    t.is(JSON.parse(readFileSync(path.join(out, 'bench.json'), 'utf8')).machine.pinned, undefined)
+    t.notRegex(plain.stdout, /its peer on core/)
   },
 )
 

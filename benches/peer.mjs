@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs'
 // The second process of every benchmark run. Driven by the bench process over the fork IPC
 // channel; it receives, answers requests (echo), and in full-duplex runs sends as well.
 import { counter, pump, rpcLoop } from './loops.mjs'
@@ -49,4 +50,9 @@ process.on('message', async (m) => {
 })
 // The bench process went away: do not linger.
 process.on('disconnect', () => process.exit(1))
-process.send({ ctl: 'started' })
+// The cores it may run on (Linux), for the report of a --pin run.
+const cores =
+  process.platform === 'linux'
+    ? /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]
+    : undefined
+process.send({ ctl: 'started', cores })

@@ -191,7 +191,8 @@ export function tableLines(report, { goals = false, width = 120 } = {}) {
   const all = rows.map(cells)
   const cols = usedColumns(all)
   const out = [
-    `${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.os}`,
+    `${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.os}` +
+      (machine.pinned ? `; this process on core ${machine.pinned.bench}, its peer on core ${machine.pinned.peer}` : ''),
     `${options.rounds} round(s) of ${options.ms} ms per transport and scenario, medians; two processes each` +
       (options.seqWarmUpMs ? `; sequential rounds after ${options.seqWarmUpMs} ms of warm-up calls` : ''),
     '',

@@ -1,6 +1,6 @@
 // sharmipc benchmarks, side by side with the baselines, in one invocation.
 //
-//   npm run bench [-- --quick] [--rounds N] [--ms N] [--only ID[,ID...]] [--out DIR] [--svg FILE] [--goals]
+//   npm run bench [-- --quick] [--rounds N] [--ms N] [--only ID[,ID...]] [--out DIR] [--svg FILE] [--goals] [--pin]
 //   npm run bench -- --replot bench.json [--svg FILE] [--goals]   (table and chart of an earlier run)
 //   npm run bench -- --spread [options of benches/spread.mjs]     (several channels; --spread --help)
 //   (--only keeps the scenarios with one of the given ids, or whose id contains one of the strings)
@@ -9,7 +9,7 @@
 // Every scenario runs between two real processes (this one and benches/peer.mjs), for sharmipc and
 // for each baseline in turn, interleaved round by round; each figure is the median of the rounds.
 // A message counts when the receiving process has it.
-import { fork, spawn } from 'node:child_process'
+import { execFileSync, fork, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
@@ -88,9 +88,42 @@ const label = (s) => LABELS[s.id] ?? s.id
 // One run: a fresh peer process, one transport, one scenario
 // ---------------------------------------------------------------------------------------------
 
+/** `--pin` (Linux): this process runs on core 0, each peer on core 1, and hogs anywhere. */
+const PIN_BENCH = '0'
+const PIN_PEER = '1'
+let pinned = false
+/** The cores the peers of this run could run on, as each reported them. */
+const peerCores = new Set()
+
+/** The cores process `pid` may run on, as Linux lists them (`0-3`, `1`). */
+function coresOf(pid) {
+  return /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 'unknown'
+}
+
+/** Runs `args` as a child process, on the peer's core under `--pin`; IPC as `fork` gives it. */
+function child(args, options) {
+  if (!pinned) return spawn(process.execPath, args, options)
+  return spawn('taskset', ['-c', PIN_PEER, process.execPath, ...args], options)
+}
+
+/** Pins this process (every thread of it, and those it starts later) to core 0 for `--pin`. */
+function pinThisProcess(cores) {
+  if (process.platform !== 'linux') throw new UsageError(`--pin needs Linux (taskset), not ${process.platform}`)
+  if (cores < 2) throw new UsageError(`--pin needs two cores, this machine has ${cores}`)
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', PIN_BENCH, String(process.pid)], { stdio: 'ignore' })
+  } catch (e) {
+    throw new UsageError(`--pin needs taskset (util-linux): ${e.message}`)
+  }
+  pinned = true
+}
+
 class Peer {
   constructor() {
-    this.child = fork(path.join(here, 'peer.mjs'), [], { serialization: 'advanced', stdio: 'inherit' })
+    this.child = child([path.join(here, 'peer.mjs')], {
+      serialization: 'advanced',
+      stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+    })
     this.waiters = new Map()
     this.child.on('message', (m) => {
       if (m?.ctl === undefined) return
@@ -121,7 +154,8 @@ let runNo = 0
 async function runOne(transportId, s, ms) {
   const kind = transports[transportId]
   const peer = new Peer()
-  await peer.next('started')
+  const { cores } = await peer.next('started')
+  peerCores.add(cores)
   runNo++
   const setup = {
     name: `bench-${process.pid}-${runNo}`,
@@ -244,7 +278,11 @@ function hogCount(hogs, cores) {
  * would; returns a function that kills them and waits until they are gone.
  */
 async function startHogs(n) {
-  const hogs = Array.from({ length: n }, () => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }))
+  // Under --pin, anywhere: not on this process's core alone.
+  const anywhere = pinned ? ['taskset', ['-c', `0-${os.cpus().length - 1}`, process.execPath]] : [process.execPath, []]
+  const hogs = Array.from({ length: n }, () =>
+    spawn(anywhere[0], [...anywhere[1], '-e', 'for (;;) {}'], { stdio: 'ignore' }),
+  )
   await Promise.all(hogs.map((h) => once(h, 'spawn')))
   return async () => {
     for (const h of hogs) h.kill('SIGKILL')
@@ -294,6 +332,7 @@ export const USAGE = `usage: sharmipc bench [options]        (from a clone: npm 
   --svg FILE         write the chart here instead
   --replot FILE      table and chart of an earlier run's bench.json, without measuring
   --goals            also show the figures the project aims at, and whether this run meets them
+  --pin              (Linux) this process on core 0 and its peer on core 1, with taskset
   --spread [...]     the several-channels bench instead (benches/spread.mjs; --spread --help)
   -h, --help         this text
 
@@ -308,6 +347,7 @@ const OPTIONS = {
   svg: { type: 'string' },
   replot: { type: 'string' },
   goals: { type: 'boolean', default: false },
+  pin: { type: 'boolean', default: false },
   spread: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 }
@@ -329,6 +369,7 @@ export function parseBenchArgs(argv) {
     svg: values.svg ?? null,
     replot: values.replot ?? null,
     goals: values.goals,
+    pin: values.pin,
     help: values.help,
   }
   o.rounds ??= o.quick ? 1 : 3
@@ -390,6 +431,7 @@ export async function main(argv = process.argv.slice(2)) {
     node: process.version,
     os: `${os.type()} ${os.release()} ${process.arch}`,
   }
+  if (o.pin) pinThisProcess(machine.cores)
   const steps = scenarios.reduce((n, s) => n + (s.transports ?? IPC_ALL).length * o.rounds, 0)
   let step = 0
   const rows = []
@@ -469,6 +511,7 @@ export async function main(argv = process.argv.slice(2)) {
   }
   progress(`done in ${((Date.now() - started) / 1000).toFixed(0)} s\n`)
 
+  if (o.pin) machine.pinned = { bench: coresOf(process.pid), peer: [...peerCores].join(' and ') }
   const { help, ...options } = o
   options.seqWarmUpMs = Math.min(SEQ_WARM_UP_MS, o.ms)
   const report = { machine, date: new Date().toISOString(), options, rows }
