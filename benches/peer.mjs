@@ -1,6 +1,7 @@
-import { readFileSync } from 'node:fs'
 // The second process of every benchmark run. Driven by the bench process over the fork IPC
 // channel; it receives, answers requests (echo), and in full-duplex runs sends as well.
+import { readFileSync } from 'node:fs'
+
 import { counter, pump, rpcLoop } from './loops.mjs'
 import { transports } from './transports.mjs'
 
