@@ -1,7 +1,5 @@
 // The second process of every benchmark run. Driven by the bench process over the fork IPC
 // channel; it receives, answers requests (echo), and in full-duplex runs sends as well.
-import { readFileSync } from 'node:fs'
-
 import { counter, pump, rpcLoop } from './loops.mjs'
 import { transports } from './transports.mjs'
 
@@ -51,9 +49,4 @@ process.on('message', async (m) => {
 })
 // The bench process went away: do not linger.
 process.on('disconnect', () => process.exit(1))
-// The cores it may run on (Linux), for the report of a --pin run.
-const cores =
-  process.platform === 'linux'
-    ? /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1]
-    : undefined
-process.send({ ctl: 'started', cores })
+process.send({ ctl: 'started' })

@@ -92,7 +92,7 @@ const label = (s) => LABELS[s.id] ?? s.id
 const PIN_BENCH = '0'
 const PIN_PEER = '1'
 let pinned = false
-/** The cores the peers of this run could run on, as each reported them. */
+/** The cores the peers of this run could run on. */
 const peerCores = new Set()
 
 /** The cores process `pid` may run on, as Linux lists them (`0-3`, `1`). */
@@ -154,8 +154,8 @@ let runNo = 0
 async function runOne(transportId, s, ms) {
   const kind = transports[transportId]
   const peer = new Peer()
-  const { cores } = await peer.next('started')
-  peerCores.add(cores)
+  await peer.next('started')
+  if (pinned) peerCores.add(coresOf(peer.child.pid))
   runNo++
   const setup = {
     name: `bench-${process.pid}-${runNo}`,

@@ -35,6 +35,8 @@ interface Watch {
 const TABLE_SIZE = 1024
 const TABLE_MASK = TABLE_SIZE - 1
 
+const byId = (a: Pending, b: Pending): number => a.id - b.id
+
 export class PendingRequests {
   /** Waiting requests by `id & TABLE_MASK`. */
   readonly #table: (Pending | undefined)[] = new Array<Pending | undefined>(TABLE_SIZE).fill(undefined)
@@ -108,12 +110,17 @@ export class PendingRequests {
     return q
   }
 
+  /** Calls `fn` for every waiting request, in no order. */
+  #forEach(fn: (p: Pending) => void): void {
+    for (const p of this.#moved.values()) fn(p)
+    for (const p of this.#table) if (p !== undefined) fn(p)
+  }
+
   /** Every waiting request that `keep` keeps, by id. */
   #all(keep: (p: Pending) => boolean = () => true): Pending[] {
     const all: Pending[] = []
-    for (const p of this.#moved.values()) if (keep(p)) all.push(p)
-    for (const p of this.#table) if (p !== undefined && keep(p)) all.push(p)
-    return all.sort((a, b) => a.id - b.id)
+    this.#forEach((p) => keep(p) && all.push(p))
+    return all.sort(byId)
   }
 
   /** The end of a tick in which requests were made: their deadlines run from now. */
@@ -226,15 +233,18 @@ export class PendingRequests {
     this.#timer = null
     this.#timerAt = Infinity
     const now = performance.now()
-    for (const p of this.#all((p) => p.deadline <= now)) {
+    const due: Pending[] = []
+    let next = Infinity
+    this.#forEach((p) => {
+      if (p.deadline <= now) due.push(p)
+      else if (p.deadline < next) next = p.deadline
+    })
+    for (const p of due.sort(byId)) {
       // (An earlier one's timeout may have settled it: it fails the channel when a cancel fails.)
       if (this.#take(p.id) !== p) continue
       this.#onTimeout(p.id)
       p.reject(this.#timeoutError(p.id, p.timeoutMs))
     }
-    let next = Infinity
-    for (const p of this.#moved.values()) if (p.deadline < next) next = p.deadline
-    for (const p of this.#table) if (p !== undefined && p.deadline < next) next = p.deadline
     if (next !== Infinity && !this.#stopped) this.#arm(next)
   }
 }
