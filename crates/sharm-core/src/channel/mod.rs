@@ -61,6 +61,8 @@ mod departure;
 mod header_check;
 mod peer;
 mod send;
+#[cfg(test)]
+mod send_queue_tests;
 mod sync;
 #[cfg(test)]
 mod tests;

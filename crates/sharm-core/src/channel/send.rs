@@ -75,7 +75,10 @@ impl Outgoing {
 
 /// Buffers of items that went out are kept for the next ones to wait (writing a fresh buffer
 /// faults in each of its pages; a large message sent while the ring is full would pay that each
-/// time): buffers of at least [`SPARE_MIN`] bytes, at most [`SPARE_BYTES`] in all.
+/// time): buffers of at least [`SPARE_MIN`] bytes. While messages keep coming, the queue and its
+/// spare buffers together hold at most the queue's limit, or [`SPARE_BYTES`] if that is larger;
+/// once a flush finds the queue empty with nothing queued since the previous such flush (the
+/// sender paused), the spare buffers are cut back to [`SPARE_BYTES`].
 const SPARE_MIN: usize = 64 << 10;
 pub(super) const SPARE_BYTES: usize = 4 << 20;
 
@@ -87,6 +90,8 @@ pub(super) struct SendQueue {
     bytes: usize,
     /// Buffers of items that went out, for the next ones (see [`SPARE_BYTES`]).
     pub(super) spare: Vec<Vec<u8>>,
+    /// Something was queued since the last flush that found the queue empty.
+    pushed: bool,
 }
 
 impl SendQueue {
@@ -129,18 +134,36 @@ impl SendQueue {
         bytes.to_vec()
     }
 
-    /// Keeps the buffer of an item that went out, if it is worth it and there is room.
-    fn recycle(&mut self, item: Outgoing) {
+    /// Keeps the buffer of an item that went out, if it is worth it and the queue and its spare
+    /// buffers stay within `limit` (see [`SPARE_BYTES`]).
+    fn recycle(&mut self, item: Outgoing, limit: usize) {
         let b = item.into_buffer();
-        let held: usize = self.spare.iter().map(Vec::capacity).sum();
-        if b.capacity() >= SPARE_MIN && held + b.capacity() <= SPARE_BYTES {
+        if b.capacity() >= SPARE_MIN && self.spare_bytes() + self.bytes + b.capacity() <= limit.max(SPARE_BYTES) {
             self.spare.push(b);
         }
+    }
+
+    /// Bytes held in spare buffers.
+    pub(super) fn spare_bytes(&self) -> usize {
+        self.spare.iter().map(Vec::capacity).sum()
+    }
+
+    /// The queue is empty: if nothing was queued since it last was, the sender paused, and the
+    /// spare buffers are cut back to [`SPARE_BYTES`].
+    fn emptied(&mut self) {
+        if !self.pushed {
+            let mut held = self.spare_bytes();
+            while held > SPARE_BYTES {
+                held -= self.spare.pop().map_or(0, |b| b.capacity());
+            }
+        }
+        self.pushed = false;
     }
 
     fn push(&mut self, item: Outgoing) {
         self.bytes += item.unsent_payload();
         self.items.push_back(item);
+        self.pushed = true;
     }
 
     /// Removes request `id` if none of it is in the ring yet. Returns whether it did.
@@ -360,7 +383,7 @@ impl Channel {
                 let (written, r) = write_item(&mut self.tx, &mut item, max);
                 self.queue.bytes -= written;
                 match r {
-                    Ok(true) => self.queue.recycle(item),
+                    Ok(true) => self.queue.recycle(item, self.opts.max_queue_bytes),
                     Ok(false) => {
                         self.queue.items.push_front(item);
                         break;
@@ -375,6 +398,9 @@ impl Channel {
             let waiting = self.peer.tx.is_some() && !self.queue.is_empty();
             self.note_waiting_for_space(waiting);
             if !waiting {
+                if self.queue.is_empty() {
+                    self.queue.emptied();
+                }
                 return Ok(());
             }
             // The reader was asked to ring us when it frees space: look once more, it may have

@@ -482,51 +482,6 @@ fn a_peer_that_lived_while_the_wake_up_thread_rested_is_notified_when_it_leaves(
 }
 
 #[test]
-fn large_messages_that_wait_in_the_queue_arrive_intact_through_reused_buffers() {
-    // A 256 KiB ring takes records of under 64 KiB: messages of 70 to 400 KiB wait in the queue,
-    // in buffers that earlier messages went out of. Each has its own bytes: a buffer reused with
-    // any of its predecessor's left in it would show.
-    let (mut a, mut b) = pair(&format!("reuse-{}", std::process::id()), 256 << 10);
-    a.poll().unwrap();
-    let message = |i: usize| -> Vec<u8> {
-        let len = (70 << 10) + i * 37_813 % (330 << 10);
-        (0..len).map(|k| (k / 4096 + i * 7) as u8 ^ k as u8).collect()
-    };
-    let count = 40;
-    let (mut sent, mut got) = (0, Vec::new());
-    let mut reused_at_most = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while got.len() < count {
-        assert!(Instant::now() < deadline, "{} of {count} arrived", got.len());
-        while sent < count && a.queued_bytes() < (1 << 20) {
-            a.send(Kind::Message, 0, 0, &message(sent)).unwrap();
-            sent += 1;
-        }
-        a.poll().unwrap();
-        let spare: usize = a.queue.spare.iter().map(Vec::capacity).sum();
-        assert!(spare <= super::send::SPARE_BYTES, "{spare} bytes kept spare");
-        reused_at_most = reused_at_most.max(a.queue.spare.len());
-        let batch = b.poll().unwrap();
-        for m in batch.messages {
-            got.push(match m.payload {
-                Payload::Inline { offset, len } => batch.data[offset..offset + len].to_vec(),
-                Payload::Owned(v) => v,
-            });
-        }
-        b.delivered();
-    }
-    for (i, m) in got.iter().enumerate() {
-        assert!(
-            *m == message(i),
-            "message {i}: {} bytes, expected {}",
-            m.len(),
-            message(i).len()
-        );
-    }
-    assert!(reused_at_most > 0, "no buffer was kept for reuse");
-}
-
-#[test]
 fn the_peer_is_reaped_only_as_the_last_look_saw_it() {
     use super::header_check::HeaderWatch;
     use crate::layout::{SLOT_FREE, SLOT_READY};
