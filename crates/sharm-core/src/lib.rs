@@ -8,6 +8,7 @@
 //! - [`doorbell`]: the cross-process wake-up (wraps `raw_sync`);
 //! - [`loop_bell`]: the wake-up of an event loop (Linux: a FIFO next to the segment);
 //! - [`liveness`]: whether the process holding a side is still alive;
+//! - [`core_sharing`]: a side that waits for its peer moves off the core the peer waits for;
 //! - [`layout`]: where everything lies in the segment;
 //! - [`record`] and [`ring`]: variable-length records in a lock-free SPSC ring;
 //! - [`framing`]: chunking and reassembly of messages larger than a record;
@@ -15,6 +16,7 @@
 //! - [`inspect`]: segments seen from outside, for diagnostics (list, inspect, clean).
 
 pub mod channel;
+pub mod core_sharing;
 pub mod doorbell;
 pub mod error;
 pub mod framing;

@@ -39,6 +39,9 @@ const RENOTIFY_AFTER: Duration = Duration::from_millis(500);
 /// Spin-loop hints between two looks, on the wake-up thread and on the driving thread.
 const WAKER_SPINS: u32 = 32;
 const DRIVER_SPINS: u32 = 16;
+/// A driving thread's spin of at least this long that found nothing looks whether the peer waits
+/// for this thread's core (see [`crate::core_sharing`]).
+const MOVE_CHECK_AFTER: Duration = Duration::from_micros(20);
 
 impl Shared {
     /// Is there something for the driving thread to do: records in the incoming ring, space freed
@@ -227,9 +230,18 @@ impl Channel {
 
     /// Busy-waits up to `limit` on the calling (driving) thread for something for `poll` to do:
     /// records in the incoming ring, ring space for queued messages, or a change of the peer.
-    /// Returns whether there is. No system call while it waits.
+    /// Returns whether there is. No system call while it waits; after a wait of at least
+    /// 20 µs that found nothing, it may move this thread off the core the peer
+    /// waits for ([`crate::core_sharing`]).
     pub fn spin_for_work(&self, limit: Duration) -> bool {
-        self.shared.spin_for_work(limit, DRIVER_SPINS)
+        if self.shared.spin_for_work(limit, DRIVER_SPINS) {
+            return true;
+        }
+        if limit >= MOVE_CHECK_AFTER {
+            let peer = self.shared.header().slots[1 - self.shared.side].pid.load(SeqCst);
+            crate::core_sharing::move_off_peer_core(peer);
+        }
+        false
     }
 
     /// Runs a poll. The wake-up thread waits for one only after it notified, and not at all while

@@ -1,0 +1,193 @@
+//! Two sides on one core (Linux).
+//!
+//! A process woken through a pipe is woken as a "sync" wake-up: the kernel expects the waker to
+//! sleep soon and places the wakee on the waker's core. Two sides that wake each other therefore
+//! end up on one core while another one idles, and a side that then spins for its peer holds the
+//! core the peer waits for: its spin cannot pay off, and the two go on waking each other.
+//! [`move_off_peer_core`] undoes that. When a spin found nothing, the peer's main thread is
+//! runnable on the core this thread runs on, and the machine has no more runnable threads than this
+//! thread may use cores (so, with the two on one core, another idles), this thread moves to another of its cores: it takes that
+//! core out of its allowed set and at once puts it back (the kernel moves a thread that runs where
+//! it may not; afterwards the thread may run anywhere it could before, and stays where it is
+//! until the kernel has a reason to move it).
+
+/// A thread looks at most this often (a look reads two files of `/proc`, about 10 µs each).
+#[cfg(target_os = "linux")]
+const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
+
+#[cfg(target_os = "linux")]
+thread_local! {
+    /// When this thread last looked.
+    static LAST_LOOK: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Moves the calling thread off its core if process `peer`'s main thread waits to run there and
+/// a core idles (see the module). Looks at most once a millisecond. Returns whether it moved.
+#[cfg(target_os = "linux")]
+pub fn move_off_peer_core(peer: u32) -> bool {
+    let now = std::time::Instant::now();
+    if LAST_LOOK.with(|l| l.get().is_some_and(|t| now.duration_since(t) < LOOK_EVERY)) {
+        return false;
+    }
+    LAST_LOOK.with(|l| l.set(Some(now)));
+    let Some(here) = peer_waits_here(peer) else {
+        return false;
+    };
+    let Some(allowed) = allowed_cores() else {
+        return false;
+    };
+    // SAFETY: CPU_COUNT reads the set.
+    let cores = unsafe { libc::CPU_COUNT(&allowed) } as u32;
+    match std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .as_deref()
+        .and_then(runnable)
+    {
+        Some(running) if running < cores + 1 => move_off(here, &allowed).is_some(),
+        _ => false,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn move_off_peer_core(_peer: u32) -> bool {
+    false
+}
+
+/// The core this thread runs on, if process `peer`'s main thread is runnable there.
+#[cfg(target_os = "linux")]
+fn peer_waits_here(peer: u32) -> Option<i32> {
+    // SAFETY: sched_getcpu has no arguments; it fails only where the kernel cannot say.
+    let here = unsafe { libc::sched_getcpu() };
+    if here < 0 || peer == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{peer}/task/{peer}/stat")).ok()?;
+    (waits_on(&stat)? == here).then_some(here)
+}
+
+/// The cores this thread may run on.
+#[cfg(target_os = "linux")]
+fn allowed_cores() -> Option<libc::cpu_set_t> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; the call gets its real size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
+    }
+}
+
+/// Moves this thread off core `here` to another of `allowed` (its allowed set), which it has
+/// again afterwards. Returns the core it moved to (`None`: it could not move).
+#[cfg(target_os = "linux")]
+fn move_off(here: i32, allowed: &libc::cpu_set_t) -> Option<i32> {
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    let mut elsewhere = *allowed;
+    // SAFETY: the sets are whole cpu_set_t values; sched_setaffinity returns once this thread
+    // runs on a core of the set it was given.
+    unsafe {
+        libc::CPU_CLR(here as usize, &mut elsewhere);
+        if libc::CPU_COUNT(&elsewhere) == 0 || libc::sched_setaffinity(0, size, &elsewhere) != 0 {
+            return None;
+        }
+        let there = libc::sched_getcpu();
+        libc::sched_setaffinity(0, size, allowed);
+        Some(there)
+    }
+}
+
+/// The core a thread is runnable on, from its `stat` line: field 39 (the core it last ran on)
+/// when field 3, the state, is `R`; `None` otherwise.
+#[cfg(target_os = "linux")]
+fn waits_on(stat: &str) -> Option<i32> {
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
+    if fields.next()? != "R" {
+        return None;
+    }
+    fields.nth(35)?.parse().ok()
+}
+
+/// Threads runnable on the machine now, from `/proc/loadavg` (its fourth field, `running/all`).
+#[cfg(target_os = "linux")]
+fn runnable(loadavg: &str) -> Option<u32> {
+    loadavg.split_ascii_whitespace().nth(3)?.split('/').next()?.parse().ok()
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command};
+    use std::time::Duration;
+
+    #[test]
+    fn the_core_of_a_runnable_thread_and_the_runnable_count_are_read_from_proc_lines() {
+        let line = |state: &str| {
+            let mut f: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
+            f[0] = state.to_string();
+            format!("4242 (a (b) c) {}", f.join(" "))
+        };
+        assert_eq!(waits_on(&line("R")), Some(39));
+        assert_eq!(waits_on(&line("S")), None);
+        assert_eq!(waits_on("garbage"), None);
+        assert_eq!(runnable("2.38 2.41 2.21 3/77 29807\n"), Some(3));
+        assert_eq!(runnable("2.38 2.41"), None);
+        assert!(runnable(&std::fs::read_to_string("/proc/loadavg").unwrap()).unwrap() >= 1);
+    }
+
+    /// Pins thread or process `pid` (0: this thread) to `cores`.
+    fn pin(pid: u32, cores: &[usize]) {
+        // SAFETY: a zeroed set, then the cores set in it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for &c in cores {
+                libc::CPU_SET(c, &mut set);
+            }
+            let r = libc::sched_setaffinity(pid as libc::pid_t, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            assert_eq!(r, 0, "pin {pid} to {cores:?}: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    struct Spinner(Child);
+    impl Drop for Spinner {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn a_thread_whose_peer_waits_for_its_core_moves_to_another_and_keeps_its_allowed_cores() {
+        let before = allowed_cores().unwrap();
+        // SAFETY: CPU_ISSET and CPU_COUNT read the set.
+        let cores: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &before) })
+            .collect();
+        assert!(
+            cores.len() >= 2,
+            "this test needs two cores, the thread may use {cores:?}"
+        );
+        let first = cores[0];
+        // A peer that is always runnable, on the first core only.
+        let spinner = Spinner(Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap());
+        let peer = spinner.0.id();
+        pin(peer, &[first]);
+        // This thread on that core too, then allowed everywhere again: the kernel may move it
+        // away by itself before the look, so it gets a few tries.
+        let mut moved = None;
+        for _ in 0..50 {
+            pin(0, &[first]);
+            pin(0, &cores);
+            std::thread::sleep(Duration::from_millis(0));
+            if let Some(here) = peer_waits_here(peer) {
+                assert_eq!(here, first as i32);
+                moved = move_off(here, &allowed_cores().unwrap());
+                break;
+            }
+        }
+        let there = moved.expect("the peer was never seen waiting for this thread's core, or it could not move");
+        assert_ne!(there, first as i32, "it stayed on the peer's core");
+        let after = allowed_cores().unwrap();
+        // SAFETY: CPU_EQUAL reads both sets.
+        assert!(unsafe { libc::CPU_EQUAL(&before, &after) }, "the allowed cores changed");
+        assert!(!move_off_peer_core(0));
+    }
+}
