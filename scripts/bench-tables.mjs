@@ -5,10 +5,11 @@
 //                                           docs/performance.json
 //   node scripts/bench-tables.mjs --check   exits 1 when README.md or the chart differ
 //
-// A region: <!-- bench-tables: docs/performance.json --> ... <!-- /bench-tables -->. The README
-// has one for the quiet machine (docs/performance.json) and one for the busy machine
-// (docs/performance-busy.json). To publish a new run: npm run bench -- --out .bench-out, copy
-// .bench-out/bench.json over the JSON, run this script, and update the prose around the tables.
+// A region: <!-- bench-tables: docs/performance.json [quiet|busy] --> ... <!-- /bench-tables -->,
+// with the rows of that run (quiet: those without CPU hogs, busy: those with; neither word: all).
+// The README has one region of each, both from one run. To publish a new run:
+// npm run bench -- --out .bench-out, copy .bench-out/bench.json over the JSON, run this script,
+// and update the prose around the tables.
 import { readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -27,15 +28,17 @@ const CLOSE = '<!-- /bench-tables -->'
 
 const readme = readFileSync(readmePath, 'utf8')
 const options = { ...(await prettier.resolveConfig(readmePath)), parser: 'markdown' }
-const regions = [...readme.matchAll(/<!-- bench-tables: (\S+) -->/g)].map((m) => m[1])
-if (!regions.includes(CHARTED)) {
+const REGION = /<!-- bench-tables: (\S+)(?: (quiet|busy))? -->/g
+const regions = [...readme.matchAll(REGION)].map((m) => ({ open: m[0], json: m[1], rows: m[2] }))
+const keeps = { quiet: (r) => !r.hogs, busy: (r) => Boolean(r.hogs), all: () => true }
+if (!regions.some((r) => r.json === CHARTED)) {
   console.error(`README.md has no region <!-- bench-tables: ${CHARTED} --> ... ${CLOSE}`)
   process.exit(1)
 }
 let next = readme
-for (const jsonRel of regions) {
-  const report = JSON.parse(readFileSync(path.join(root, jsonRel), 'utf8'))
-  const open = `<!-- bench-tables: ${jsonRel} -->`
+for (const { open, json, rows } of regions) {
+  const report = JSON.parse(readFileSync(path.join(root, json), 'utf8'))
+  report.rows = report.rows.filter(keeps[rows ?? 'all'])
   const start = next.indexOf(open)
   const end = next.indexOf(CLOSE, start)
   if (end < 0) {
@@ -45,6 +48,7 @@ for (const jsonRel of regions) {
   const tables = (await prettier.format(markdownTables(report).join('\n'), options)).trimEnd()
   next = `${next.slice(0, start)}${open}\n\n${tables}\n\n${next.slice(end)}`
 }
+const sources = [...new Set(regions.map((r) => r.json))].join(' and ')
 const svg = chart(JSON.parse(readFileSync(path.join(root, CHARTED), 'utf8')))
 
 if (check) {
@@ -52,12 +56,12 @@ if (check) {
   if (next !== readme) stale.push('README.md')
   if (svg !== readFileSync(svgPath, 'utf8')) stale.push('docs/performance.svg')
   if (stale.length > 0) {
-    console.error(`${stale.join(' and ')} not made from ${regions.join(' and ')}: run node scripts/bench-tables.mjs`)
+    console.error(`${stale.join(' and ')} not made from ${sources}: run node scripts/bench-tables.mjs`)
     process.exit(1)
   }
-  console.log(`README.md tables and docs/performance.svg match ${regions.join(' and ')}`)
+  console.log(`README.md tables and docs/performance.svg match ${sources}`)
 } else {
   writeFileSync(readmePath, next)
   writeFileSync(svgPath, svg)
-  console.log(`wrote the tables of README.md from ${regions.join(' and ')}, and docs/performance.svg`)
+  console.log(`wrote the tables of README.md from ${sources}, and docs/performance.svg`)
 }
