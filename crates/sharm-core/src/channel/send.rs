@@ -75,10 +75,11 @@ impl Outgoing {
 
 /// Buffers of items that went out are kept for the next ones to wait (writing a fresh buffer
 /// faults in each of its pages; a large message sent while the ring is full would pay that each
-/// time): buffers of at least [`SPARE_MIN`] bytes. While messages keep coming, the queue and its
-/// spare buffers together hold at most the queue's limit, or [`SPARE_BYTES`] if that is larger;
-/// once a flush finds the queue empty with nothing queued since the previous such flush (the
-/// sender paused), the spare buffers are cut back to [`SPARE_BYTES`].
+/// time): buffers of at least [`SPARE_MIN`] bytes. While messages keep coming, a buffer is kept
+/// if it, the other spare buffers and the payload bytes waiting in the queue stay within the
+/// queue's limit (or [`SPARE_BYTES`] if that is larger); once a flush finds the queue empty with
+/// nothing queued since the previous such flush (the sender paused), the spare buffers are cut
+/// back to [`SPARE_BYTES`].
 const SPARE_MIN: usize = 64 << 10;
 pub(super) const SPARE_BYTES: usize = 4 << 20;
 
@@ -134,8 +135,8 @@ impl SendQueue {
         bytes.to_vec()
     }
 
-    /// Keeps the buffer of an item that went out, if it is worth it and the queue and its spare
-    /// buffers stay within `limit` (see [`SPARE_BYTES`]).
+    /// Keeps the buffer of an item that went out, if it is worth it and it, the other spare
+    /// buffers and the payload bytes waiting in the queue stay within `limit` (see [`SPARE_BYTES`]).
     fn recycle(&mut self, item: Outgoing, limit: usize) {
         let b = item.into_buffer();
         if b.capacity() >= SPARE_MIN && self.spare_bytes() + self.bytes + b.capacity() <= limit.max(SPARE_BYTES) {
