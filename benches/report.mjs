@@ -93,7 +93,7 @@ function cells(r) {
     rate = `${((v * size) / 1e9).toFixed(1)} GB/s`
     if (r.ofMemcpy !== undefined) rate += `, ${(r.ofMemcpy * 100).toFixed(0)}% memcpy`
   }
-  if (r.ofCeiling !== undefined) rate = `${(r.ofCeiling * 100).toFixed(0)}% of in-process (${fmt(r.ceiling)})`
+  if (r.ofCeiling !== undefined) rate = `${(r.ofCeiling * 100).toFixed(0)}% of ${fmt(r.ceiling)}`
   // The faster baseline, the ratio's base, is marked with *.
   const base = (id) => (r.results[id] ? `${fmt(r.results[id].median)}${r.best === id ? '*' : ''}` : '')
   return {
@@ -145,12 +145,12 @@ const NOTES = [
     'busy: the bench runs a CPU hog per core but one (all cores busy: one per core) during those rows.',
   ],
   [
-    (all) => all.some((c) => c.rate !== '' && !c.rate.includes('in-process')),
+    (all, rows) => all.some((c, i) => c.rate !== '' && rows[i].ceiling === undefined),
     'payload rate: bytes per second one way (RPC: each way); memcpy: one thread copying the same sizes, this run.',
   ],
   [
     (all, rows) => rows.some((r) => r.ceiling !== undefined),
-    'in-process: the same async loops calling an async function that copies the bytes, in one process.',
+    'async loops: % of the in-process ceiling, the same loops calling an async function that copies the bytes.',
   ],
 ]
 
@@ -183,8 +183,9 @@ function usedColumns(all) {
 }
 
 /**
- * The terminal table, as lines. It is at most `width` columns wide (120 unless given); when the
- * table would be wider, each scenario becomes a block of `name: value` lines instead.
+ * The terminal table, as lines: one table for the rows of a quiet machine, one for the busy rows.
+ * Each is at most `width` columns wide (120 unless given); a table that would be wider becomes a
+ * block of `name: value` lines per scenario instead.
  */
 export function tableLines(report, { goals = false, width = 120 } = {}) {
   const { machine, rows, options } = report
@@ -193,22 +194,26 @@ export function tableLines(report, { goals = false, width = 120 } = {}) {
   const out = [
     `${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.os}` +
       (machine.pinned ? `; this process on core ${machine.pinned.bench}, its peer on core ${machine.pinned.peer}` : ''),
-    `${options.rounds} round(s) of ${options.ms} ms per transport and scenario, medians; two processes each` +
-      (options.seqWarmUpMs ? `; sequential rounds after ${options.seqWarmUpMs} ms of warm-up calls` : ''),
+    `${options.rounds} round(s) of ${options.ms} ms per transport and scenario, medians; two processes each`,
+    ...(options.seqWarmUpMs ? [`sequential rounds after ${options.seqWarmUpMs} ms of warm-up calls`] : []),
     '',
   ]
-  let table = grid(
-    cols.map(([, h]) => h),
-    all.map((c) => cols.map(([k]) => c[k])),
-  )
-  if (table[0].length > width) {
-    table = []
-    for (const c of all) {
-      table.push(c.label)
-      for (const [k, h] of cols.slice(1)) if (c[k] !== '') table.push(`  ${h}: ${c[k]}`)
+  const groups = [all.filter((c, i) => !rows[i].hogs), all.filter((c, i) => rows[i].hogs)].filter((g) => g.length > 0)
+  for (const [n, group] of groups.entries()) {
+    let table = grid(
+      cols.map(([, h]) => h),
+      group.map((c) => cols.map(([k]) => c[k])),
+    )
+    if (table[0].length > width) {
+      table = []
+      for (const c of group) {
+        table.push(c.label)
+        for (const [k, h] of cols.slice(1)) if (c[k] !== '') table.push(`  ${h}: ${c[k]}`)
+      }
     }
+    if (n > 0) out.push('')
+    out.push(...table)
   }
-  out.push(...table)
   const lat = latencyLines(report)
   if (lat.length > 0) {
     out.push('', 'round-trip latency of sequential RPC, µs')
