@@ -27,9 +27,14 @@ fn message(i: usize) -> Vec<u8> {
     sized(i, (70 << 10) + i * 37_813 % (330 << 10))
 }
 
-/// Message `i` of `len` bytes, its bytes its own.
+/// Message `i` of `len` bytes, its bytes its own: each 4 KiB of it filled with a value of its own
+/// (filled, not computed per byte: a debug build under an emulator is slow enough as it is).
 fn sized(i: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|k| (k / 4096 + i * 7) as u8 ^ k as u8).collect()
+    let mut m = vec![0u8; len];
+    for (page, bytes) in m.chunks_mut(4096).enumerate() {
+        bytes.fill((page * 31 + i * 7 + 1) as u8);
+    }
+    m
 }
 
 /// The bytes of what one poll of `b` delivered, each message whole.
@@ -82,18 +87,19 @@ fn large_messages_that_wait_in_the_queue_arrive_intact_through_reused_buffers() 
 fn a_sender_that_fills_the_queue_and_waits_for_it_to_empty_reuses_all_its_buffers_until_it_pauses() {
     // The way a sender that waits for 'drain' goes: fill the queue to its limit, wait until it
     // is empty, fill it again at once. Messages of one size, as such a sender's often are.
-    let limit = 12 << 20;
+    let limit = 6 << 20;
     let message = |i| sized(i, 300 << 10);
     let (mut a, mut b) = pair(&format!("refill-{}", std::process::id()), limit);
     let (mut sent, mut got) = (0, Vec::new());
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Only against a hang: a debug build under qemu-user takes tens of seconds.
+    let deadline = Instant::now() + Duration::from_secs(300);
     for round in 0..3 {
         let spare_before = a.queue.spare.len();
         while a.send(Kind::Message, 0, 0, &message(sent)).is_ok() {
             sent += 1;
         }
         let queued = a.queued_bytes();
-        assert!(queued > 8 << 20, "round {round}: only {queued} bytes queued");
+        assert!(queued > 5 << 20, "round {round}: only {queued} bytes queued");
         if round > 0 {
             assert!(
                 a.queue.spare.len() <= 1,
@@ -132,5 +138,5 @@ fn a_sender_that_fills_the_queue_and_waits_for_it_to_empty_reuses_all_its_buffer
             message(i).len()
         );
     }
-    assert!(sent > 100, "{sent} messages sent");
+    assert!(sent > 50, "{sent} messages sent");
 }
