@@ -46,6 +46,9 @@ export const LABELS = {
 /** The name of a row: its scenario's, or the one the report holds. */
 export const labelOf = (r) => LABELS[r.id] ?? r.label
 
+/** Does row `r` belong to a busy machine (the bench ran CPU hogs during it)? */
+export const isBusy = (r) => Boolean(r.hogs)
+
 /** Short names of the baselines, for the ratio column. */
 const SHORT = { uds: 'socket', ipc: 'IPC' }
 
@@ -141,7 +144,7 @@ const NOTES = [
     'ratio: sharmipc ÷ the faster baseline of the row (marked *). Full duplex: per direction, mean of the two.',
   ],
   [
-    (all, rows) => rows.some((r) => r.hogs),
+    (all, rows) => rows.some(isBusy),
     'busy: the bench runs a CPU hog per core but one (all cores busy: one per core) during those rows.',
   ],
   [
@@ -198,7 +201,9 @@ export function tableLines(report, { goals = false, width = 120 } = {}) {
     ...(options.seqWarmUpMs ? [`sequential rounds after ${options.seqWarmUpMs} ms of warm-up calls`] : []),
     '',
   ]
-  const groups = [all.filter((c, i) => !rows[i].hogs), all.filter((c, i) => rows[i].hogs)].filter((g) => g.length > 0)
+  const groups = [all.filter((c, i) => !isBusy(rows[i])), all.filter((c, i) => isBusy(rows[i]))].filter(
+    (g) => g.length > 0,
+  )
   for (const [n, group] of groups.entries()) {
     let table = grid(
       cols.map(([, h]) => h),

@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url'
 import prettier from 'prettier'
 
 import { chart } from '../benches/chart.mjs'
-import { markdownTables } from '../benches/report.mjs'
+import { isBusy, markdownTables } from '../benches/report.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const check = process.argv.includes('--check')
@@ -30,7 +30,7 @@ const readme = readFileSync(readmePath, 'utf8')
 const options = { ...(await prettier.resolveConfig(readmePath)), parser: 'markdown' }
 const REGION = /<!-- bench-tables: (\S+)(?: (quiet|busy))? -->/g
 const regions = [...readme.matchAll(REGION)].map((m) => ({ open: m[0], json: m[1], rows: m[2] }))
-const keeps = { quiet: (r) => !r.hogs, busy: (r) => Boolean(r.hogs), all: () => true }
+const keeps = { quiet: (r) => !isBusy(r), busy: isBusy, all: () => true }
 if (!regions.some((r) => r.json === CHARTED)) {
   console.error(`README.md has no region <!-- bench-tables: ${CHARTED} --> ... ${CLOSE}`)
   process.exit(1)

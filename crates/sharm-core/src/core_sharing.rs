@@ -61,7 +61,7 @@ fn peer_waits_here(peer: u32) -> Option<i32> {
     if here < 0 || peer == 0 {
         return None;
     }
-    let stat = std::fs::read_to_string(format!("/proc/{peer}/task/{peer}/stat")).ok()?;
+    let stat = crate::liveness::main_thread_stat(peer)?;
     (waits_on(&stat)? == here).then_some(here)
 }
 
@@ -98,8 +98,7 @@ fn move_off(here: i32, allowed: &libc::cpu_set_t) -> Option<i32> {
 /// when field 3, the state, is `R`; `None` otherwise.
 #[cfg(target_os = "linux")]
 fn waits_on(stat: &str) -> Option<i32> {
-    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
+    let mut fields = crate::liveness::stat_fields(stat)?;
     if fields.next()? != "R" {
         return None;
     }

@@ -16,16 +16,27 @@
 /// Start time of process `pid`, or `None` if there is no such process or it is dead (a zombie).
 #[cfg(target_os = "linux")]
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).ok()?;
-    parse_stat(&stat)
+    parse_stat(&main_thread_stat(pid)?)
+}
+
+/// The `stat` line of process `pid`'s main thread (`/proc/<pid>/task/<pid>/stat`, see above).
+#[cfg(target_os = "linux")]
+pub(crate) fn main_thread_stat(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).ok()
+}
+
+/// The fields of a `stat` line from field 3, the state, on. The command name (field 2) may
+/// contain spaces and parentheses: they come after its last ')'.
+#[cfg(target_os = "linux")]
+pub(crate) fn stat_fields(stat: &str) -> Option<std::str::SplitAsciiWhitespace<'_>> {
+    Some(stat[stat.rfind(')')? + 1..].split_ascii_whitespace())
 }
 
 /// The start time in a `stat` line of a process that has not died, else `None`.
 #[cfg(target_os = "linux")]
 fn parse_stat(stat: &str) -> Option<u64> {
-    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
-    let mut fields = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
-    // Fields after the name start at field 3, the state; starttime is field 22.
+    let mut fields = stat_fields(stat)?;
+    // starttime is field 22.
     if matches!(fields.next()?, "Z" | "X" | "x") {
         return None;
     }

@@ -49,6 +49,18 @@ fn take(b: &mut Channel, got: &mut Vec<Vec<u8>>) {
     b.delivered();
 }
 
+/// Every message in `got` is `message(i)`, byte for byte.
+fn arrived_intact(got: &[Vec<u8>], message: impl Fn(usize) -> Vec<u8>) {
+    for (i, m) in got.iter().enumerate() {
+        assert!(
+            *m == message(i),
+            "message {i}: {} bytes, expected {}",
+            m.len(),
+            message(i).len()
+        );
+    }
+}
+
 #[test]
 fn large_messages_that_wait_in_the_queue_arrive_intact_through_reused_buffers() {
     let limit = 20_000_000;
@@ -72,14 +84,7 @@ fn large_messages_that_wait_in_the_queue_arrive_intact_through_reused_buffers() 
         reused_at_most = reused_at_most.max(a.queue.spare.len());
         take(&mut b, &mut got);
     }
-    for (i, m) in got.iter().enumerate() {
-        assert!(
-            *m == message(i),
-            "message {i}: {} bytes, expected {}",
-            m.len(),
-            message(i).len()
-        );
-    }
+    arrived_intact(&got, message);
     assert!(reused_at_most > 0, "no buffer was kept for reuse");
 }
 
@@ -130,13 +135,6 @@ fn a_sender_that_fills_the_queue_and_waits_for_it_to_empty_reuses_all_its_buffer
         take(&mut b, &mut got);
         a.poll().unwrap();
     }
-    for (i, m) in got.iter().enumerate() {
-        assert!(
-            *m == message(i),
-            "message {i}: {} bytes, expected {}",
-            m.len(),
-            message(i).len()
-        );
-    }
+    arrived_intact(&got, message);
     assert!(sent > 50, "{sent} messages sent");
 }
