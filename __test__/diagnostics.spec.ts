@@ -1,13 +1,19 @@
 // What sharmipc tells a user who looks for a cause: error messages that say why, NODE_DEBUG
 // output, and a peer in another PID namespace.
-import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import path from 'node:path'
 
 import test from 'ava'
 
 import { TimeoutError } from '../index'
-import { channelKit, killAllPeers, leftoverSegments, spawnPeer, spawnPeerInPidNamespace, uniqueName } from './helpers'
+import {
+  channelKit,
+  killAllPeers,
+  leftoverSegments,
+  runSide,
+  spawnPeer,
+  spawnPeerInPidNamespace,
+  uniqueName,
+} from './helpers'
 
 const PREFIX = 'diag'
 const { opened, open } = channelKit(PREFIX)
@@ -80,27 +86,13 @@ pidNamespaceTest('a peer in another PID namespace is named as such, with the Doc
 /** Runs helpers/debug-side.ts on a new channel with `env`, against an echo peer; resolves with its stderr. */
 async function debugRun(env: NodeJS.ProcessEnv): Promise<{ stderr: string; code: number | null }> {
   const name = uniqueName(PREFIX)
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, 'helpers', 'debug-side.ts'), name], {
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  const exited = once(child, 'exit')
-  let stdout = ''
-  let stderr = ''
-  child.stdout!.on('data', (d) => (stdout += d))
-  child.stderr!.on('data', (d) => (stderr += d))
-  const until = async (word: string) => {
-    while (!stdout.includes(word)) {
-      if (child.exitCode !== null) throw new Error(`debug side exited early: ${stderr}`)
-      await new Promise((r) => setTimeout(r, 10))
-    }
-  }
+  const { out, exited, until } = runSide('debug-side.ts', [name], env)
   await until('ready')
   const peer = await spawnPeer(name, 'echo')
   await until('done')
   await peer.close()
-  const [code] = await exited
-  return { stderr, code }
+  const [code] = (await exited) as [number | null]
+  return { stderr: out.stderr, code }
 }
 
 test('NODE_DEBUG=sharmipc logs attach, peers with pids and generations, wake-ups or polling, queue full and drain', async (t) => {

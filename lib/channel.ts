@@ -28,7 +28,6 @@ import { StreamTable, type StreamHandler } from './streams'
 import { Answering } from './internal/answering'
 import { native as binding, type NativeChannel, type PeerChange } from './internal/binding'
 import { trackNative, untrackNative } from './internal/exit-hook'
-import { LoopBell } from './internal/loop-bell'
 import { PendingRequests } from './internal/pending'
 import { Poller } from './internal/polling'
 import { MessageIterator } from './internal/message-iterator'
@@ -202,8 +201,6 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #pending: PendingRequests
   #answering: Answering
   #streams: StreamTable
-  /** Where the event loop sleeps when this side has a loop bell (Linux). */
-  #bell: LoopBell | null = null
 
   /** @internal Use {@link open}. */
   constructor(name: string, options: OpenOptions = {}) {
@@ -296,9 +293,14 @@ export class Channel extends EventEmitter<ChannelEvents> {
       throw fromNative(e)
     }
     trackNative(this.#native, () => this.#send.flush())
-    const bellFd = this.#native.takeLoopBell()
-    if (bellFd !== null)
-      this.#bell = new LoopBell(bellFd, this.#onRing, DEBUG ? (w) => debugLog('%s: %s', name, w) : undefined)
+    try {
+      // Linux: the event loop sleeps on this side's loop bell, rung by the peer (src/loop_watch.rs).
+      this.#native.watchLoopBell(this.#onRing)
+    } catch (e) {
+      this.#native.close()
+      this.#native = null
+      throw fromNative(e)
+    }
     this.#unseen = this.#native.tookOverUnseen
     if (DEBUG && this.#unseen !== '') debugLog('%s: %s', name, this.#unseen)
     if (DEBUG) {
@@ -700,8 +702,6 @@ export class Channel extends EventEmitter<ChannelEvents> {
     this.#native = null
     this.#pending.stop()
     let report: PeerChange | null = null
-    this.#bell?.close()
-    this.#bell = null
     if (native) {
       untrackNative(native)
       report = native.close()

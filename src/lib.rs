@@ -18,6 +18,9 @@ use napi::Status;
 use napi_derive::napi;
 use sharm_core::{ArenaSink, Channel, ChannelOptions, Departure, Kind, PeerEvent};
 
+mod loop_watch;
+use loop_watch::LoopWatch;
+
 /// An error for JS: `code` is the core's stable code, `message` its text.
 type JsError = napi::Error<&'static str>;
 type Result<T> = std::result::Result<T, JsError>;
@@ -95,6 +98,13 @@ pub const POLL_LARGE: u32 = sharm_core::LARGE;
 /// Largest payload `pollInto` copies into the arena.
 #[napi]
 pub const POLL_INLINE_MAX: u32 = INLINE_MAX as u32;
+/// `spin` result bit: there is something for `poll()` to do.
+#[napi]
+pub const SPIN_FOUND: u32 = 1;
+/// `spin` result bit: no core of the machine is free, so spinning holds one another thread waits
+/// for (see `sharm_core::Spin`).
+#[napi]
+pub const SPIN_CROWDED: u32 = 2;
 
 /// Every `code` an error thrown by this binding can carry.
 #[napi]
@@ -207,6 +217,8 @@ pub struct NativeChannel {
     referenced: bool,
     /// Payloads of messages too large for the arena, in order, until `takeLarge()`.
     large: VecDeque<Vec<u8>>,
+    /// The event loop's watch on this side's loop bell, once `watchLoopBell()` started it.
+    loop_watch: Option<LoopWatch>,
 }
 
 /// Words at the start of `pollInto`'s `meta`; the messages' entries follow.
@@ -264,6 +276,7 @@ impl NativeChannel {
             wake: Some(tsfn),
             referenced: true,
             large: VecDeque::new(),
+            loop_watch: None,
         })
     }
 
@@ -384,20 +397,26 @@ impl NativeChannel {
         Ok(Buffer::from(v))
     }
 
-    /// Latency mode: busy-waits up to `micros` µs on this thread for something for `poll()` to do
-    /// and says whether there is. Call `setDriving(true)` first.
+    /// Busy-waits up to `micros` µs on this thread for something for `poll()` to do. Returns
+    /// `SPIN_FOUND` if there is, `|` `SPIN_CROWDED` if no core of the machine is free (see
+    /// `sharm_core::Channel::spin`). Call `setDriving(true)` first.
     #[napi]
-    pub fn spin(&mut self, micros: u32) -> Result<bool> {
-        Ok(self.ch()?.spin_for_work(Duration::from_micros(micros as u64)))
+    pub fn spin(&mut self, micros: u32) -> Result<u32> {
+        let spin = self.ch()?.spin(Duration::from_micros(micros as u64));
+        Ok((u32::from(spin.found) * SPIN_FOUND) | (u32::from(spin.crowded) * SPIN_CROWDED))
     }
 
-    /// The fd of this side's event-loop bell, once (Linux; `null` elsewhere or when taken): the
-    /// caller owns it, watches it for reading and polls whenever it is readable (the bytes mean
-    /// nothing). From then on the event loop sleeps on it instead of being notified by the
-    /// wake-up thread.
+    /// Makes the event loop sleep on this side's bell (Linux): from now on the peer's ring calls
+    /// `rung()` from the event loop itself (see `loop_watch.rs`) instead of the wake-up thread
+    /// notifying it. Returns `false` where there is no bell (elsewhere, or not made) or when it is
+    /// watched already.
     #[napi]
-    pub fn take_loop_bell(&mut self) -> Result<Option<i32>> {
-        Ok(self.ch()?.take_loop_bell())
+    pub fn watch_loop_bell(&mut self, env: &Env, rung: Function<(), ()>) -> Result<bool> {
+        let Some(fd) = self.ch()?.take_loop_bell() else {
+            return Ok(false);
+        };
+        self.loop_watch = Some(LoopWatch::start(env, fd, rung).map_err(|e| os(e.reason.clone()))?);
+        Ok(true)
     }
 
     /// Latency mode on (`true`: this thread polls by itself, the wake-up thread rests) or off.
@@ -519,6 +538,9 @@ impl NativeChannel {
     }
 
     fn shut(&mut self) {
+        if let Some(mut w) = self.loop_watch.take() {
+            w.close();
+        }
         if let Some(ch) = self.ch.as_mut() {
             ch.close();
         }

@@ -269,3 +269,33 @@ export function pattern(n: number, onDestroy?: () => void): Readable {
     },
   })
 }
+
+/** A test-side process started by {@link runSide}. */
+export interface Side {
+  child: ChildProcess
+  /** Its output so far. */
+  out: { stdout: string; stderr: string }
+  /** Resolves with its exit code and signal. */
+  exited: Promise<unknown[]>
+  /** Waits until its stdout says `word`; throws if it exits first. */
+  until(word: string): Promise<void>
+}
+
+/** Runs `script` (a file of these helpers, in TypeScript) with `args` and `env`. */
+export function runSide(script: string, args: string[], env: NodeJS.ProcessEnv): Side {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, script), ...args], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  const out = { stdout: '', stderr: '' }
+  child.stdout!.on('data', (d) => (out.stdout += d))
+  child.stderr!.on('data', (d) => (out.stderr += d))
+  const exited = once(child, 'exit')
+  const until = async (word: string) => {
+    while (!out.stdout.includes(word)) {
+      if (child.exitCode !== null) throw new Error(`${script} exited early: ${out.stderr}`)
+      await new Promise((r) => setTimeout(r, 10))
+    }
+  }
+  return { child, out, exited, until }
+}

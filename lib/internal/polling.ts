@@ -12,8 +12,10 @@
  */
 import { performance } from 'node:perf_hooks'
 
-import type { NativeChannel } from './binding'
+import { native as binding, type NativeChannel } from './binding'
 import type { Counters } from './stats'
+
+const { SPIN_FOUND, SPIN_CROWDED } = binding
 
 /** A gap between two spin turns longer than this (ms) means the event loop has other work. */
 const BUSY_GAP_MS = 0.02
@@ -30,6 +32,8 @@ const MIN_BUDGET_MS = 0.002
  */
 const RETRY_PERIOD_MS = 10
 const RETRY_WINDOW_MS = 1
+/** After a spin found no free core on the machine, spinning is not tried again for this long (ms). */
+const CROWDED_MS = 300
 
 /** What the poller needs from its channel. */
 export interface PollHost {
@@ -62,6 +66,8 @@ export class Poller {
    * each wait that spinning did not shorten, 0 (off) below {@link MIN_BUDGET_MS}.
    */
   #budgetMs: number
+  /** Spinning is off until this time (ms, performance.now()): no core was free. */
+  #crowdedUntil = 0
 
   constructor(host: PollHost, stats: Counters, spinMicros: number) {
     this.#host = host
@@ -80,7 +86,7 @@ export class Poller {
     if (this.#budgetMs === 0) {
       // Spinning is off: the peer's ring wakes this side. Try it again now and then.
       const now = performance.timeOrigin + performance.now()
-      if (now % RETRY_PERIOD_MS >= RETRY_WINDOW_MS) return
+      if (now % RETRY_PERIOD_MS >= RETRY_WINDOW_MS || performance.now() < this.#crowdedUntil) return
       this.#budgetMs = Math.min(this.#spinMs, FAST_WAIT_MS)
     }
     this.#hot = true
@@ -111,19 +117,22 @@ export class Poller {
     // last turn (a sending loop, other I/O), look once and let it go on.
     const othersBusy = t - this.#turnEnd > BUSY_GAP_MS
     const left = this.#budgetMs - (t - this.#lastWork)
-    let work = true
+    let spin = SPIN_FOUND
     try {
-      work = native.spin(othersBusy ? 0 : Math.max(0, Math.min(SPIN_SLICE_MICROS, Math.ceil(left * 1000))))
+      spin = native.spin(othersBusy ? 0 : Math.max(0, Math.min(SPIN_SLICE_MICROS, Math.ceil(left * 1000))))
     } catch {
       // closed or broken: the drain below reports it
     }
-    if (work) {
+    if (spin & SPIN_CROWDED) this.#crowded()
+    if (spin & SPIN_FOUND) {
       this.#stats.spinHits++
-      this.#paid(performance.now() - this.#lastWork <= FAST_WAIT_MS)
+      const now = performance.now()
+      if (now >= this.#crowdedUntil) this.#paid(now - this.#lastWork <= FAST_WAIT_MS)
       this.#active = true
       this.#host.drain()
     } else if (left <= 0) {
-      // Quiet for the budget: wait to be woken (the peer's ring, or the wake-up thread).
+      // Quiet for the budget (none when crowded out): wait to be woken (the peer's ring, or the
+      // wake-up thread).
       this.#paid(false)
       this.#host.log?.('quiet: polling stops, waiting to be woken')
       this.#hot = false
@@ -136,6 +145,17 @@ export class Poller {
     }
     this.#turnEnd = performance.now()
     this.#host.later(this.#spinTurn)
+  }
+
+  /**
+   * No core of the machine is free: this side's spinning holds a core that another thread (maybe
+   * the peer) waits for. Spinning is off for {@link CROWDED_MS}, then tried again in the retry
+   * windows; meanwhile a wait that ended fast does not turn it back on.
+   */
+  #crowded(): void {
+    if (this.#budgetMs > 0) this.#host.log?.('no free core: spinning off for a while')
+    this.#budgetMs = 0
+    this.#crowdedUntil = performance.now() + CROWDED_MS
   }
 
   /**

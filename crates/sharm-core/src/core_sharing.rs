@@ -1,56 +1,115 @@
-//! Two sides on one core (Linux).
+//! Two sides on one core, and no core free (Linux).
 //!
 //! A process woken through a pipe is woken as a "sync" wake-up: the kernel expects the waker to
 //! sleep soon and places the wakee on the waker's core. Two sides that wake each other therefore
 //! end up on one core while another one idles, and a side that then spins for its peer holds the
 //! core the peer waits for: its spin cannot pay off, and the two go on waking each other.
-//! [`move_off_peer_core`] undoes that. When a spin found nothing, the peer's main thread is
-//! runnable on the core this thread runs on, and the machine has no more runnable threads than this
-//! thread may use cores (so, with the two on one core, another idles), this thread moves to another of its cores: it takes that
-//! core out of its allowed set and at once puts it back (the kernel moves a thread that runs where
-//! it may not; afterwards the thread may run anywhere it could before, and stays where it is
-//! until the kernel has a reason to move it).
+//!
+//! [`after_lost_spin`] is called after a lost spin: one that found nothing, or one during which
+//! the kernel gave this thread's core to another thread ([`times_preempted`] changed; its work
+//! may then have come only because this thread stopped spinning). It reads `/proc/loadavg`:
+//! - More runnable threads than this thread may use cores, in every look for [`FULL_FOR`] (looks
+//!   at most [`FULL_GAP`] apart): no core is free, and every spin holds one that another thread
+//!   waits for. It says so ([`Look::Full`]); the caller stops spinning. One look is not enough: a
+//!   look comes after a spin the peer did not answer, often while the peer's collector runs on
+//!   helper threads, and on a quiet machine here nearly half the looks found a thread more than
+//!   cores.
+//! - Otherwise, if the peer's main thread is runnable on the core this thread runs on (so, with the
+//!   two on one core, another idles), this thread moves to another of its cores: it takes that
+//!   core out of its allowed set and at once puts it back (the kernel moves a thread that runs
+//!   where it may not; afterwards the thread may run anywhere it could before, and stays where it
+//!   is until the kernel has a reason to move it).
 
 /// A thread looks at most this often (a look reads two files of `/proc`, about 10 µs each).
 #[cfg(target_os = "linux")]
 const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// The machine counts as full once this thread's looks found more runnable threads than cores
+/// for this long, each look at most [`FULL_GAP`] after the one before.
+#[cfg(target_os = "linux")]
+const FULL_FOR: std::time::Duration = std::time::Duration::from_millis(10);
+#[cfg(target_os = "linux")]
+const FULL_GAP: std::time::Duration = std::time::Duration::from_millis(3);
+
 #[cfg(target_os = "linux")]
 thread_local! {
     /// When this thread last looked.
     static LAST_LOOK: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    /// Since when this thread's looks found the machine full, and when the last of them was.
+    static FULL_SINCE: std::cell::Cell<Option<(std::time::Instant, std::time::Instant)>> = const { std::cell::Cell::new(None) };
 }
 
-/// Moves the calling thread off its core if process `peer`'s main thread waits to run there and
-/// a core idles (see the module). Looks at most once a millisecond. Returns whether it moved.
+/// What [`after_lost_spin`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Not looked (looked less than a millisecond ago), or nothing to do.
+    Nothing,
+    /// The peer waited for this thread's core and another was free: this thread moved.
+    Moved,
+    /// The machine has more runnable threads than this thread may use cores: no core is free,
+    /// so a spin holds one that another thread waits for.
+    Full,
+}
+
+/// After a lost spin (it found nothing, or this thread lost its core to another while it spun):
+/// moves the calling thread off its core if process `peer`'s main thread waits to run there and a
+/// core idles (see the module), or says that no core is free. Looks at most once a millisecond.
 #[cfg(target_os = "linux")]
-pub fn move_off_peer_core(peer: u32) -> bool {
+pub fn after_lost_spin(peer: u32) -> Look {
     let now = std::time::Instant::now();
     if LAST_LOOK.with(|l| l.get().is_some_and(|t| now.duration_since(t) < LOOK_EVERY)) {
-        return false;
+        return Look::Nothing;
     }
     LAST_LOOK.with(|l| l.set(Some(now)));
-    let Some(here) = peer_waits_here(peer) else {
-        return false;
-    };
     let Some(allowed) = allowed_cores() else {
-        return false;
+        return Look::Nothing;
     };
     // SAFETY: CPU_COUNT reads the set.
     let cores = unsafe { libc::CPU_COUNT(&allowed) } as u32;
-    match std::fs::read_to_string("/proc/loadavg")
+    let Some(running) = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .as_deref()
         .and_then(runnable)
-    {
-        Some(running) if running < cores + 1 => move_off(here, &allowed).is_some(),
-        _ => false,
+    else {
+        return Look::Nothing;
+    };
+    if running > cores {
+        let since = match FULL_SINCE.with(|f| f.get()) {
+            Some((since, last)) if now.duration_since(last) <= FULL_GAP => since,
+            _ => now,
+        };
+        FULL_SINCE.with(|f| f.set(Some((since, now))));
+        return if now.duration_since(since) >= FULL_FOR {
+            Look::Full
+        } else {
+            Look::Nothing
+        };
+    }
+    FULL_SINCE.with(|f| f.set(None));
+    match peer_waits_here(peer) {
+        Some(here) if move_off(here, &allowed).is_some() => Look::Moved,
+        _ => Look::Nothing,
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn move_off_peer_core(_peer: u32) -> bool {
-    false
+pub fn after_lost_spin(_peer: u32) -> Look {
+    Look::Nothing
+}
+
+/// How many times the kernel has taken the calling thread's core from it while it could run
+/// (involuntary context switches); `None` where it cannot say.
+pub fn times_preempted() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getrusage fills the zeroed struct it is given.
+        unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            (libc::getrusage(libc::RUSAGE_THREAD, &mut usage) == 0).then_some(usage.ru_nivcsw as u64)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 /// The core this thread runs on, if process `peer`'s main thread is runnable there.
@@ -187,6 +246,58 @@ mod tests {
         let after = allowed_cores().unwrap();
         // SAFETY: CPU_EQUAL reads both sets.
         assert!(unsafe { libc::CPU_EQUAL(&before, &after) }, "the allowed cores changed");
-        assert!(!move_off_peer_core(0));
+        assert_ne!(after_lost_spin(0), Look::Moved, "no peer, no move");
+    }
+
+    /// Cores this thread may use.
+    fn cores() -> Vec<usize> {
+        let set = allowed_cores().unwrap();
+        // SAFETY: CPU_ISSET reads the set.
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    }
+
+    #[test]
+    fn looks_that_find_more_runnable_threads_than_cores_for_10_ms_say_no_core_is_free() {
+        let n = cores().len();
+        let _spinners: Vec<Spinner> = (0..=n)
+            .map(|_| Spinner(Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap()))
+            .collect();
+        // The spinners need a moment to start; then 10 ms of looks a millisecond apart.
+        let mut looks = Vec::new();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(1));
+            let look = after_lost_spin(0);
+            looks.push(look);
+            if look == Look::Full {
+                return;
+            }
+        }
+        panic!(
+            "{} spinners on {n} cores were never seen as a full machine: {looks:?}",
+            n + 1
+        );
+    }
+
+    #[test]
+    fn a_thread_that_shares_its_core_with_a_spinner_counts_its_preemptions() {
+        let core = cores()[0];
+        let spinner = Spinner(Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap());
+        pin(spinner.0.id(), &[core]);
+        let all = cores();
+        pin(0, &[core]);
+        let before = times_preempted().expect("Linux counts involuntary switches");
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(200) {
+            std::hint::spin_loop();
+        }
+        let after = times_preempted().unwrap();
+        pin(0, &all);
+        assert!(
+            after > before,
+            "200 ms on a core shared with a spinner, never preempted ({before} -> {after})"
+        );
     }
 }

@@ -33,8 +33,8 @@ pub mod segment;
 mod test_process;
 
 pub use channel::{
-    ArenaSink, Batch, Channel, ChannelOptions, Delivered, Departure, Payload, PeerEvent, PollInfo, SendOutcome, Waker,
-    LARGE,
+    ArenaSink, Batch, Channel, ChannelOptions, Delivered, Departure, Payload, PeerEvent, PollInfo, SendOutcome, Spin,
+    Waker, LARGE,
 };
 pub use error::{Error, ProtocolError};
 pub use record::{Kind, ALIGN, HEADER_LEN};

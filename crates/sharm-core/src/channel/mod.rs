@@ -74,7 +74,7 @@ use peer::Peer;
 pub use peer::PeerEvent;
 use send::SendQueue;
 pub use send::STAGED_HEADER;
-pub use wake::{Waker, LIVENESS_INTERVAL};
+pub use wake::{Spin, Waker, LIVENESS_INTERVAL};
 
 /// Frees the sides of `h` held by dead processes, as an opener does (for [`crate::inspect::clean`]).
 #[cfg(target_os = "linux")]

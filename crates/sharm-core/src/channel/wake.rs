@@ -230,18 +230,40 @@ impl Channel {
 
     /// Busy-waits up to `limit` on the calling (driving) thread for something for `poll` to do:
     /// records in the incoming ring, ring space for queued messages, or a change of the peer.
-    /// Returns whether there is. No system call while it waits; after a wait of at least
-    /// 20 µs that found nothing, it may move this thread off the core the peer
-    /// waits for ([`crate::core_sharing`]).
+    /// Returns whether there is. No system call while it waits.
     pub fn spin_for_work(&self, limit: Duration) -> bool {
-        if self.shared.spin_for_work(limit, DRIVER_SPINS) {
-            return true;
+        self.spin(limit).found
+    }
+
+    /// [`Channel::spin_for_work`], saying also whether the spin was crowded out. A spin that waited
+    /// at least 20 µs for nothing, or that lost its core to another thread meanwhile, looks
+    /// ([`crate::core_sharing`]) whether the peer waits for this thread's core while another idles
+    /// (this thread then moves), or whether no core is free at all: then spinning holds a core
+    /// that another thread waits for, and the spin is `crowded`.
+    pub fn spin(&self, limit: Duration) -> Spin {
+        let sh = &self.shared;
+        if sh.has_work() || limit.is_zero() {
+            return Spin {
+                found: sh.has_work(),
+                crowded: false,
+            };
         }
-        if limit >= MOVE_CHECK_AFTER {
-            let peer = self.shared.header().slots[1 - self.shared.side].pid.load(SeqCst);
-            crate::core_sharing::move_off_peer_core(peer);
+        let preempted = crate::core_sharing::times_preempted();
+        let found = sh.spin_for_work(limit, DRIVER_SPINS);
+        let lost = if found {
+            preempted.is_some() && crate::core_sharing::times_preempted() != preempted
+        } else {
+            limit >= MOVE_CHECK_AFTER
+        };
+        if !lost {
+            return Spin { found, crowded: false };
         }
-        false
+        let peer = sh.header().slots[1 - sh.side].pid.load(SeqCst);
+        let look = crate::core_sharing::after_lost_spin(peer);
+        Spin {
+            found,
+            crowded: look == crate::core_sharing::Look::Full,
+        }
     }
 
     /// Runs a poll. The wake-up thread waits for one only after it notified, and not at all while
@@ -324,6 +346,15 @@ impl Channel {
             self.tx.ask_for_space();
         }
     }
+}
+
+/// What a spin of the driving thread found ([`Channel::spin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spin {
+    /// There is work for `poll`.
+    pub found: bool,
+    /// No core of the machine is free: spinning holds one another thread waits for.
+    pub crowded: bool,
 }
 
 /// How a blocking request waits between looks at the incoming ring: spin a little, then yield,
