@@ -14,9 +14,12 @@ const linuxTest = only(['linux'], 'the rule reads /proc/loadavg and the thread c
 
 test.after.always(killAllPeers)
 
-/** `n` processes that each spin on a core. */
+/**
+ * `n` processes that each spin on a core. Their program differs from the bench's hogs, which
+ * bench.spec finds by their command line while this file may run beside it.
+ */
 async function startHogs(n: number): Promise<ChildProcess[]> {
-  const hogs = Array.from({ length: n }, () => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }))
+  const hogs = Array.from({ length: n }, () => spawn(process.execPath, ['-e', 'while (true) {}'], { stdio: 'ignore' }))
   await Promise.all(hogs.map((h) => once(h, 'spawn')))
   return hogs
 }
