@@ -538,9 +538,8 @@ impl NativeChannel {
     }
 
     fn shut(&mut self) {
-        if let Some(mut w) = self.loop_watch.take() {
-            w.close();
-        }
+        // Dropping the watch closes it.
+        self.loop_watch = None;
         if let Some(ch) = self.ch.as_mut() {
             ch.close();
         }

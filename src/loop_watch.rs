@@ -7,7 +7,7 @@
 //! one `read` of the bell and one call into JS.
 //!
 //! The handle is unreferenced (the channel's own `ref()`/`unref()` keeps the process alive, not
-//! the bell). It closes with [`LoopWatch::close`], when the [`LoopWatch`] is dropped, or when the
+//! the bell). It closes when the [`LoopWatch`] is dropped, or when the
 //! environment is torn down (a worker thread that ends without closing its channels): whichever
 //! comes first; libuv frees it in its close callback. Everything here runs on the JS thread of
 //! the environment that made it.
@@ -26,8 +26,6 @@ impl LoopWatch {
             "a loop bell exists only on Linux, got fd {fd} on another platform"
         )))
     }
-
-    pub fn close(&mut self) {}
 }
 
 #[cfg(target_os = "linux")]
@@ -188,13 +186,9 @@ mod linux {
             }
             Ok(LoopWatch { watch })
         }
-
-        /// Stops watching and closes the fd (once; later calls do nothing).
-        pub fn close(&mut self) {
-            close_watch(&self.watch);
-        }
     }
 
+    /// Stops watching and closes the fd.
     impl Drop for LoopWatch {
         fn drop(&mut self) {
             close_watch(&self.watch);

@@ -242,11 +242,9 @@ impl Channel {
     /// that another thread waits for, and the spin is `crowded`.
     pub fn spin(&self, limit: Duration) -> Spin {
         let sh = &self.shared;
-        if sh.has_work() || limit.is_zero() {
-            return Spin {
-                found: sh.has_work(),
-                crowded: false,
-            };
+        let found = sh.has_work();
+        if found || limit.is_zero() {
+            return Spin { found, crowded: false };
         }
         let preempted = crate::core_sharing::times_preempted();
         let found = sh.spin_for_work(limit, DRIVER_SPINS);
