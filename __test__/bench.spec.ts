@@ -126,12 +126,13 @@ test('--only idle measures, writes the JSON and no chart', async (t) => {
 })
 
 /** Pids of the processes whose command line is the bench's CPU hog. */
-function hogPids(): number[] {
+async function hogPids(): Promise<number[]> {
+  const { HOG_PROGRAM } = await load('hogs.mjs')
   return readdirSync('/proc')
     .filter((d) => /^\d+$/.test(d))
     .filter((d) => {
       try {
-        return readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes('for (;;) {}')
+        return readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes(HOG_PROGRAM)
       } catch {
         return false // gone meanwhile
       }
@@ -144,7 +145,7 @@ linuxOnly.serial(
   'busy rows run with a CPU hog per core (but one) that the bench starts and stops; async loops get their in-process ceiling',
   async (t) => {
     const out = tempDir(t)
-    const before = hogPids()
+    const before = await hogPids()
     const r = await bench(['--quick', '--only', 'seq-1-busy,seq-1-busy-all,loops-1', '--out', out])
     t.is(r.code, 0, r.stderr)
     const report = JSON.parse(readFileSync(path.join(out, 'bench.json'), 'utf8'))
@@ -160,7 +161,7 @@ linuxOnly.serial(
     const share = `${(row('loops-1').ofCeiling * 100).toFixed(0)}% of ${fmt(row('loops-1').ceiling)}`
     t.true(r.stdout.includes(share), share)
     t.regex(r.stdout, /async loops: % of the in-process ceiling/)
-    t.deepEqual(hogPids(), before, 'every hog the bench started is gone')
+    t.deepEqual(await hogPids(), before, 'every hog the bench started is gone')
   },
 )
 
@@ -169,14 +170,14 @@ only(['linux'], '--pin uses taskset').serial(
   '--pin runs this process on core 0 and every peer on core 1, says so, and stops its hogs',
   async (t) => {
     const out = tempDir(t)
-    const before = hogPids()
+    const before = await hogPids()
     const r = await bench(['--pin', '--quick', '--only', 'seq-1,seq-1-busy', '--out', out])
     t.is(r.code, 0, r.stderr)
     const report = JSON.parse(readFileSync(path.join(out, 'bench.json'), 'utf8'))
     t.deepEqual(report.machine.pinned, { bench: '0', peer: '1' })
     t.regex(r.stdout, /; this process on core 0, its peer on core 1\n/)
     t.is(report.options.pin, true)
-    t.deepEqual(hogPids(), before, 'every hog the bench started is gone')
+    t.deepEqual(await hogPids(), before, 'every hog the bench started is gone')
     const plain = await bench(['--quick', '--only', 'seq-1', '--out', out])
     t.is(plain.code, 0, plain.stderr)
     t.is(JSON.parse(readFileSync(path.join(out, 'bench.json'), 'utf8')).machine.pinned, undefined)

@@ -1,8 +1,8 @@
 // A machine with no free core (Linux): a side stops spinning for its peer, since every spin holds a
 // core that another thread waits for, and sleeps on its loop bell instead.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
 import { availableParallelism } from 'node:os'
+import path from 'node:path'
+import { pathToFileURL } from 'node:url'
 
 import test from 'ava'
 
@@ -14,26 +14,14 @@ const linuxTest = only(['linux'], 'the rule reads /proc/loadavg and the thread c
 
 test.after.always(killAllPeers)
 
-/**
- * `n` processes that each spin on a core. Their program differs from the bench's hogs, which
- * bench.spec finds by their command line while this file may run beside it.
- */
-async function startHogs(n: number): Promise<ChildProcess[]> {
-  const hogs = Array.from({ length: n }, () => spawn(process.execPath, ['-e', 'while (true) {}'], { stdio: 'ignore' }))
-  await Promise.all(hogs.map((h) => once(h, 'spawn')))
-  return hogs
-}
-
-async function stopHogs(hogs: ChildProcess[]): Promise<void> {
-  for (const h of hogs) h.kill('SIGKILL')
-  await Promise.all(hogs.map((h) => (h.exitCode === null && h.signalCode === null ? once(h, 'exit') : null)))
-}
-
 linuxTest.serial(
   'with more CPU hogs than cores, a side that asks one request after another sleeps for its answers instead of spinning',
   async (t) => {
     const N = 3000
-    const hogs = await startHogs(availableParallelism() + 1)
+    // Hogs of a program other than the bench's, which bench.spec counts while this file may run beside it.
+    const { startHogs } = await import(pathToFileURL(path.join(__dirname, '..', 'benches', 'hogs.mjs')).href)
+    const hogs = availableParallelism() + 1
+    const stopHogs = await startHogs(hogs, { program: 'while (true) {}' })
     try {
       const name = uniqueName(PREFIX)
       // The side under test logs its changes of strategy (NODE_DEBUG); it has the default spin budget.
@@ -49,7 +37,7 @@ linuxTest.serial(
       const [answered, woken, polled] = m!.slice(1).map(Number)
       const stops = stderr.split('\n').filter((l) => l.includes('no free core: spinning off')).length
       t.log(
-        `${N} requests with ${hogs.length} hogs: woken ${woken} times, ${polled} found by polling; spinning stopped ${stops} times for no free core`,
+        `${N} requests with ${hogs} hogs: woken ${woken} times, ${polled} found by polling; spinning stopped ${stops} times for no free core`,
       )
       t.is(answered, N)
       // A side that spun through its answers would find nearly all of them by polling and hardly
@@ -60,7 +48,7 @@ linuxTest.serial(
         `the event loop was woken ${woken} times for ${N} answers, ${polled} were found by polling`,
       )
     } finally {
-      await stopHogs(hogs)
+      await stopHogs()
     }
     t.deepEqual(leftoverSegments(PREFIX), [])
   },

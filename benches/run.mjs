@@ -20,6 +20,7 @@ import { parseArgs as parseArgv } from 'node:util'
 import { SEQ_WARM_UP_MS, asyncLoops, counter, now, pump, rpcLoop, sequential } from './loops.mjs'
 import { transports } from './transports.mjs'
 import { chart } from './chart.mjs'
+import { startHogs } from './hogs.mjs'
 import { LABELS, tableLines } from './report.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -273,21 +274,9 @@ function hogCount(hogs, cores) {
   return hogs === 'all' ? cores : Math.max(1, cores - 1)
 }
 
-/**
- * Starts `n` processes that each spin on a core (`for (;;) {}`), as other work on a busy machine
- * would; returns a function that kills them and waits until they are gone.
- */
-async function startHogs(n) {
-  // Under --pin, anywhere: not on this process's core alone.
-  const anywhere = pinned ? ['taskset', ['-c', `0-${os.cpus().length - 1}`, process.execPath]] : [process.execPath, []]
-  const hogs = Array.from({ length: n }, () =>
-    spawn(anywhere[0], [...anywhere[1], '-e', 'for (;;) {}'], { stdio: 'ignore' }),
-  )
-  await Promise.all(hogs.map((h) => once(h, 'spawn')))
-  return async () => {
-    for (const h of hogs) h.kill('SIGKILL')
-    await Promise.all(hogs.map((h) => (h.exitCode === null && h.signalCode === null ? once(h, 'exit') : null)))
-  }
+/** Starts `n` CPU hogs (`hogs.mjs`); under --pin, anywhere: not on this process's core alone. */
+function startBenchHogs(n) {
+  return startHogs(n, { prefix: pinned ? ['taskset', '-c', `0-${os.cpus().length - 1}`] : [] })
 }
 
 /**
@@ -441,7 +430,7 @@ export async function main(argv = process.argv.slice(2)) {
     const values = Object.fromEntries(ids.map((id) => [id, []]))
     const ceilings = []
     const hogs = hogCount(s.hogs, machine.cores)
-    const stopHogs = hogs > 0 ? await startHogs(hogs) : null
+    const stopHogs = hogs > 0 ? await startBenchHogs(hogs) : null
     try {
       for (let round = 0; round < o.rounds; round++) {
         // Interleave: rotate the order every round so no transport always runs first.
