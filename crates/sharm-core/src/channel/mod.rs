@@ -282,10 +282,22 @@ impl Channel {
     /// segment.
     fn header_sane(&self) -> Result<(), ProtocolError> {
         let sh = &self.shared;
-        header_check::check_now(sh.header(), sh.side, self.my_gen, self.rx_gen).inspect_err(|e| {
+        header_check::check_now(sh.header(), sh.side, self.my_gen, self.peer_gen_floor()).inspect_err(|e| {
             sh.broken.store(true, SeqCst);
             sh.seg.note_fault(Error::from(e.clone()).to_string());
         })
+    }
+
+    /// The newest generation the peer's slot is known to have had, which it may not go back
+    /// from: the one whose records are read, or the one last welcomed, whichever is later. (A
+    /// newcomer is welcomed as soon as its slot says ready, before it welcomed this side to its
+    /// ring: until then nothing of it is read, and its generation is known from its slot alone.)
+    fn peer_gen_floor(&self) -> u32 {
+        if peer::gen_before(self.rx_gen, self.peer.announced) {
+            self.peer.announced
+        } else {
+            self.rx_gen
+        }
     }
 
     /// Marks the channel unusable after a protocol error from the peer.

@@ -556,3 +556,24 @@ fn a_scribble_before_the_wake_up_threads_first_look_at_a_newcomer_is_a_corrupt_h
     a.close();
     thread.join().unwrap();
 }
+
+#[test]
+fn a_newcomers_generation_going_back_before_it_welcomed_this_side_is_a_corrupt_header_not_a_departure() {
+    // This side's poll sees the newcomer's slot ready, and welcomes it, before the newcomer
+    // welcomed this side to its ring (it does so just after it says ready): nothing of it is read
+    // yet. A scribble that puts its generation back must then be a corrupt header, not taken for
+    // the newcomer's departure.
+    use std::sync::atomic::Ordering::SeqCst;
+    let name = format!("gen-back-{}", std::process::id());
+    let mut a = Channel::open(&name, ChannelOptions::default()).unwrap();
+    let b = Channel::open(&name, ChannelOptions::default()).unwrap();
+    a.refresh_peer().unwrap();
+    assert!(!a.rx_open, "this side read nothing of the newcomer yet");
+    // The same header, through the newcomer's mapping.
+    let slot = &b.shared.header().slots[b.side()];
+    let gen = slot.generation.load(SeqCst);
+    slot.generation.store(gen.wrapping_sub(1), SeqCst);
+    let e = a.poll().expect_err("the header is corrupt").to_string();
+    assert!(e.contains("went back"), "{e}");
+    slot.generation.store(gen, SeqCst);
+}
