@@ -12,6 +12,7 @@
 //! - [`layout`]: where everything lies in the segment;
 //! - [`record`] and [`ring`]: variable-length records in a lock-free SPSC ring;
 //! - [`framing`]: chunking and reassembly of messages larger than a record;
+//! - [`lobby`]: where the clients of a server take a place, each with a channel of its own;
 //! - [`channel`]: attach, detach, the send queue, delivery and the wake-up thread, one file each;
 //! - [`inspect`]: segments seen from outside, for diagnostics (list, inspect, clean).
 
@@ -25,6 +26,7 @@ pub mod fuzzing;
 pub mod inspect;
 pub mod layout;
 pub mod liveness;
+pub mod lobby;
 pub mod loop_bell;
 pub mod record;
 pub mod ring;

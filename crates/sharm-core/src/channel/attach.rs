@@ -660,6 +660,11 @@ fn holders(h: &Header) -> String {
 }
 
 fn bad_magic(path: &str, magic: u64) -> Error {
+    if magic == crate::lobby::LOBBY_MAGIC {
+        return Error::Invalid(format!(
+            "{path:?} is a server's lobby (serve() and connect()), not a two-party channel"
+        ));
+    }
     Error::Protocol(format!(
         "shared memory {path} is not a sharmipc channel: found magic {:?}, expected \"SHARMIPC\"",
         String::from_utf8_lossy(&magic.to_le_bytes())

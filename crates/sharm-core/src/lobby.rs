@@ -1,0 +1,640 @@
+//! The lobby of a server: the small named segment where the clients of a server take a place and
+//! the server learns of them. Each client then talks to the server over a two-party channel of
+//! its own ([`Lobby::channel_name`]), so every ring keeps one writer and one reader.
+//!
+//! ```text
+//! 0       header: identity, the lobby's state, the server's place
+//! 512     the server's doorbell: a client rings it when it takes or leaves a place
+//! 4096    MAX_CLIENTS places of PLACE_BYTES: pid, state, ticket, start time
+//! ```
+//!
+//! A place (the server's, or a client's) is held by the process whose pid it holds; it is taken
+//! by a CAS of its pid from 0, and freed by its holder, or by anyone once that process is dead.
+//! A client's place also holds a ticket, unique in the lobby, which names the client's channel:
+//! a place taken again is a new channel. A dead client's place is freed by the live server, after
+//! it closed that client's channel, or, while no server is alive, by whoever finds it (who also
+//! removes the client's channel, which nobody alive holds).
+//!
+//! The last holder out removes the segment. Deciding that nobody holds it and taking a place race,
+//! so both go through the `state` word like two threads through Dekker's lock: a leaver that found
+//! no holder sets DEAD, then looks again, and backs off (OPEN again) if someone took a place
+//! meanwhile; a taker sets its pid, then reads `state`, and gives its place back and opens anew if
+//! it is DEAD. (All SeqCst: of the two, at least one sees the other's write.)
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use crate::channel::{Channel, ChannelOptions};
+use crate::doorbell::Doorbell;
+use crate::error::Error;
+use crate::layout::{INIT_ABANDONED, INIT_READY, MAGIC};
+use crate::liveness;
+use crate::segment::{os_id_for, Created, Opened, Segment};
+
+/// "SHRMLOBY" read as a little-endian u64.
+pub const LOBBY_MAGIC: u64 = u64::from_le_bytes(*b"SHRMLOBY");
+/// Version of the lobby's byte layout and of its protocol.
+pub const LOBBY_VERSION: u32 = 1;
+/// The most clients a lobby has places for.
+pub const MAX_CLIENTS: usize = 1024;
+const BELL_OFFSET: usize = 512;
+const PLACES_OFFSET: usize = 4096;
+const PLACE_BYTES: usize = 32;
+/// Size of a lobby segment.
+pub const LOBBY_BYTES: usize = PLACES_OFFSET + MAX_CLIENTS * PLACE_BYTES;
+/// Longest server name: its clients' channel names add a place number and a ticket to it.
+pub const MAX_NAME: usize = 128 - 16;
+
+/// `state`: in use.
+const OPEN: u32 = 1;
+/// `state`: the last holder left and is removing the segment.
+const DEAD: u32 = 2;
+
+/// Place states: taken (pid written, the rest being written), then ready.
+const TAKEN: u32 = 1;
+const READY: u32 = 2;
+
+/// How long an opener waits for a lobby that is being made or removed.
+const PATIENCE: Duration = Duration::from_secs(2);
+
+#[repr(C)]
+struct Place {
+    pid: AtomicU32,
+    state: AtomicU32,
+    ticket: AtomicU32,
+    _pad: u32,
+    start: AtomicU64,
+    _reserved: u64,
+}
+
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    version: AtomicU32,
+    init_state: AtomicU32,
+    creator_pid: AtomicU32,
+    state: AtomicU32,
+    /// The most clients the server takes (0: no server said yet, so [`MAX_CLIENTS`]).
+    max_clients: AtomicU32,
+    /// The last ticket given.
+    tickets: AtomicU32,
+    server: Place,
+}
+
+const _: () = assert!(std::mem::size_of::<Place>() == PLACE_BYTES);
+const _: () = assert!(std::mem::size_of::<Header>() <= BELL_OFFSET);
+
+/// A client's place as the server sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Client {
+    pub index: u32,
+    pub ticket: u32,
+    pub pid: u32,
+    /// Its process is alive.
+    pub alive: bool,
+}
+
+/// What this process holds in a lobby.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Client { index: u32, ticket: u32 },
+}
+
+/// One process's hold on a server's lobby.
+pub struct Lobby {
+    seg: Segment,
+    bell: Doorbell,
+    name: String,
+    role: Role,
+    left: bool,
+}
+
+// SAFETY: the mapping is plain shared memory, read and written only through atomics, and the
+// doorbell is made to be used from several threads.
+unsafe impl Send for Lobby {}
+// SAFETY: as above; `&self` methods only touch atomics in the mapping and the doorbell.
+unsafe impl Sync for Lobby {}
+
+fn check_name(name: &str) -> Result<String, Error> {
+    if name.len() > MAX_NAME {
+        return Err(Error::Invalid(format!(
+            "a server name is at most {MAX_NAME} bytes (its clients' channels are named after it), got {} bytes",
+            name.len()
+        )));
+    }
+    os_id_for(name)
+}
+
+impl Lobby {
+    /// Opens (creating if needed) the lobby of server `name` and takes the server's place with at
+    /// most `max_clients` clients. `ERR_SHARM_BUSY` if a live process serves it already.
+    pub fn serve(name: &str, max_clients: u32, mode: u32) -> Result<Lobby, Error> {
+        if max_clients == 0 || max_clients as usize > MAX_CLIENTS {
+            return Err(Error::Invalid(format!(
+                "maxClients must be from 1 to {MAX_CLIENTS}, got {max_clients}"
+            )));
+        }
+        Self::enter(name, mode, |l| {
+            let h = l.header();
+            match take(&h.server, liveness::current(), l, true) {
+                Taken::Yes => {}
+                Taken::Removed => return Ok(None),
+                Taken::Held => {
+                    return Err(Error::Busy(format!(
+                        "server {name:?} is served already, by process {}",
+                        h.server.pid.load(SeqCst)
+                    )))
+                }
+            }
+            h.max_clients.store(max_clients, SeqCst);
+            Ok(Some(Role::Server))
+        })
+    }
+
+    /// Opens (creating if needed) the lobby of server `name` and takes a client's place.
+    /// `ERR_SHARM_BUSY` if the server has its `maxClients` clients.
+    pub fn join(name: &str, mode: u32) -> Result<Lobby, Error> {
+        Self::enter(name, mode, |l| {
+            let h = l.header();
+            let max = match h.max_clients.load(SeqCst) {
+                0 => MAX_CLIENTS,
+                n => (n as usize).min(MAX_CLIENTS),
+            };
+            let me = liveness::current();
+            for index in 0..max {
+                let place = l.place(index);
+                match take(place, me, l, false) {
+                    Taken::Yes => {}
+                    Taken::Held => continue,
+                    Taken::Removed => return Ok(None),
+                }
+                let mut ticket = h.tickets.fetch_add(1, SeqCst).wrapping_add(1);
+                if ticket == 0 {
+                    ticket = h.tickets.fetch_add(1, SeqCst).wrapping_add(1);
+                }
+                place.ticket.store(ticket, SeqCst);
+                place.state.store(READY, SeqCst);
+                l.bell.ring();
+                return Ok(Some(Role::Client {
+                    index: index as u32,
+                    ticket,
+                }));
+            }
+            Err(Error::Busy(format!(
+                "server {name:?} has its maxClients ({max}) clients: no place is free"
+            )))
+        })
+    }
+
+    /// Opens the lobby and runs `take` on it until it takes a place (`None`: the lobby is being
+    /// removed, open it anew).
+    fn enter(name: &str, mode: u32, take: impl Fn(&Lobby) -> Result<Option<Role>, Error>) -> Result<Lobby, Error> {
+        let os_id = check_name(name)?;
+        let started = Instant::now();
+        loop {
+            let waiting = match Self::open_segment(&os_id, mode)? {
+                Some(seg) => {
+                    // SAFETY: the doorbell lies in the header page, initialised before READY.
+                    let bell = unsafe { Doorbell::attach(seg.as_ptr().add(BELL_OFFSET))? };
+                    let mut l = Lobby {
+                        seg,
+                        bell,
+                        name: name.to_string(),
+                        role: Role::Server,
+                        left: true,
+                    };
+                    match take(&l)? {
+                        Some(role) => {
+                            l.role = role;
+                            l.left = false;
+                            return Ok(l);
+                        }
+                        None => "being removed by the last process that left it",
+                    }
+                }
+                None => "being made or removed by another process",
+            };
+            if started.elapsed() > PATIENCE {
+                return Err(Error::Os(format!(
+                    "could not open the lobby of server {name:?}: after {} ms its segment {os_id} is still {waiting}",
+                    PATIENCE.as_millis()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Creates or maps the lobby segment; `None` while another process makes or removes it.
+    fn open_segment(os_id: &str, mode: u32) -> Result<Option<Segment>, Error> {
+        if let Created::New(mut seg) = Segment::create(os_id, LOBBY_BYTES)? {
+            let h = header_at(&seg);
+            if h.creator_pid
+                .compare_exchange(0, std::process::id(), SeqCst, SeqCst)
+                .is_ok()
+            {
+                if mode != 0o600 {
+                    if let Err(e) = seg.set_mode(mode) {
+                        let _ = seg.unlink();
+                        return Err(e);
+                    }
+                }
+                h.magic.store(LOBBY_MAGIC, SeqCst);
+                h.version.store(LOBBY_VERSION, SeqCst);
+                // SAFETY: the doorbell lies in the header page; nobody uses it before READY.
+                unsafe { Doorbell::init(seg.as_ptr().add(BELL_OFFSET))? };
+                h.state.store(OPEN, SeqCst);
+                h.init_state.store(INIT_READY, SeqCst);
+                return Ok(Some(seg));
+            }
+        }
+        let mut seg = match Segment::open(os_id)? {
+            Opened::Mapped(seg) => seg,
+            Opened::Missing | Opened::Empty => return Ok(None),
+        };
+        if seg.len() < PLACES_OFFSET {
+            return Err(Error::Protocol(format!(
+                "shared memory {} is {} bytes, too short for a server's lobby ({LOBBY_BYTES} bytes)",
+                seg.path(),
+                seg.len()
+            )));
+        }
+        let h = header_at(&seg);
+        // Its magic first: what is not a lobby is never taken over.
+        let magic = h.magic.load(SeqCst);
+        if magic == MAGIC {
+            return Err(Error::Invalid(format!(
+                "{:?} is a two-party channel (opened with open()), not a server's lobby",
+                seg.path()
+            )));
+        }
+        if magic != 0 && magic != LOBBY_MAGIC {
+            return Err(Error::Protocol(format!(
+                "shared memory {} is not a sharmipc server's lobby: found magic {:?}, expected \"SHRMLOBY\"",
+                seg.path(),
+                String::from_utf8_lossy(&magic.to_le_bytes())
+            )));
+        }
+        if h.init_state.load(SeqCst) != INIT_READY {
+            // Its maker died half-way: whoever takes it over removes it.
+            let maker = h.creator_pid.load(SeqCst);
+            if maker != 0
+                && !liveness::is_alive(maker, 0)
+                && h.creator_pid
+                    .compare_exchange(maker, std::process::id(), SeqCst, SeqCst)
+                    .is_ok()
+            {
+                h.init_state.store(INIT_ABANDONED, SeqCst);
+                seg.unlink()?;
+            }
+            return Ok(None);
+        }
+        let version = h.version.load(SeqCst);
+        if version != LOBBY_VERSION {
+            return Err(Error::Protocol(format!(
+                "the lobby {} has version {version}; this sharmipc speaks {LOBBY_VERSION}",
+                seg.path()
+            )));
+        }
+        if seg.len() < LOBBY_BYTES {
+            return Err(Error::Protocol(format!(
+                "the lobby {} is {} bytes, not {LOBBY_BYTES}: it was truncated",
+                seg.path(),
+                seg.len()
+            )));
+        }
+        Ok(Some(seg))
+    }
+
+    fn header(&self) -> &Header {
+        header_at(&self.seg)
+    }
+
+    fn place(&self, index: usize) -> &Place {
+        assert!(index < MAX_CLIENTS);
+        // SAFETY: the segment is LOBBY_BYTES long (checked at open); places are 8-byte aligned
+        // atomics, and the reference lives no longer than the mapping.
+        unsafe { &*(self.seg.as_ptr().add(PLACES_OFFSET + index * PLACE_BYTES) as *const Place) }
+    }
+
+    /// What this process holds.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The name of the channel of the client in place `index` with `ticket`.
+    pub fn channel_name(&self, index: u32, ticket: u32) -> String {
+        channel_name(&self.name, index, ticket)
+    }
+
+    /// OS name of the lobby segment.
+    pub fn os_id(&self) -> &str {
+        self.seg.os_id()
+    }
+
+    /// The clients' places that are taken and ready, in place order.
+    pub fn clients(&self) -> Vec<Client> {
+        (0..MAX_CLIENTS)
+            .filter_map(|index| {
+                let p = self.place(index);
+                let pid = p.pid.load(SeqCst);
+                if pid == 0 || p.state.load(SeqCst) != READY {
+                    return None;
+                }
+                let (ticket, start) = (p.ticket.load(SeqCst), p.start.load(SeqCst));
+                (p.pid.load(SeqCst) == pid).then(|| Client {
+                    index: index as u32,
+                    ticket,
+                    pid,
+                    alive: liveness::is_alive(pid, start),
+                })
+            })
+            .collect()
+    }
+
+    /// The server frees the place of a client whose process is dead (after it closed the
+    /// client's channel). Returns whether it did.
+    pub fn free_dead(&self, index: u32, ticket: u32) -> bool {
+        if index as usize >= MAX_CLIENTS {
+            return false;
+        }
+        let p = self.place(index as usize);
+        p.ticket.load(SeqCst) == ticket && reap(p)
+    }
+
+    /// Waits at most `timeout` for a client to ring (take or leave a place). Server only.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        self.bell.wait(timeout)
+    }
+
+    /// Wakes a [`Lobby::wait`] of this process's server at once (for its shutdown).
+    pub fn ring(&self) {
+        self.bell.ring();
+    }
+
+    /// Gives up this process's place, and removes the segment if nobody holds one any more.
+    /// Idempotent.
+    pub fn leave(&mut self) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        let me = std::process::id();
+        let place = match self.role {
+            Role::Server => &self.header().server,
+            Role::Client { index, .. } => self.place(index as usize),
+        };
+        give_back(place, me);
+        self.bell.ring();
+        if self.remove_if_unheld() {
+            let _ = self.seg.unlink();
+        }
+    }
+
+    /// Is a place held by a live process? Frees the places of dead ones it finds (clients' only
+    /// while no server is alive, removing their channels).
+    fn held(&self) -> bool {
+        let h = self.header();
+        if h.server.pid.load(SeqCst) != 0 && !reap(&h.server) {
+            return true;
+        }
+        let mut held = false;
+        for index in 0..MAX_CLIENTS {
+            let p = self.place(index);
+            let pid = p.pid.load(SeqCst);
+            if pid == 0 {
+                continue;
+            }
+            let ticket = p.ticket.load(SeqCst);
+            if liveness::is_alive(pid, p.start.load(SeqCst)) {
+                held = true;
+                continue;
+            }
+            if ticket != 0 {
+                remove_stale_channel(&self.channel_name(index as u32, ticket));
+            }
+            if !reap(p) && p.pid.load(SeqCst) != 0 {
+                held = true;
+            }
+        }
+        held
+    }
+
+    /// The Dekker half of a leaver: true if the segment is DEAD and this process removes it.
+    fn remove_if_unheld(&self) -> bool {
+        let h = self.header();
+        if self.held() || h.state.compare_exchange(OPEN, DEAD, SeqCst, SeqCst).is_err() {
+            return false;
+        }
+        if self.held() {
+            h.state.store(OPEN, SeqCst);
+            return false;
+        }
+        true
+    }
+}
+
+impl Drop for Lobby {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+fn header_at(seg: &Segment) -> &Header {
+    assert!(seg.len() >= PLACES_OFFSET);
+    // SAFETY: the mapping is page-aligned and at least a page long; `Header` is all atomics.
+    unsafe { &*(seg.as_ptr() as *const Header) }
+}
+
+/// The name of the channel of the client in place `index` with `ticket`, of server `server`.
+pub fn channel_name(server: &str, index: u32, ticket: u32) -> String {
+    format!("{server}.{index}-{ticket}")
+}
+
+/// What [`take`] came to.
+enum Taken {
+    Yes,
+    /// A live process holds the place.
+    Held,
+    /// The lobby is being removed: the place was given back, open the lobby anew.
+    Removed,
+}
+
+/// Takes `place` for this process (`me`: pid and start time), freeing it first if its holder
+/// is dead (a client's only if `server` is set, or no server is alive, since a live server frees
+/// its clients' places itself, after closing their channels).
+fn take(place: &Place, (pid, start): (u32, u64), l: &Lobby, server: bool) -> Taken {
+    let h = l.header();
+    loop {
+        let holder = place.pid.load(SeqCst);
+        if holder != 0 {
+            let no_server = h.server.pid.load(SeqCst) == 0 || reap(&h.server);
+            if !(server || no_server) || liveness::is_alive(holder, place.start.load(SeqCst)) {
+                return Taken::Held;
+            }
+            if !server {
+                let ticket = place.ticket.load(SeqCst);
+                if ticket != 0 {
+                    remove_stale_channel(&l.channel_name(index_of(l, place), ticket));
+                }
+            }
+            reap(place);
+            continue;
+        }
+        if place.pid.compare_exchange(0, pid, SeqCst, SeqCst).is_err() {
+            continue;
+        }
+        // The taker's half of the Dekker handshake with a leaver removing the lobby.
+        if h.state.load(SeqCst) != OPEN {
+            give_back(place, pid);
+            return Taken::Removed;
+        }
+        place.start.store(start, SeqCst);
+        place.state.store(if server { READY } else { TAKEN }, SeqCst);
+        return Taken::Yes;
+    }
+}
+
+fn index_of(l: &Lobby, place: &Place) -> u32 {
+    ((place as *const Place as usize - l.seg.as_ptr() as usize - PLACES_OFFSET) / PLACE_BYTES) as u32
+}
+
+/// Frees `place` held by `pid` (its holder leaving).
+fn give_back(place: &Place, pid: u32) {
+    place.state.store(0, SeqCst);
+    place.ticket.store(0, SeqCst);
+    place.start.store(0, SeqCst);
+    let _ = place.pid.compare_exchange(pid, 0, SeqCst, SeqCst);
+}
+
+/// Frees `place` if the process holding it is dead. Returns whether it did.
+fn reap(place: &Place) -> bool {
+    let pid = place.pid.load(SeqCst);
+    if pid == 0 || liveness::is_alive(pid, place.start.load(SeqCst)) {
+        return false;
+    }
+    // Nobody takes a place whose pid is not 0: clear the rest first.
+    place.state.store(0, SeqCst);
+    place.ticket.store(0, SeqCst);
+    place.start.store(0, SeqCst);
+    place.pid.compare_exchange(pid, 0, SeqCst, SeqCst).is_ok()
+}
+
+/// Removes the channel of a dead client while no server is alive: nobody alive holds it, so
+/// opening it takes it over and leaving it removes it.
+fn remove_stale_channel(name: &str) {
+    let opts = ChannelOptions {
+        capacity: crate::layout::MIN_CAPACITY,
+        loop_bell: false,
+        ..Default::default()
+    };
+    if let Ok(mut ch) = Channel::open(name, opts) {
+        ch.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gone(name: &str) -> bool {
+        matches!(Segment::open(&os_id_for(name).unwrap()), Ok(Opened::Missing))
+    }
+
+    #[test]
+    fn clients_take_places_with_their_own_tickets_and_the_last_one_out_removes_the_lobby() {
+        let name = format!("lobby-places-{}", std::process::id());
+        let client = Lobby::join(&name, 0o600).unwrap();
+        let server = Lobby::serve(&name, 4, 0o600).unwrap();
+        let second = Lobby::serve(&name, 4, 0o600).map(|_| ()).unwrap_err();
+        assert_eq!(second.code(), "ERR_SHARM_BUSY", "{second}");
+        let other = Lobby::join(&name, 0o600).unwrap();
+        let seen = server.clients();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen.iter().all(|c| c.alive && c.pid == std::process::id()));
+        assert_ne!(seen[0].ticket, seen[1].ticket);
+        assert_eq!(
+            Role::Client {
+                index: seen[1].index,
+                ticket: seen[1].ticket
+            },
+            other.role()
+        );
+        drop(client);
+        assert_eq!(server.clients().len(), 1);
+        drop(server);
+        assert!(!gone(&name), "a client still holds a place");
+        drop(other);
+        assert!(gone(&name), "the last one out removes the lobby");
+    }
+
+    #[test]
+    fn a_client_past_max_clients_is_refused_and_disturbs_nothing() {
+        let name = format!("lobby-max-{}", std::process::id());
+        let server = Lobby::serve(&name, 1, 0o600).unwrap();
+        let first = Lobby::join(&name, 0o600).unwrap();
+        let e = Lobby::join(&name, 0o600).map(|_| ()).unwrap_err();
+        assert_eq!(e.code(), "ERR_SHARM_BUSY");
+        assert!(e.to_string().contains("maxClients (1)"), "{e}");
+        assert_eq!(server.clients().len(), 1);
+        drop(first);
+        let again = Lobby::join(&name, 0o600).unwrap();
+        assert_eq!(server.clients().len(), 1);
+        drop(again);
+    }
+
+    #[test]
+    fn a_dead_clients_place_is_freed_by_the_server_or_while_no_server_lives_by_anyone() {
+        let name = format!("lobby-dead-{}", std::process::id());
+        let server = Lobby::serve(&name, 8, 0o600).unwrap();
+        let client = Lobby::join(&name, 0o600).unwrap();
+        let Role::Client { index, ticket } = client.role() else {
+            unreachable!()
+        };
+        // The client "dies": its place holds a pid no process has.
+        std::mem::forget(client);
+        let place = server.place(index as usize);
+        place.pid.store(crate::test_process::exited_pid(), SeqCst);
+        let seen = server.clients();
+        assert_eq!(seen.len(), 1);
+        assert!(!seen[0].alive);
+        // A live server frees it itself: a newcomer takes another place.
+        let newcomer = Lobby::join(&name, 0o600).unwrap();
+        assert_ne!(newcomer.role(), client_role(index, ticket));
+        assert!(
+            !server.free_dead(index, ticket + 1),
+            "another ticket's place is not freed"
+        );
+        assert!(server.free_dead(index, ticket));
+        assert_eq!(server.clients().len(), 1);
+        // With no server, the next one in frees a dead client's place.
+        place.pid.store(crate::test_process::exited_pid(), SeqCst);
+        place.ticket.store(ticket, SeqCst);
+        place.state.store(READY, SeqCst);
+        drop(server);
+        drop(newcomer);
+        assert!(gone(&name), "the dead client's place does not keep the lobby");
+    }
+
+    fn client_role(index: u32, ticket: u32) -> Role {
+        Role::Client { index, ticket }
+    }
+
+    #[test]
+    fn a_name_too_long_or_of_a_channel_is_refused_with_what_was_expected() {
+        let long = "n".repeat(MAX_NAME + 1);
+        let e = Lobby::serve(&long, 1, 0o600).map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains(&format!("at most {MAX_NAME} bytes")), "{e}");
+        let name = format!("lobby-chan-{}", std::process::id());
+        let ch = Channel::open(&name, ChannelOptions::default()).unwrap();
+        let e = Lobby::join(&name, 0o600).map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("is a two-party channel"), "{e}");
+        drop(ch);
+        let lobby = Lobby::serve(&name, 1, 0o600).unwrap();
+        let e = Channel::open(&name, ChannelOptions::default()).map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("is a server's lobby"), "{e}");
+        drop(lobby);
+        let e = Lobby::serve(&name, 0, 0o600).map(|_| ()).unwrap_err();
+        assert!(e.to_string().contains("maxClients must be from 1"), "{e}");
+    }
+}
