@@ -18,6 +18,7 @@ use napi::Status;
 use napi_derive::napi;
 use sharm_core::{ArenaSink, Channel, ChannelOptions, Departure, Kind, PeerEvent};
 
+mod lobby;
 mod loop_watch;
 use loop_watch::LoopWatch;
 
@@ -152,6 +153,23 @@ pub struct NativeOptions {
 }
 
 type WakeFn = ThreadsafeFunction<(), (), (), Status, false>;
+
+/// Makes a wake-up callback keep the event loop alive (`on`) or not. On the JS thread only.
+fn set_tsfn_ref(env: &Env, w: &WakeFn, on: bool) -> Result<()> {
+    // SAFETY: the threadsafe function is alive (the caller holds it) and this runs on the JS
+    // thread.
+    let status = unsafe {
+        if on {
+            napi::sys::napi_ref_threadsafe_function(env.raw(), w.raw())
+        } else {
+            napi::sys::napi_unref_threadsafe_function(env.raw(), w.raw())
+        }
+    };
+    if status != napi::sys::Status::napi_ok {
+        return Err(os(format!("cannot change the ref state of a wake-up callback (status {status})")));
+    }
+    Ok(())
+}
 
 /// A change of the peer, from `takeEvents()`.
 #[napi(object)]
@@ -503,17 +521,7 @@ impl NativeChannel {
         if self.referenced == on {
             return Ok(());
         }
-        // SAFETY: the threadsafe function is alive (we hold it) and this runs on the JS thread.
-        let status = unsafe {
-            if on {
-                napi::sys::napi_ref_threadsafe_function(env.raw(), w.raw())
-            } else {
-                napi::sys::napi_unref_threadsafe_function(env.raw(), w.raw())
-            }
-        };
-        if status != napi::sys::Status::napi_ok {
-            return Err(os(format!("cannot change the channel's ref state (status {status})")));
-        }
+        set_tsfn_ref(env, w, on)?;
         self.referenced = on;
         Ok(())
     }
