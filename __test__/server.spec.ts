@@ -1,0 +1,205 @@
+// One server, many client processes: serve() and connect(), with real processes and SIGKILLs.
+import { existsSync } from 'node:fs'
+import path from 'node:path'
+
+import test from 'ava'
+
+import { BusyError, connect, open, serve, SharmError, type Channel, type Server } from '../index'
+import { killAllPeers, leftoverSegments, spawnPeer, uniqueName, type Peer } from './helpers'
+
+const PREFIX = 'srv'
+const script = path.join(__dirname, 'helpers', 'server-side.ts')
+const startClient = (name: string): Promise<Peer> => spawnPeer(name, 'client', {}, script)
+const startServer = (name: string): Promise<Peer> => spawnPeer(name, 'server', {}, script)
+
+test.after.always(killAllPeers)
+
+/** A server in this process that answers `<pid>:<request>`, as server-side.ts does. */
+function echoServer(name: string, maxClients?: number): Server {
+  return serve(name, { maxClients, onRequest: (data) => Buffer.from(`${process.pid}:${data}`) })
+}
+
+/** Waits until `cond()` holds; fails after `ms`. */
+async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`not within ${ms} ms: ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+/** Is the segment of channel or lobby `name` (or one of its loop bells) still in /dev/shm? */
+const segmentLeft = (name: string) => leftoverSegments(name).length > 0
+
+test.serial('16 client processes with 2,000 concurrent requests each all get their own answers', async (t) => {
+  const name = uniqueName(PREFIX)
+  const server = echoServer(name)
+  const connected: number[] = []
+  server.on('connection', (_ch, info) => connected.push(info.pid))
+  const left: number[] = []
+  server.on('disconnect', (_ch, info) => left.push(info.pid))
+  try {
+    const clients = await Promise.all(Array.from({ length: 16 }, () => startClient(name)))
+    for (const c of clients) t.true(c.hello.ready, JSON.stringify(c.hello))
+    await Promise.all(clients.map((c) => c.cmd({ op: 'wait', timeoutMs: 20_000 })))
+    const results = await Promise.all(clients.map((c) => c.cmd({ op: 'burst', n: 2000, k: 2000 })))
+    for (const r of results) t.deepEqual(r, { right: 2000, wrong: 0, failures: {} })
+    const pids = clients.map((c) => c.child.pid!).sort()
+    t.deepEqual([...connected].sort(), pids)
+    t.is(server.clients.length, 16)
+    await Promise.all(clients.map((c) => c.close()))
+    await until(() => server.clients.length === 0, 'the server saw every client leave')
+    t.deepEqual([...left].sort(), pids)
+    for (const c of clients) t.false(segmentLeft(c.hello.channel), `${c.hello.channel} was removed`)
+  } finally {
+    await server.close()
+  }
+  t.false(segmentLeft(name), 'the last one out removed the lobby')
+})
+
+test.serial('4 of 16 clients killed mid-traffic: the others go on without an error, and the dead are freed', async (t) => {
+  const name = uniqueName(PREFIX)
+  let served = 0
+  const server = serve(name, {
+    onRequest: (data) => {
+      served++
+      return Buffer.from(`${process.pid}:${data}`)
+    },
+  })
+  try {
+    const clients = await Promise.all(Array.from({ length: 16 }, () => startClient(name)))
+    await Promise.all(clients.map((c) => c.cmd({ op: 'wait', timeoutMs: 20_000 })))
+    const doomed = clients.slice(0, 4)
+    const living = clients.slice(4)
+    const bursts = living.map((c) => c.cmd({ op: 'burst', n: 3000, k: 64 }))
+    for (const c of doomed) void c.cmd({ op: 'burst', n: 1_000_000, k: 64 })
+    await until(() => served > 4000, 'traffic before the kills')
+    await Promise.all(doomed.map((c) => c.kill()))
+    const killedAt = Date.now()
+    for (const r of await Promise.all(bursts)) t.deepEqual(r, { right: 3000, wrong: 0, failures: {} })
+    await until(() => server.clients.length === 12, 'the killed clients freed')
+    t.log(`the killed clients' places were freed ${Date.now() - killedAt} ms after the kills (or less)`)
+    for (const c of doomed) {
+      await until(() => !segmentLeft(c.hello.channel), `${c.hello.channel} removed`)
+    }
+    // The freed places are taken again.
+    const more = await Promise.all(Array.from({ length: 4 }, () => startClient(name)))
+    await Promise.all(more.map((c) => c.cmd({ op: 'wait', timeoutMs: 20_000 })))
+    for (const r of await Promise.all(more.map((c) => c.cmd({ op: 'burst', n: 200, k: 8 })))) {
+      t.deepEqual(r, { right: 200, wrong: 0, failures: {} })
+    }
+    t.is(server.clients.length, 16)
+    await Promise.all([...living, ...more].map((c) => c.close()))
+  } finally {
+    await server.close()
+  }
+})
+
+test.serial(
+  'the server killed: pending requests fail fast with PEER_GONE, and the clients connect to the next server by themselves',
+  async (t) => {
+    const name = uniqueName(PREFIX)
+    const first = await startServer(name)
+    t.true(first.hello.ready, JSON.stringify(first.hello))
+    const clients: Channel[] = [connect(name), connect(name), connect(name)]
+    try {
+      await Promise.all(clients.map((c) => c.waitForPeer(10_000)))
+      const answer = await clients[0].request(Buffer.from('before'))
+      t.is(answer.toString(), `${first.child.pid}:before`)
+      // Requests in flight when it dies (timeouts far beyond the test's length).
+      const inFlight = clients.flatMap((c) =>
+        Array.from({ length: 200 }, (_, i) =>
+          c.request(Buffer.from(`r${i}`), { timeoutMs: 120_000 }).then(
+            () => 'answered',
+            (e: SharmError) => e.code,
+          ),
+        ),
+      )
+      const reconnected = clients.map((c) => new Promise<void>((resolve) => c.once('connect', () => resolve())))
+      await first.kill()
+      const outcomes = await Promise.all(inFlight)
+      const codes = new Set(outcomes)
+      codes.delete('answered')
+      t.deepEqual([...codes], ['ERR_SHARM_PEER_GONE'], `outcomes: ${[...new Set(outcomes)]}`)
+      const second = await startServer(name)
+      t.true(second.hello.ready, JSON.stringify(second.hello))
+      await Promise.all(reconnected)
+      for (const c of clients) {
+        t.is((await c.request(Buffer.from('after'))).toString(), `${second.child.pid}:after`)
+      }
+      t.deepEqual(await second.cmd({ op: 'clients' }), { clients: 3 })
+      await second.close()
+    } finally {
+      await Promise.all(clients.map((c) => c.close()))
+    }
+    for (const c of clients) t.false(segmentLeft(c.name), `${c.name} was removed`)
+    t.false(segmentLeft(name), 'the lobby was removed')
+  },
+)
+
+test.serial('a client past maxClients gets ERR_SHARM_BUSY saying so, and the others are not disturbed', async (t) => {
+  const name = uniqueName(PREFIX)
+  const server = echoServer(name, 2)
+  const a = connect(name)
+  const b = connect(name)
+  try {
+    const e = t.throws(() => connect(name), { instanceOf: BusyError })
+    t.regex(e!.message, /has its maxClients \(2\) clients/)
+    for (const c of [a, b]) {
+      await c.waitForPeer(5000)
+      t.is((await c.request(Buffer.from('x'))).toString(), `${process.pid}:x`)
+    }
+    t.is(server.clients.length, 2)
+    await a.close()
+    await until(() => server.clients.length === 1, 'the server saw a leave')
+    const c = connect(name)
+    await c.waitForPeer(5000)
+    t.is((await c.request(Buffer.from('y'))).toString(), `${process.pid}:y`)
+    await c.close()
+  } finally {
+    await b.close()
+    await server.close()
+  }
+})
+
+test.serial('a flooding client does not starve a latency-sensitive one', async (t) => {
+  const name = uniqueName(PREFIX)
+  const server = echoServer(name)
+  try {
+    const [flooder, quiet] = await Promise.all([startClient(name), startClient(name)])
+    await Promise.all([flooder, quiet].map((c) => c.cmd({ op: 'wait', timeoutMs: 20_000 })))
+    t.deepEqual(await flooder.cmd({ op: 'flood' }), { flooding: true })
+    // One request at a time, each given 10 s: a starved client times out.
+    const r = await quiet.cmd({ op: 'burst', n: 500, k: 1, timeoutMs: 10_000 })
+    const flood = flooder.next()
+    flooder.child.send({ op: 'stop' })
+    const { answered } = await flood
+    t.deepEqual(r, { right: 500, wrong: 0, failures: {} })
+    t.true(answered > 500, `the flood kept going: ${answered} answered`)
+    await Promise.all([flooder.close(), quiet.close()])
+  } finally {
+    await server.close()
+  }
+})
+
+test('a second server of a name is refused; a server name is not a channel, nor a channel a server', async (t) => {
+  const name = uniqueName(PREFIX)
+  const server = echoServer(name)
+  try {
+    const e = t.throws(() => serve(name), { instanceOf: BusyError })
+    t.regex(e!.message, new RegExp(`server "${name}" is served already, by process ${process.pid}`))
+    t.throws(() => open(name), { message: /is a server's lobby \(serve\(\) and connect\(\)\), not a two-party channel/ })
+  } finally {
+    await server.close()
+  }
+  const ch = open(name)
+  try {
+    t.throws(() => connect(name), { message: /is a two-party channel \(opened with open\(\)\), not a server's lobby/ })
+    t.throws(() => serve(name), { message: /is a two-party channel/ })
+  } finally {
+    await ch.close()
+  }
+  t.throws(() => serve(name, { maxClients: 0 }), { message: /maxClients must be an integer from 1 to 1024, got 0/ })
+  t.throws(() => serve(`${'n'.repeat(120)}`), { message: /a server name is at most 112 bytes/ })
+  t.false(existsSync(`/dev/shm/sharm.${name}`))
+})
