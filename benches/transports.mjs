@@ -48,9 +48,9 @@ function sharmipc(options = {}) {
 // ---------------------------------------------------------------------------------------------
 
 // Frame: u32 payload length, u32 id (0: send-and-forget; bit 31 set: an answer), payload.
-const ANSWER = 0x8000_0000
+export const ANSWER = 0x8000_0000
 
-function frame(id, payload) {
+export function frame(id, payload) {
   const f = Buffer.allocUnsafe(8 + payload.length)
   f.writeUInt32LE(payload.length, 0)
   f.writeUInt32LE(id, 4)
@@ -59,7 +59,7 @@ function frame(id, payload) {
 }
 
 /** Splits a byte stream into frames; calls `onFrame(id, payload)` with a view per frame. */
-function deframer(onFrame) {
+export function deframer(onFrame) {
   let pending = null
   return (chunk) => {
     let buf = pending === null ? chunk : Buffer.concat([pending, chunk])

@@ -150,6 +150,8 @@ const APT = [
   'binutils-mingw-w64-x86-64',
   'qemu-user-static',
   'wine64',
+  // wine64 alone has no `wine` and `wineboot` commands on PATH
+  'wine',
   'llvm',
   'xz-utils',
   'python3-venv',
@@ -159,9 +161,19 @@ const APT = [
   'libssh2-1',
   'libsqlite3-0',
 ]
+/** The LLVM runtime library the unpacked rustc-web loads: a dependency of rustc-web itself, or in
+ * later builds the libllvm<N> of the llvm-<N> that rust-web-llvm (which rustc-web recommends)
+ * depends on. */
+function rustWebLlvm() {
+  const direct = must('apt-cache', ['depends', 'rustc-web']).match(/libllvm\d+/)
+  if (direct) return direct[0]
+  const viaLlvm = run('apt-cache', ['depends', 'rust-web-llvm']).out.match(/Depends: llvm-(\d+)/)
+  return viaLlvm ? `libllvm${viaLlvm[1]}` : null
+}
+
 function setupApt() {
-  const llvmDep = must('apt-cache', ['depends', 'rustc-web']).match(/libllvm\d+/)
-  const want = [...APT, ...(llvmDep ? [llvmDep[0]] : [])]
+  const llvmLib = rustWebLlvm()
+  const want = [...APT, ...(llvmLib ? [llvmLib] : [])]
   const missing = want.filter((p) => run('dpkg-query', ['-W', '-f=${Status}', p]).out.trim() !== 'install ok installed')
   if (missing.length === 0) return 'all installed'
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }

@@ -166,7 +166,9 @@ fn set_tsfn_ref(env: &Env, w: &WakeFn, on: bool) -> Result<()> {
         }
     };
     if status != napi::sys::Status::napi_ok {
-        return Err(os(format!("cannot change the ref state of a wake-up callback (status {status})")));
+        return Err(os(format!(
+            "cannot change the ref state of a wake-up callback (status {status})"
+        )));
     }
     Ok(())
 }

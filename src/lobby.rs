@@ -98,9 +98,7 @@ impl NativeLobby {
     }
 
     fn lobby(&self) -> Result<&Lobby> {
-        self.lobby
-            .as_deref()
-            .ok_or_else(|| js_err(sharm_core::Error::Closed))
+        self.lobby.as_deref().ok_or_else(|| js_err(sharm_core::Error::Closed))
     }
 
     /// A client's channel with the server ("" for the server's hold).

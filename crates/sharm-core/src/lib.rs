@@ -36,7 +36,7 @@ mod test_process;
 
 pub use channel::{
     ArenaSink, Batch, Channel, ChannelOptions, Delivered, Departure, Payload, PeerEvent, PollInfo, SendOutcome, Spin,
-    Waker, LARGE,
+    Waker, WakerGroup, LARGE,
 };
 pub use error::{Error, ProtocolError};
 pub use record::{Kind, ALIGN, HEADER_LEN};

@@ -67,6 +67,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 mod wake;
+mod wake_group;
 
 pub use deliver::{ArenaSink, Batch, Delivered, Payload, PollInfo, LARGE};
 pub use departure::Departure;
@@ -75,6 +76,7 @@ pub use peer::PeerEvent;
 use send::SendQueue;
 pub use send::STAGED_HEADER;
 pub use wake::{Spin, Waker, LIVENESS_INTERVAL};
+pub use wake_group::WakerGroup;
 
 /// Frees the sides of `h` held by dead processes, as an opener does (for [`crate::inspect::clean`]).
 #[cfg(target_os = "linux")]

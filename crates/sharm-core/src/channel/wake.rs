@@ -15,6 +15,9 @@
 //! thread polls by itself ([`Channel::set_driving`]) the wake-up thread stays parked, so the two
 //! do not compete for a core.
 //!
+//! Many channels in loop mode (a server's clients) can share one such thread instead of a thread
+//! each: a [`super::WakerGroup`] takes each one's loop-mode look ([`Waker::loop_step`]).
+//!
 //! Loop mode (the event loop took this side's [`crate::loop_bell`]): the event loop itself sleeps
 //! on its bell, which the peer rings, and the wake-up thread neither spins nor sleeps on the
 //! doorbell: it checks the header and the peer's liveness each interval and notifies only of work
@@ -87,7 +90,7 @@ impl Shared {
 
 /// The wake-up thread's handle. [`Waker::run`] returns when the channel closes.
 pub struct Waker {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
     header: HeaderWatch,
 }
 
@@ -111,34 +114,76 @@ impl Waker {
         false
     }
 
+    /// The header and the peer's liveness, once an interval.
+    fn check_interval(&mut self, st: &mut WatchState, notify: &impl Fn()) {
+        let now = Instant::now();
+        if now >= st.next_check {
+            if self.header_is_sane(notify) {
+                self.header.reap_peer_if_dead(self.shared.header());
+            }
+            st.next_check = now + LIVENESS_INTERVAL;
+        }
+    }
+
+    /// There is work for the driving thread: notifies it (after a look at the header if the peer's
+    /// slot changed since its last poll).
+    fn notify_of_work(&mut self, st: &mut WatchState, notify: &impl Fn()) {
+        let sh = self.shared.clone();
+        if sh.peer_view() != sh.polled_view() && !self.header_is_sane(notify) {
+            return;
+        }
+        st.notified_at = Instant::now();
+        sh.notified.store(true, SeqCst);
+        notify();
+    }
+
+    /// One look in loop mode, where the event loop sleeps on its bell, which the peer rings: the
+    /// header and the peer's liveness each interval, a change of the peer's slot at once, and a
+    /// notification only of work the event loop was not rung for. The caller then parks for at
+    /// most [`LIVENESS_INTERVAL`] (a poll unparks it when it should look again).
+    pub(super) fn loop_step(&mut self, st: &mut WatchState, notify: &impl Fn()) {
+        let sh = self.shared.clone();
+        self.check_interval(st, notify);
+        // The event loop was rung for the peer's change; look at the header now, as the first
+        // look at a newcomer's slot is what later looks compare with.
+        let seen = sh.peer_view();
+        if seen != st.looked_at {
+            if !self.header_is_sane(notify) {
+                return;
+            }
+            st.looked_at = seen;
+        }
+        if sh.driving.load(SeqCst) {
+            return;
+        }
+        if sh.notified.load(SeqCst) {
+            // The driving thread may be busy for long; if a notification could have been lost,
+            // one more costs only an empty poll.
+            if st.notified_at.elapsed() >= RENOTIFY_AFTER {
+                st.notified_at = Instant::now();
+                notify();
+            }
+            return;
+        }
+        if sh.has_work() {
+            self.notify_of_work(st, notify);
+        }
+    }
+
     /// Watches the channel and calls `notify` when the driving thread should poll. After a
     /// notification it waits until that poll happened before it notifies again.
     pub fn run(mut self, notify: impl Fn()) {
         let shared = self.shared.clone();
         let sh = &*shared;
         let _ = sh.thread.set(std::thread::current());
-        let mut looked_at = (false, u32::MAX);
-        let mut next_check = Instant::now();
-        let mut notified_at = Instant::now();
+        let mut st = WatchState::new();
         while !sh.stop.load(SeqCst) {
-            let now = Instant::now();
-            if now >= next_check {
-                if self.header_is_sane(&notify) {
-                    self.header.reap_peer_if_dead(sh.header());
-                }
-                next_check = now + LIVENESS_INTERVAL;
-            }
             if sh.loop_mode.load(SeqCst) {
-                // The event loop was rung for the peer's change; look at the header now, as the
-                // first look at a newcomer's slot is what later looks compare with.
-                let seen = sh.peer_view();
-                if seen != looked_at {
-                    if !self.header_is_sane(&notify) {
-                        continue;
-                    }
-                    looked_at = seen;
-                }
+                self.loop_step(&mut st, &notify);
+                std::thread::park_timeout(LIVENESS_INTERVAL);
+                continue;
             }
+            self.check_interval(&mut st, &notify);
             if sh.driving.load(SeqCst) {
                 // The driving thread polls by itself; look only after the peer's liveness.
                 std::thread::park_timeout(LIVENESS_INTERVAL);
@@ -146,33 +191,14 @@ impl Waker {
             }
             if sh.notified.load(SeqCst) {
                 std::thread::park_timeout(LIVENESS_INTERVAL);
-                // The driving thread may be busy for long; if a notification could have been
-                // lost, one more costs only an empty poll.
-                if sh.notified.load(SeqCst) && notified_at.elapsed() >= RENOTIFY_AFTER {
-                    notified_at = Instant::now();
+                if sh.notified.load(SeqCst) && st.notified_at.elapsed() >= RENOTIFY_AFTER {
+                    st.notified_at = Instant::now();
                     notify();
                 }
                 continue;
             }
-            // In loop mode the event loop sleeps on its bell: notify only of what it was not rung
-            // for, without spinning.
-            let loop_mode = sh.loop_mode.load(SeqCst);
-            let work = if loop_mode {
-                sh.has_work()
-            } else {
-                sh.spin_for_work(sh.spin, WAKER_SPINS)
-            };
-            if work {
-                if sh.peer_view() != sh.polled_view() && !self.header_is_sane(&notify) {
-                    continue;
-                }
-                notified_at = Instant::now();
-                sh.notified.store(true, SeqCst);
-                notify();
-                continue;
-            }
-            if loop_mode {
-                std::thread::park_timeout(LIVENESS_INTERVAL);
+            if sh.spin_for_work(sh.spin, WAKER_SPINS) {
+                self.notify_of_work(&mut st, &notify);
                 continue;
             }
             // Sleep: ask the peer to ring us when it writes (and when it frees space we wait
@@ -187,6 +213,24 @@ impl Waker {
             if !sh.loop_mode.load(SeqCst) {
                 sh.rx.set_reader_asleep(false);
             }
+        }
+    }
+}
+
+/// What the wake-up thread remembers of one channel between its looks.
+pub(super) struct WatchState {
+    /// The peer's slot at the last look at the header for its change.
+    looked_at: (bool, u32),
+    next_check: Instant,
+    notified_at: Instant,
+}
+
+impl WatchState {
+    pub(super) fn new() -> WatchState {
+        WatchState {
+            looked_at: (false, u32::MAX),
+            next_check: Instant::now(),
+            notified_at: Instant::now(),
         }
     }
 }

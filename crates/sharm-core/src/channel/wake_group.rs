@@ -1,0 +1,182 @@
+//! One thread that does the wake-up thread's work for many channels in loop mode (a server's
+//! clients) instead of one thread each (see [`super::wake`]).
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+
+use super::wake::{Waker, WatchState, LIVENESS_INTERVAL};
+use crate::error::Error;
+
+/// One thread that does the wake-up thread's work for many channels in loop mode (a server's
+/// clients), instead of a thread each. Each channel's event loop sleeps on its own bell, which its
+/// peer rings; this thread only takes each channel's loop-mode look ([`Waker::loop_step`]) each
+/// interval, and at once when a poll of one of them unparks it.
+pub struct WakerGroup {
+    inner: Arc<GroupInner>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct GroupInner {
+    members: Mutex<Vec<Member>>,
+    stop: AtomicBool,
+}
+
+struct Member {
+    waker: Waker,
+    notify: Box<dyn Fn() + Send>,
+    st: WatchState,
+}
+
+impl WakerGroup {
+    /// Starts the group's thread (named `name`).
+    pub fn start(name: &str) -> Result<WakerGroup, Error> {
+        let inner = Arc::new(GroupInner {
+            members: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let run = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run.run())
+            .map_err(|e| Error::Os(format!("cannot start the thread {name}: {e}")))?;
+        Ok(WakerGroup {
+            inner,
+            thread: Some(thread),
+        })
+    }
+
+    /// Watches `waker`'s channel from now on, calling `notify` as its own wake-up thread would.
+    /// The channel must be in loop mode and have had no wake-up thread: else the waker comes back,
+    /// to run on a thread of its own.
+    pub fn add(&self, waker: Waker, notify: Box<dyn Fn() + Send>) -> Result<(), Waker> {
+        let thread = match &self.thread {
+            Some(t) => t.thread().clone(),
+            None => return Err(waker),
+        };
+        let sh = &waker.shared;
+        if !sh.loop_mode.load(SeqCst) || sh.thread.set(thread.clone()).is_err() {
+            return Err(waker);
+        }
+        self.inner
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Member {
+                waker,
+                notify,
+                st: WatchState::new(),
+            });
+        thread.unpark();
+        Ok(())
+    }
+
+    /// How many channels it watches (closed ones go at its next look).
+    pub fn len(&self) -> usize {
+        self.inner.members.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Does it watch no channel?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl GroupInner {
+    fn run(&self) {
+        while !self.stop.load(SeqCst) {
+            {
+                let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+                members.retain(|m| !m.waker.shared.stop.load(SeqCst));
+                for m in members.iter_mut() {
+                    m.waker.loop_step(&mut m.st, &m.notify);
+                }
+            }
+            std::thread::park_timeout(LIVENESS_INTERVAL);
+        }
+    }
+}
+
+impl Drop for WakerGroup {
+    /// Stops the thread and waits for it; the channels it watched get no more notifications.
+    fn drop(&mut self) {
+        self.inner.stop.store(true, SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::channel::{Channel, ChannelOptions};
+    use crate::record::Kind;
+
+    fn notifier() -> (Box<dyn Fn() + Send>, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        (
+            Box::new(move || {
+                let _ = tx.lock().unwrap().send(());
+            }),
+            rx,
+        )
+    }
+
+    #[test]
+    fn a_channel_not_in_loop_mode_is_handed_back_to_run_on_a_thread_of_its_own() {
+        let name = format!("group-refused-{}", std::process::id());
+        let a = Channel::open(&name, ChannelOptions::default()).unwrap();
+        let group = WakerGroup::start("sharmipc-test-group").unwrap();
+        let (notify, _rx) = notifier();
+        assert!(group.add(a.waker(), notify).is_err());
+        assert!(group.is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn one_thread_notifies_each_of_its_channels_of_work_and_lets_go_of_closed_ones() {
+        let opts = ChannelOptions {
+            loop_bell: true,
+            ..Default::default()
+        };
+        let group = WakerGroup::start("sharmipc-test-group").unwrap();
+        let mut pairs = Vec::new();
+        for i in 0..3 {
+            let name = format!("group-{}-{i}", std::process::id());
+            let mut a = Channel::open(&name, opts.clone()).unwrap();
+            let mut b = Channel::open(&name, opts.clone()).unwrap();
+            a.poll().unwrap();
+            b.poll().unwrap();
+            // The event loop took the bell: loop mode.
+            assert!(a.take_loop_bell().is_some());
+            let (notify, rx) = notifier();
+            assert!(group.add(a.waker(), notify).is_ok());
+            pairs.push((a, b, rx));
+        }
+        assert_eq!(group.len(), 3);
+        // A message the event loop was not rung for (nobody watches the bells here): the group
+        // notifies that channel, and only it.
+        pairs[1].1.send(Kind::Message, 0, 0, b"hello").unwrap();
+        pairs[1]
+            .2
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a notification within 5 s");
+        assert!(pairs[0].2.try_recv().is_err() && pairs[2].2.try_recv().is_err());
+        let batch = pairs[1].0.poll().unwrap();
+        assert_eq!(batch.messages.len(), 1);
+        // Closed channels leave the group at its next look.
+        for (a, _, _) in pairs.iter_mut() {
+            a.close();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !group.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "closed channels still watched");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
