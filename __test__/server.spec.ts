@@ -1,5 +1,5 @@
 // One server, many client processes: serve() and connect(), with real processes and SIGKILLs.
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import path from 'node:path'
 
 import test from 'ava'
@@ -31,8 +31,13 @@ async function until(cond: () => boolean, what: string, ms = 10_000): Promise<vo
 /** Is the segment of channel or lobby `name` (or one of its loop bells) still in /dev/shm? */
 const segmentLeft = (name: string) => leftoverSegments(name).length > 0
 
+/** Threads of this process (Linux). */
+const threads = () => readdirSync('/proc/self/task').length
+
 test.serial('16 client processes with 2,000 concurrent requests each all get their own answers', async (t) => {
   const name = uniqueName(PREFIX)
+  const linux = process.platform === 'linux'
+  const threadsBefore = linux ? threads() : 0
   const server = echoServer(name)
   const connected: number[] = []
   server.on('connection', (_ch, info) => connected.push(info.pid))
@@ -47,6 +52,10 @@ test.serial('16 client processes with 2,000 concurrent requests each all get the
     const pids = clients.map((c) => c.child.pid!).sort()
     t.deepEqual([...connected].sort(), pids)
     t.is(server.clients.length, 16)
+    if (linux) {
+      // The lobby's thread and the one that does the wake-up work of every client's channel.
+      t.is(threads() - threadsBefore, 2, 'threads the server started for itself and its 16 clients')
+    }
     await Promise.all(clients.map((c) => c.close()))
     await until(() => server.clients.length === 0, 'the server saw every client leave')
     t.deepEqual([...left].sort(), pids)
@@ -57,43 +66,46 @@ test.serial('16 client processes with 2,000 concurrent requests each all get the
   t.false(segmentLeft(name), 'the last one out removed the lobby')
 })
 
-test.serial('4 of 16 clients killed mid-traffic: the others go on without an error, and the dead are freed', async (t) => {
-  const name = uniqueName(PREFIX)
-  let served = 0
-  const server = serve(name, {
-    onRequest: (data) => {
-      served++
-      return Buffer.from(`${process.pid}:${data}`)
-    },
-  })
-  try {
-    const clients = await Promise.all(Array.from({ length: 16 }, () => startClient(name)))
-    await Promise.all(clients.map((c) => c.cmd({ op: 'wait', timeoutMs: 20_000 })))
-    const doomed = clients.slice(0, 4)
-    const living = clients.slice(4)
-    const bursts = living.map((c) => c.cmd({ op: 'burst', n: 3000, k: 64 }))
-    for (const c of doomed) void c.cmd({ op: 'burst', n: 1_000_000, k: 64 })
-    await until(() => served > 4000, 'traffic before the kills')
-    await Promise.all(doomed.map((c) => c.kill()))
-    const killedAt = Date.now()
-    for (const r of await Promise.all(bursts)) t.deepEqual(r, { right: 3000, wrong: 0, failures: {} })
-    await until(() => server.clients.length === 12, 'the killed clients freed')
-    t.log(`the killed clients' places were freed ${Date.now() - killedAt} ms after the kills (or less)`)
-    for (const c of doomed) {
-      await until(() => !segmentLeft(c.hello.channel), `${c.hello.channel} removed`)
+test.serial(
+  '4 of 16 clients killed mid-traffic: the others go on without an error, and the dead are freed',
+  async (t) => {
+    const name = uniqueName(PREFIX)
+    let served = 0
+    const server = serve(name, {
+      onRequest: (data) => {
+        served++
+        return Buffer.from(`${process.pid}:${data}`)
+      },
+    })
+    try {
+      const clients = await Promise.all(Array.from({ length: 16 }, () => startClient(name)))
+      await Promise.all(clients.map((c) => c.cmd({ op: 'wait', timeoutMs: 20_000 })))
+      const doomed = clients.slice(0, 4)
+      const living = clients.slice(4)
+      const bursts = living.map((c) => c.cmd({ op: 'burst', n: 3000, k: 64 }))
+      for (const c of doomed) void c.cmd({ op: 'burst', n: 1_000_000, k: 64 })
+      await until(() => served > 4000, 'traffic before the kills')
+      await Promise.all(doomed.map((c) => c.kill()))
+      const killedAt = Date.now()
+      for (const r of await Promise.all(bursts)) t.deepEqual(r, { right: 3000, wrong: 0, failures: {} })
+      await until(() => server.clients.length === 12, 'the killed clients freed')
+      t.log(`the killed clients' places were freed ${Date.now() - killedAt} ms after the kills (or less)`)
+      for (const c of doomed) {
+        await until(() => !segmentLeft(c.hello.channel), `${c.hello.channel} removed`)
+      }
+      // The freed places are taken again.
+      const more = await Promise.all(Array.from({ length: 4 }, () => startClient(name)))
+      await Promise.all(more.map((c) => c.cmd({ op: 'wait', timeoutMs: 20_000 })))
+      for (const r of await Promise.all(more.map((c) => c.cmd({ op: 'burst', n: 200, k: 8 })))) {
+        t.deepEqual(r, { right: 200, wrong: 0, failures: {} })
+      }
+      t.is(server.clients.length, 16)
+      await Promise.all([...living, ...more].map((c) => c.close()))
+    } finally {
+      await server.close()
     }
-    // The freed places are taken again.
-    const more = await Promise.all(Array.from({ length: 4 }, () => startClient(name)))
-    await Promise.all(more.map((c) => c.cmd({ op: 'wait', timeoutMs: 20_000 })))
-    for (const r of await Promise.all(more.map((c) => c.cmd({ op: 'burst', n: 200, k: 8 })))) {
-      t.deepEqual(r, { right: 200, wrong: 0, failures: {} })
-    }
-    t.is(server.clients.length, 16)
-    await Promise.all([...living, ...more].map((c) => c.close()))
-  } finally {
-    await server.close()
-  }
-})
+  },
+)
 
 test.serial(
   'the server killed: pending requests fail fast with PEER_GONE, and the clients connect to the next server by themselves',
@@ -188,7 +200,9 @@ test('a second server of a name is refused; a server name is not a channel, nor 
   try {
     const e = t.throws(() => serve(name), { instanceOf: BusyError })
     t.regex(e!.message, new RegExp(`server "${name}" is served already, by process ${process.pid}`))
-    t.throws(() => open(name), { message: /is a server's lobby \(serve\(\) and connect\(\)\), not a two-party channel/ })
+    t.throws(() => open(name), {
+      message: /is a server's lobby \(serve\(\) and connect\(\)\), not a two-party channel/,
+    })
   } finally {
     await server.close()
   }

@@ -168,13 +168,21 @@ async function calls(o) {
     console.log(
       `\nMany clients, one server (${what}; ${cores} cores${o.busy ? `, ${Math.max(1, cores - 1)} CPU hog(s)` : ''})\n`,
     )
-    console.log('| clients | sharmipc calls/s | Unix socket calls/s | ratio | sharmipc p50 / p99 (µs) | socket p50 / p99 (µs) |')
-    console.log('| ------: | ---------------: | ------------------: | ----: | ----------------------: | --------------------: |')
+    console.log(
+      '| clients | sharmipc calls/s | Unix socket calls/s | ratio | sharmipc p50 / p99 (µs) | socket p50 / p99 (µs) |',
+    )
+    console.log(
+      '| ------: | ---------------: | ------------------: | ----: | ----------------------: | --------------------: |',
+    )
     const report = []
     for (const n of o.clients) {
       const pick = (t) => {
         const xs = runs[`${n}/${t}`]
-        return { rate: median(xs.map((x) => x.rate)), p50: median(xs.map((x) => x.p50)), p99: median(xs.map((x) => x.p99)) }
+        return {
+          rate: median(xs.map((x) => x.rate)),
+          p50: median(xs.map((x) => x.p50)),
+          p99: median(xs.map((x) => x.p99)),
+        }
       }
       const s = pick('sharmipc')
       const u = pick('uds')
@@ -239,14 +247,26 @@ async function idle(o) {
     const kids = clients.reduce((s, x, i) => s + cpuOf(x.c.pid) - kids0[i], 0)
     const shm = shmBytes(`sharm.${server.where}`)
     const per = (a, b) => (a - b) / o.idle
-    console.log(`\n${o.idle} idle clients (${procs} client processes), one server; ${os.availableParallelism()} cores\n`)
+    console.log(
+      `\n${o.idle} idle clients (${procs} client processes), one server; ${os.availableParallelism()} cores\n`,
+    )
     console.log('| server process                  | before | with the clients | per client |')
     console.log('| ------------------------------- | -----: | ---------------: | ---------: |')
-    console.log(`| threads                         | ${before.threads} | ${connected.threads} | ${per(connected.threads, before.threads).toFixed(2)} |`)
-    console.log(`| file descriptors                | ${before.fds} | ${connected.fds} | ${per(connected.fds, before.fds).toFixed(2)} |`)
-    console.log(`| RSS (MB)                        | ${(before.rss / 1e6).toFixed(1)} | ${(connected.rss / 1e6).toFixed(1)} | ${(per(connected.rss, before.rss) / 1e3).toFixed(1)} kB |`)
-    console.log(`| of which shared memory (MB)     | ${(before.shm / 1e6).toFixed(1)} | ${(connected.shm / 1e6).toFixed(1)} | ${(per(connected.shm, before.shm) / 1e3).toFixed(1)} kB |`)
-    console.log(`| /dev/shm used (MB)              |  | ${(shm / 1e6).toFixed(1)} | ${(shm / o.idle / 1e3).toFixed(1)} kB |`)
+    console.log(
+      `| threads                         | ${before.threads} | ${connected.threads} | ${per(connected.threads, before.threads).toFixed(2)} |`,
+    )
+    console.log(
+      `| file descriptors                | ${before.fds} | ${connected.fds} | ${per(connected.fds, before.fds).toFixed(2)} |`,
+    )
+    console.log(
+      `| RSS (MB)                        | ${(before.rss / 1e6).toFixed(1)} | ${(connected.rss / 1e6).toFixed(1)} | ${(per(connected.rss, before.rss) / 1e3).toFixed(1)} kB |`,
+    )
+    console.log(
+      `| of which shared memory (MB)     | ${(before.shm / 1e6).toFixed(1)} | ${(connected.shm / 1e6).toFixed(1)} | ${(per(connected.shm, before.shm) / 1e3).toFixed(1)} kB |`,
+    )
+    console.log(
+      `| /dev/shm used (MB)              |  | ${(shm / 1e6).toFixed(1)} | ${(shm / o.idle / 1e3).toFixed(1)} kB |`,
+    )
     console.log(`| idle CPU, server (% of a core)  |  | ${(((cpu.user + cpu.system) / wall) * 100).toFixed(1)} | |`)
     console.log(`| idle CPU, all clients (% of a core) |  | ${((kids / wall) * 100).toFixed(1)} | |`)
   } finally {
@@ -279,7 +299,8 @@ const OPTIONS = {
 
 function count(v, what) {
   const n = Number(v)
-  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${what} must be a positive integer, got ${JSON.stringify(v)}`)
+  if (!Number.isInteger(n) || n < 1)
+    throw new UsageError(`${what} must be a positive integer, got ${JSON.stringify(v)}`)
   return n
 }
 
@@ -292,7 +313,11 @@ export async function main(argv = process.argv.slice(2)) {
   }
   if (values.help) return console.log(USAGE)
   if (values.idle !== undefined) {
-    return idle({ idle: count(values.idle, '--idle'), perProcess: count(values['per-process'], '--per-process'), ms: count(values.ms ?? '5000', '--ms') })
+    return idle({
+      idle: count(values.idle, '--idle'),
+      perProcess: count(values['per-process'], '--per-process'),
+      ms: count(values.ms ?? '5000', '--ms'),
+    })
   }
   return calls({
     clients: values.clients.split(',').map((c) => count(c, '--clients')),

@@ -26,7 +26,7 @@ import {
 import { resolveOptions, type OpenOptions, type RequestHandler, type RequestOptions } from './options'
 import { StreamTable, type StreamHandler } from './streams'
 import { Answering } from './internal/answering'
-import { native as binding, type NativeChannel, type PeerChange } from './internal/binding'
+import { native as binding, type NativeChannel, type NativeLobby, type PeerChange } from './internal/binding'
 import { trackNative, untrackNative } from './internal/exit-hook'
 import { PendingRequests } from './internal/pending'
 import { Poller } from './internal/polling'
@@ -202,8 +202,11 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #answering: Answering
   #streams: StreamTable
 
-  /** @internal Use {@link open}. */
-  constructor(name: string, options: OpenOptions = {}) {
+  /**
+   * @internal Use {@link open}. `server`: the server (lib/server.ts) whose clients' channels share
+   * one wake-up thread, for one of its clients' channels.
+   */
+  constructor(name: string, options: OpenOptions = {}, server?: NativeLobby) {
     super()
     this.name = checkName(name)
     const o = resolveOptions(options)
@@ -286,6 +289,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
           maxMessageBytes: o.maxMessageBytes,
           spinMicros: 0,
           mode: o.mode,
+          deferWaking: server !== undefined,
         },
         this.#onWake,
       )
@@ -296,6 +300,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     try {
       // Linux: the event loop sleeps on this side's loop bell, rung by the peer (src/loop_watch.rs).
       this.#native.watchLoopBell(this.#onRing)
+      if (server !== undefined) this.#native.startWaking(server)
     } catch (e) {
       this.#native.close()
       this.#native = null

@@ -13,12 +13,10 @@ import { EventEmitter } from 'node:events'
 
 import { Channel } from './channel'
 import { fromNative, SharmError } from './errors'
-import { native as binding } from './internal/binding'
+import { native as binding, type NativeLobby } from './internal/binding'
 import { trackNative, untrackNative } from './internal/exit-hook'
 import { argType, checkName, describe } from './internal/validate'
 import { resolveOptions, type OpenOptions } from './options'
-
-type NativeLobby = InstanceType<(typeof binding)['NativeLobby']>
 
 /** Options of {@link serve}: those of every client's channel, and the server's own. */
 export interface ServeOptions extends OpenOptions {
@@ -170,7 +168,8 @@ export class Server extends EventEmitter<ServerEvents> {
   #welcome(name: string, place: number, ticket: number, pid: number): void {
     let channel: Channel
     try {
-      channel = new Channel(name, this.#options)
+      // Its wake-up work is done by the server's one thread for all its clients.
+      channel = new Channel(name, this.#options, this.#lobby!)
     } catch (e) {
       this.#emitError(e as Error)
       return

@@ -16,9 +16,10 @@ use napi::bindgen_prelude::{Buffer, Env, Function, Uint32ArraySlice, Uint8ArrayS
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
-use sharm_core::{ArenaSink, Channel, ChannelOptions, Departure, Kind, PeerEvent};
+use sharm_core::{ArenaSink, Channel, ChannelOptions, Departure, Kind, PeerEvent, Waker};
 
 mod lobby;
+use lobby::NativeLobby;
 mod loop_watch;
 use loop_watch::LoopWatch;
 
@@ -150,6 +151,9 @@ pub struct NativeOptions {
     pub spin_micros: u32,
     /// Access mode of the segment if this side creates it.
     pub mode: u32,
+    /// Start no wake-up thread now: `startWaking()` does, once the event loop took the loop bell
+    /// (a server's clients, which share one thread).
+    pub defer_waking: Option<bool>,
 }
 
 type WakeFn = ThreadsafeFunction<(), (), (), Status, false>;
@@ -233,6 +237,8 @@ pub struct NativeChannel {
     /// Peer events of the last `pollInto`, until `takeEvents()`.
     events: Vec<PeerEvent>,
     thread: Option<JoinHandle<()>>,
+    /// The waker, until `startWaking()` runs it (when waking was deferred).
+    waker: Option<Waker>,
     wake: Option<Arc<WakeFn>>,
     referenced: bool,
     /// Payloads of messages too large for the arena, in order, until `takeLarge()`.
@@ -279,25 +285,55 @@ impl NativeChannel {
             .build()
             .map_err(|e| os(format!("cannot create the wake-up callback: {e}")))?;
         let tsfn: Arc<WakeFn> = Arc::new(tsfn);
-        let waker = ch.waker();
-        let thread_tsfn = tsfn.clone();
-        let thread = std::thread::Builder::new()
-            .name("sharmipc-wake".into())
-            .spawn(move || {
-                waker.run(|| {
-                    thread_tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
-                })
-            })
-            .map_err(|e| os(format!("cannot start the wake-up thread: {e}")))?;
-        Ok(NativeChannel {
+        let mut native = NativeChannel {
+            waker: Some(ch.waker()),
             ch: Some(ch),
             events: Vec::new(),
-            thread: Some(thread),
+            thread: None,
             wake: Some(tsfn),
             referenced: true,
             large: VecDeque::new(),
             loop_watch: None,
-        })
+        };
+        if options.defer_waking != Some(true) {
+            native.start_waking(None)?;
+        }
+        Ok(native)
+    }
+
+    /// Starts the wake-up work deferred at construction: in the thread `server` shares among its
+    /// clients if this channel is in loop mode (its event loop took its bell), else on a thread
+    /// of its own. Does nothing the second time.
+    #[napi]
+    pub fn start_waking(&mut self, server: Option<&NativeLobby>) -> Result<()> {
+        let (Some(waker), Some(tsfn)) = (self.waker.take(), self.wake.clone()) else {
+            return Ok(());
+        };
+        let waker = match server.and_then(|s| s.waker_group()) {
+            Some(group) => {
+                let t = tsfn.clone();
+                match group.add(
+                    waker,
+                    Box::new(move || {
+                        t.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                    }),
+                ) {
+                    Ok(()) => return Ok(()),
+                    Err(waker) => waker,
+                }
+            }
+            None => waker,
+        };
+        let thread = std::thread::Builder::new()
+            .name("sharmipc-wake".into())
+            .spawn(move || {
+                waker.run(|| {
+                    tsfn.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                })
+            })
+            .map_err(|e| os(format!("cannot start the wake-up thread: {e}")))?;
+        self.thread = Some(thread);
+        Ok(())
     }
 
     fn ch(&mut self) -> Result<&mut Channel> {
@@ -550,6 +586,7 @@ impl NativeChannel {
     fn shut(&mut self) {
         // Dropping the watch closes it.
         self.loop_watch = None;
+        self.waker = None;
         if let Some(ch) = self.ch.as_mut() {
             ch.close();
         }

@@ -10,6 +10,7 @@ use napi::bindgen_prelude::{Env, Function};
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 use sharm_core::lobby::{Client, Lobby, Role};
+use sharm_core::WakerGroup;
 
 use crate::{invalid, js_err, os, Result, WakeFn};
 
@@ -36,6 +37,8 @@ pub struct LobbyClient {
 #[napi]
 pub struct NativeLobby {
     lobby: Option<Arc<Lobby>>,
+    /// A server's: the one thread that does the wake-up work of its clients' channels.
+    group: Option<WakerGroup>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     wake: Option<Arc<WakeFn>>,
@@ -75,8 +78,10 @@ impl NativeLobby {
                 })
             })
             .map_err(|e| os(format!("cannot start the lobby's thread: {e}")))?;
+        let group = WakerGroup::start("sharmipc-clients").map_err(js_err)?;
         Ok(NativeLobby {
             lobby: Some(lobby),
+            group: Some(group),
             stop,
             thread: Some(thread),
             wake: Some(tsfn),
@@ -90,11 +95,23 @@ impl NativeLobby {
         let lobby = Lobby::join(&name, mode).map_err(js_err)?;
         Ok(NativeLobby {
             lobby: Some(Arc::new(lobby)),
+            group: None,
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
             wake: None,
             referenced: false,
         })
+    }
+
+    /// The thread a server's clients' channels share (none for a client, or once closed).
+    pub(crate) fn waker_group(&self) -> Option<&WakerGroup> {
+        self.group.as_ref()
+    }
+
+    /// How many clients' channels the server's shared wake-up thread watches.
+    #[napi(getter)]
+    pub fn watched_channels(&self) -> u32 {
+        self.group.as_ref().map_or(0, |g| g.len() as u32)
     }
 
     fn lobby(&self) -> Result<&Lobby> {
@@ -173,6 +190,7 @@ impl NativeLobby {
             let _ = t.join();
         }
         self.wake = None;
+        self.group = None;
         if let Some(l) = self.lobby.take() {
             // The thread is joined: this is the one reference.
             if let Ok(mut l) = Arc::try_unwrap(l) {

@@ -16,6 +16,7 @@ import type * as Binding from '#binding'
 import { SharmError } from '../errors'
 
 export type NativeChannel = Binding.NativeChannel
+export type NativeLobby = Binding.NativeLobby
 export type PeerChange = Binding.PeerChange
 
 export const native: typeof Binding = load()
