@@ -6,6 +6,8 @@ import test from 'ava'
 
 import { BusyError, connect, open, serve, SharmError, type Channel, type Server } from '../index'
 import { killAllPeers, leftoverSegments, spawnPeer, uniqueName, type Peer } from './helpers'
+import { only } from './helpers/platform'
+import { cleanSegment } from '../lib/segments'
 
 const PREFIX = 'srv'
 const script = path.join(__dirname, 'helpers', 'server-side.ts')
@@ -217,3 +219,32 @@ test('a second server of a name is refused; a server name is not a channel, nor 
   t.throws(() => serve(`${'n'.repeat(120)}`), { message: /a server name is at most 112 bytes/ })
   t.false(existsSync(`/dev/shm/sharm.${name}`))
 })
+
+const linuxTest = only(['linux'], 'it finds what is left in /dev/shm')
+
+linuxTest(
+  'when the server and its clients are all SIGKILLed, the next one in frees their places and removes their channels; so does `sharmipc clean`',
+  async (t) => {
+    for (const next of ['server', 'clean'] as const) {
+      const name = uniqueName(PREFIX)
+      const server = await startServer(name)
+      const clients = await Promise.all([startClient(name), startClient(name)])
+      await Promise.all(clients.map((c) => c.cmd({ op: 'wait', timeoutMs: 20_000 })))
+      await Promise.all([server.kill(), ...clients.map((c) => c.kill())])
+      t.true(segmentLeft(name), 'the lobby outlived them')
+      for (const c of clients) t.true(segmentLeft(c.hello.channel), `${c.hello.channel} outlived them`)
+      if (next === 'server') {
+        // A new server frees the dead clients' places (and removes their channels), then the lobby
+        // goes with it.
+        const s = echoServer(name)
+        await until(() => clients.every((c) => !segmentLeft(c.hello.channel)), 'the dead clients’ channels removed')
+        t.is(s.clients.length, 0)
+        await s.close()
+      } else {
+        t.is(cleanSegment(name).result, 'removed')
+        for (const c of clients) t.false(segmentLeft(c.hello.channel), `${c.hello.channel} removed with the lobby`)
+      }
+      t.false(segmentLeft(name), `the lobby removed (${next})`)
+    }
+  },
+)

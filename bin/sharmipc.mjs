@@ -107,7 +107,13 @@ function list(args) {
       sideWord(i.sides[1]),
       i.live ? 'yes' : 'no',
       i.sides.map((s) => s.generation).join('/'),
-      i.magicOk ? bytes(i.capacity) : i.isSharmipc ? `other version (layout ${i.layoutVersion})` : 'not sharmipc',
+      i.magicOk
+        ? bytes(i.capacity)
+        : i.lobby
+          ? "a server's lobby"
+          : i.isSharmipc
+            ? `other version (layout ${i.layoutVersion})`
+            : 'not sharmipc',
       age(i.ageMs),
     ])
   }
@@ -127,7 +133,9 @@ function inspect(args) {
   const lines = [
     `channel     ${nameOf(i)}`,
     `segment     ${i.path}, ${i.bytes} bytes, owner uid ${i.uid}, mode 0${i.mode.toString(8)}, age ${age(i.ageMs)}`,
-    `format      ${i.magicOk ? 'sharmipc' : i.isSharmipc ? 'sharmipc of another version' : 'not a sharmipc segment'}, layout ${i.layoutVersion}, protocol ${i.protocolVersion}`,
+    i.lobby
+      ? "format      a server's lobby (serve() and connect())"
+      : `format      ${i.magicOk ? 'sharmipc' : i.isSharmipc ? 'sharmipc of another version' : 'not a sharmipc segment'}, layout ${i.layoutVersion}, protocol ${i.protocolVersion}`,
     `state       ${i.initState}, attach word 0x${i.attach.toString(16)} (${i.flags.join(', ') || 'no side held'}), creator pid ${i.creatorPid}`,
     `capacity    ${bytes(i.capacity)} per direction`,
   ]

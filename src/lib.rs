@@ -646,6 +646,8 @@ pub struct SegmentInfo {
     pub bytes: f64,
     /// It starts with sharmipc's magic bytes (of any version).
     pub is_sharmipc: bool,
+    /// A server's lobby (serve() and connect()), whose places are not sides.
+    pub lobby: bool,
     /// A sharmipc segment of this layout and protocol version.
     pub magic_ok: bool,
     pub layout_version: u32,
@@ -675,6 +677,7 @@ impl From<sharm_core::inspect::SegmentInfo> for SegmentInfo {
             path: i.path,
             bytes: i.bytes as f64,
             is_sharmipc: i.is_sharmipc,
+            lobby: i.lobby,
             magic_ok: i.magic_ok,
             layout_version: i.layout_version,
             protocol_version: i.protocol_version,

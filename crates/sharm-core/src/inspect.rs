@@ -66,6 +66,8 @@ pub struct SegmentInfo {
     pub bytes: u64,
     /// Does it start with sharmipc's magic bytes (of any version)?
     pub is_sharmipc: bool,
+    /// Is it a server's lobby ([`crate::lobby`]; its places are not listed as sides)?
+    pub lobby: bool,
     /// Is it a sharmipc segment of this layout and protocol?
     pub magic_ok: bool,
     pub layout_version: u32,
@@ -258,6 +260,7 @@ mod imp {
         // is all integers (atomics), for which any bytes are valid; bytes past what was read are 0.
         let h: &Header = unsafe { &*(page.0.as_ptr() as *const Header) };
         let is_sharmipc = got >= std::mem::size_of::<Header>() && h.magic.load(SeqCst) == MAGIC;
+        let lobby = got >= 8 && h.magic.load(SeqCst) == crate::lobby::LOBBY_MAGIC;
         let magic_ok = is_sharmipc
             && h.layout_version.load(SeqCst) == LAYOUT_VERSION
             && h.protocol_version.load(SeqCst) == PROTOCOL_VERSION;
@@ -271,7 +274,7 @@ mod imp {
         if attach & ATTACH_DEAD != 0 {
             flags.push("dead".to_string());
         }
-        let sides = (0..2)
+        let sides = (0..if lobby { 0 } else { 2 })
             .map(|s| {
                 let slot = &h.slots[s];
                 let pid = slot.pid.load(SeqCst);
@@ -319,6 +322,7 @@ mod imp {
             path,
             bytes,
             is_sharmipc,
+            lobby,
             magic_ok,
             layout_version: h.layout_version.load(SeqCst),
             protocol_version: h.protocol_version.load(SeqCst),
@@ -353,6 +357,13 @@ mod imp {
         let Some(info) = read(os_id)? else {
             return Err(Error::Invalid(format!("no segment {}", path_of(os_id))));
         };
+        if info.lobby {
+            return Ok(match crate::lobby::clean(os_id)? {
+                Ok(true) => Cleaned::Removed,
+                Ok(false) => Cleaned::Busy,
+                Err(holders) => Cleaned::Live(holders),
+            });
+        }
         if info.live() {
             return Ok(Cleaned::Live(live_holders(&info)));
         }

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! 0       header: identity, the lobby's state, the server's place
+//! 128     the server's name: its length (u32), then its bytes (at most MAX_NAME)
 //! 512     the server's doorbell: a client rings it when it takes or leaves a place
 //! 4096    MAX_CLIENTS places of PLACE_BYTES: pid, state, ticket, start time
 //! ```
@@ -37,6 +38,7 @@ pub const LOBBY_MAGIC: u64 = u64::from_le_bytes(*b"SHRMLOBY");
 pub const LOBBY_VERSION: u32 = 1;
 /// The most clients a lobby has places for.
 pub const MAX_CLIENTS: usize = 1024;
+const NAME_OFFSET: usize = 128;
 const BELL_OFFSET: usize = 512;
 const PLACES_OFFSET: usize = 4096;
 const PLACE_BYTES: usize = 32;
@@ -82,7 +84,8 @@ struct Header {
 }
 
 const _: () = assert!(std::mem::size_of::<Place>() == PLACE_BYTES);
-const _: () = assert!(std::mem::size_of::<Header>() <= BELL_OFFSET);
+const _: () = assert!(std::mem::size_of::<Header>() <= NAME_OFFSET);
+const _: () = assert!(NAME_OFFSET + 4 + MAX_NAME <= BELL_OFFSET);
 
 /// A client's place as the server sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,7 +196,7 @@ impl Lobby {
         let os_id = check_name(name)?;
         let started = Instant::now();
         loop {
-            let waiting = match Self::open_segment(&os_id, mode)? {
+            let waiting = match Self::open_segment(name, &os_id, mode)? {
                 Some(seg) => {
                     // SAFETY: the doorbell lies in the header page, initialised before READY.
                     let bell = unsafe { Doorbell::attach(seg.as_ptr().add(BELL_OFFSET))? };
@@ -225,8 +228,9 @@ impl Lobby {
         }
     }
 
-    /// Creates or maps the lobby segment; `None` while another process makes or removes it.
-    fn open_segment(os_id: &str, mode: u32) -> Result<Option<Segment>, Error> {
+    /// Creates or maps the lobby segment of server `name`; `None` while another process makes or
+    /// removes it.
+    fn open_segment(name: &str, os_id: &str, mode: u32) -> Result<Option<Segment>, Error> {
         if let Created::New(mut seg) = Segment::create(os_id, LOBBY_BYTES)? {
             let h = header_at(&seg);
             if h.creator_pid
@@ -241,6 +245,13 @@ impl Lobby {
                 }
                 h.magic.store(LOBBY_MAGIC, SeqCst);
                 h.version.store(LOBBY_VERSION, SeqCst);
+                // SAFETY: the name area lies in the header page (asserted above) and `name` is at
+                // most MAX_NAME bytes (checked by `check_name`); nobody reads it before READY.
+                unsafe {
+                    let at = seg.as_ptr().add(NAME_OFFSET);
+                    std::ptr::copy_nonoverlapping((name.len() as u32).to_le_bytes().as_ptr(), at, 4);
+                    std::ptr::copy_nonoverlapping(name.as_ptr(), at.add(4), name.len());
+                }
                 // SAFETY: the doorbell lies in the header page; nobody uses it before READY.
                 unsafe { Doorbell::init(seg.as_ptr().add(BELL_OFFSET))? };
                 h.state.store(OPEN, SeqCst);
@@ -410,7 +421,7 @@ impl Lobby {
                 held = true;
                 continue;
             }
-            if ticket != 0 {
+            if ticket != 0 && !self.name.is_empty() {
                 remove_stale_channel(&self.channel_name(index as u32, ticket));
             }
             if !reap(p) && p.pid.load(SeqCst) != 0 {
@@ -438,6 +449,71 @@ impl Drop for Lobby {
     fn drop(&mut self) {
         self.leave();
     }
+}
+
+/// The server name written in a lobby's header, if it is one whose OS name is `os_id`.
+fn stored_name(seg: &Segment) -> Option<String> {
+    let mut len = [0u8; 4];
+    // SAFETY: the segment is at least a page long (checked by the caller); the name area lies in
+    // the header page, and is read as plain bytes.
+    unsafe { std::ptr::copy_nonoverlapping(seg.as_ptr().add(NAME_OFFSET), len.as_mut_ptr(), 4) };
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 || len > MAX_NAME {
+        return None;
+    }
+    let mut bytes = vec![0u8; len];
+    // SAFETY: as above, `len <= MAX_NAME` bytes after the length.
+    unsafe { std::ptr::copy_nonoverlapping(seg.as_ptr().add(NAME_OFFSET + 4), bytes.as_mut_ptr(), len) };
+    let name = String::from_utf8(bytes).ok()?;
+    (os_id_for(&name).ok().as_deref() == Some(seg.os_id())).then_some(name)
+}
+
+/// What `sharmipc clean` does with a lobby: frees the places of dead processes (and removes the
+/// channels of dead clients while no server is alive), then removes the lobby if nobody alive
+/// holds a place. `Err` with the holders' pids if someone does; `Ok(false)` if it is being made
+/// or removed right now.
+pub fn clean(os_id: &str) -> Result<Result<bool, String>, Error> {
+    let seg = match Segment::open(os_id)? {
+        Opened::Mapped(seg) => seg,
+        Opened::Missing => return Err(Error::Invalid(format!("no segment {os_id}"))),
+        Opened::Empty => return Ok(Ok(false)),
+    };
+    if seg.len() < LOBBY_BYTES {
+        return Err(Error::Protocol(format!(
+            "the lobby {} is {} bytes, not {LOBBY_BYTES}: it was truncated",
+            seg.path(),
+            seg.len()
+        )));
+    }
+    let h = header_at(&seg);
+    if h.magic.load(SeqCst) != LOBBY_MAGIC || h.init_state.load(SeqCst) != INIT_READY {
+        return Ok(Ok(false));
+    }
+    // SAFETY: the doorbell lies in the header page, initialised before READY.
+    let bell = unsafe { Doorbell::attach(seg.as_ptr().add(BELL_OFFSET))? };
+    // Without its name, dead clients' channels cannot be found: their places are still freed.
+    let name = stored_name(&seg).unwrap_or_default();
+    let mut l = Lobby {
+        seg,
+        bell,
+        name,
+        role: Role::Server,
+        left: true,
+    };
+    if l.remove_if_unheld() {
+        l.seg.unlink()?;
+        return Ok(Ok(true));
+    }
+    let h = l.header();
+    let live: Vec<String> = std::iter::once((&h.server, "server"))
+        .chain((0..MAX_CLIENTS).map(|i| (l.place(i), "client")))
+        .filter(|(p, _)| {
+            let pid = p.pid.load(SeqCst);
+            pid != 0 && liveness::is_alive(pid, p.start.load(SeqCst))
+        })
+        .map(|(p, what)| format!("pid {} ({what})", p.pid.load(SeqCst)))
+        .collect();
+    Ok(Err(live.join(", ")))
 }
 
 fn header_at(seg: &Segment) -> &Header {
