@@ -17,6 +17,9 @@ export const {
   RequestContext,
   Channel,
   open,
+  Server,
+  serve,
+  connect,
 } = sharmipc
 
 export default sharmipc

@@ -42,7 +42,7 @@ function channelNames(files) {
   const names = ['demo', 'example']
   for (const f of files) {
     const text = readFileSync(path.join(dir, f), 'utf8')
-    for (const m of text.matchAll(/(?:open|SharmIpc|openSpread)\(\s*'([^']+)'/g)) names.push(m[1])
+    for (const m of text.matchAll(/(?:open|SharmIpc|openSpread|serve|connect)\(\s*'([^']+)'/g)) names.push(m[1])
   }
   return names
 }
@@ -71,7 +71,10 @@ for (const file of files) {
   // Segments this example left: new ones of its channels (other programs may run meanwhile).
   const mine = channelNames([file, PARTNERS[file]].filter(Boolean))
   const left = segments().filter(
-    (f) => !before.has(f) && mine.some((n) => f === `sharm.${n}` || f.startsWith(`sharm.${n}-`)),
+    // A server's lobby is `sharm.<name>`, its clients' channels `sharm.<name>.<place>-<ticket>`.
+    (f) =>
+      !before.has(f) &&
+      mine.some((n) => f === `sharm.${n}` || f.startsWith(`sharm.${n}-`) || f.startsWith(`sharm.${n}.`)),
   )
   if (bad.length > 0 || left.length > 0) {
     failed++
