@@ -217,6 +217,24 @@ test('options: --rounds=2 and --rounds 2 alike; a bad one prints a line and the 
   t.regex(help.stdout, /scenarios: send-1, /)
 })
 
+test('--many reaches the many-clients bench, which measures both transports for each count of clients', async (t) => {
+  const help = await bench(['--many', '--help'])
+  t.is(help.code, 0, help.stderr)
+  t.regex(help.stdout, /^usage: sharmipc bench --many/)
+  const bad = await bench(['--many', '--clients', '0'])
+  t.is(bad.code, 2)
+  t.regex(bad.stderr, /^sharmipc bench: --clients must be a positive integer, got "0"\n\nusage: sharmipc bench --many/)
+  t.notRegex(bad.stderr, /\n\s+at /)
+  const ran = await bench(['--many', '--clients', '1,2', '--rounds', '1', '--ms', '200'])
+  t.is(ran.code, 0, ran.stderr)
+  const rows = ran.stdout.split('\n').filter((l) => /^\| \d+ \|/.test(l))
+  t.deepEqual(
+    rows.map((r) => r.split('|')[1].trim()),
+    ['1', '2'],
+  )
+  for (const r of rows) t.regex(r, /^\| \d+ \| [\d,]+ \| [\d,]+ \| [\d.]+x \|/)
+})
+
 test('--spread reaches the several-channels bench', async (t) => {
   const help = await bench(['--spread', '--help'])
   t.is(help.code, 0, help.stderr)

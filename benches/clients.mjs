@@ -1,8 +1,9 @@
 // Many clients, one server: N client processes calling one server process, sharmipc's serve() and
 // connect() against a Node `net` server on a Unix socket with one connection per client, in one run.
 //
-//   node benches/clients.mjs [--clients 1,4,16] [--inflight N] [--size B] [--ms N] [--rounds N] [--busy]
-//   node benches/clients.mjs --idle N [--per-process K]
+//   npx sharmipc bench --many [--clients 1,4,16] [--inflight N] [--size B] [--ms N] [--rounds N] [--busy]
+//   npx sharmipc bench --many --idle N [--per-process K]
+//   (or node benches/clients.mjs with the same options)
 //
 // Calls (the default): this process is the server, answering each request with its bytes. For each
 // count of clients, N processes each keep `--inflight` requests (default 32) going for `--ms`, all
@@ -33,8 +34,8 @@ const require = createRequire(import.meta.url)
 const self = fileURLToPath(import.meta.url)
 const TRANSPORTS = ['sharmipc', 'uds']
 
-export const USAGE = `usage: node benches/clients.mjs [--clients 1,4,16] [--inflight N] [--size B] [--ms N] [--rounds N] [--busy]
-       node benches/clients.mjs --idle N [--per-process K]`
+export const USAGE = `usage: sharmipc bench --many [--clients 1,4,16] [--inflight N] [--size B] [--ms N] [--rounds N] [--busy]
+       sharmipc bench --many --idle N [--per-process K]`
 
 class UsageError extends Error {
   name = 'UsageError'
@@ -225,8 +226,8 @@ function shmBytes(prefix) {
 
 async function idle(o) {
   if (process.platform !== 'linux') throw new UsageError('--idle reads /proc: Linux only')
-  const server = await startServer('sharmipc')
   const before = probe()
+  const server = await startServer('sharmipc')
   const procs = Math.ceil(o.idle / o.perProcess)
   const clients = Array.from({ length: procs }, (_, i) => {
     const k = Math.min(o.perProcess, o.idle - i * o.perProcess)

@@ -3,6 +3,7 @@
 //   npm run bench [-- --quick] [--rounds N] [--ms N] [--only ID[,ID...]] [--out DIR] [--svg FILE] [--goals] [--pin]
 //   npm run bench -- --replot bench.json [--svg FILE] [--goals]   (table and chart of an earlier run)
 //   npm run bench -- --spread [options of benches/spread.mjs]     (several channels; --spread --help)
+//   npm run bench -- --many [options of benches/clients.mjs]      (many clients, one server; --many --help)
 //   (--only keeps the scenarios with one of the given ids, or whose id contains one of the strings)
 //   npx sharmipc bench [same options]
 //
@@ -323,6 +324,7 @@ export const USAGE = `usage: sharmipc bench [options]        (from a clone: npm 
   --goals            also show the figures the project aims at, and whether this run meets them
   --pin              (Linux) this process on core 0 and its peer on core 1, with taskset
   --spread [...]     the several-channels bench instead (benches/spread.mjs; --spread --help)
+  --many [...]       the many-clients bench instead: N clients calling one server (benches/clients.mjs; --many --help)
   -h, --help         this text
 
 scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}`
@@ -338,6 +340,7 @@ const OPTIONS = {
   goals: { type: 'boolean', default: false },
   pin: { type: 'boolean', default: false },
   spread: { type: 'boolean', default: false },
+  many: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 }
 
@@ -383,14 +386,18 @@ function progress(text) {
   else process.stderr.write(`${text}\n`)
 }
 
+/** Benches of their own, reached through a flag: several channels, and many clients of one server. */
+const OTHER_BENCHES = { '--spread': './spread.mjs', '--many': './clients.mjs' }
+
 export async function main(argv = process.argv.slice(2)) {
-  if (argv.includes('--spread')) {
-    // The several-channels bench takes the rest of the command line.
-    const { main: spread, USAGE: spreadUsage } = await import('./spread.mjs')
+  // The other benches take the rest of the command line.
+  for (const [flag, file] of Object.entries(OTHER_BENCHES)) {
+    if (!argv.includes(flag)) continue
+    const other = await import(file)
     try {
-      return await spread(argv.filter((a) => a !== '--spread'))
+      return await other.main(argv.filter((a) => a !== flag))
     } catch (e) {
-      if (e.name === 'UsageError') throw Object.assign(new UsageError(e.message), { usage: spreadUsage })
+      if (e.name === 'UsageError') throw Object.assign(new UsageError(e.message), { usage: other.USAGE })
       throw e
     }
   }
