@@ -1,17 +1,17 @@
 // One server, many client processes: serve() and connect(), with real processes and SIGKILLs.
-import { existsSync, readdirSync } from 'node:fs'
+import { readdirSync, statSync } from 'node:fs'
 import path from 'node:path'
 
 import test from 'ava'
 
 import { BusyError, connect, open, serve, SharmError, type Channel, type Server } from '../index'
-import { killAllPeers, leftoverSegments, spawnPeer, uniqueName, type Peer } from './helpers'
+import { killAllPeers, spawnPeer, spawnPeerAs, uniqueName, type Peer, type RunAs } from './helpers'
 import { only } from './helpers/platform'
-import { cleanSegment } from '../lib/segments'
+import { cleanSegment, inspectSegment } from '../lib/segments'
 
 const PREFIX = 'srv'
 const script = path.join(__dirname, 'helpers', 'server-side.ts')
-const startClient = (name: string): Promise<Peer> => spawnPeer(name, 'client', {}, script)
+const startClient = (name: string, options: object = {}): Promise<Peer> => spawnPeer(name, 'client', options, script)
 const startServer = (name: string): Promise<Peer> => spawnPeer(name, 'server', {}, script)
 
 test.after.always(killAllPeers)
@@ -30,8 +30,11 @@ async function until(cond: () => boolean, what: string, ms = 10_000): Promise<vo
   }
 }
 
-/** Is the segment of channel or lobby `name` (or one of its loop bells) still in /dev/shm? */
-const segmentLeft = (name: string) => leftoverSegments(name).length > 0
+/**
+ * Is the segment of channel or lobby `name` still there? (Linux, where segments are files in
+ * /dev/shm; a long name's file is named by a hash, which `inspectSegment` knows.) Elsewhere `false`.
+ */
+const segmentLeft = (name: string) => process.platform === 'linux' && inspectSegment(name) !== null
 
 /** Threads of this process (Linux). */
 const threads = () => readdirSync('/proc/self/task').length
@@ -69,7 +72,7 @@ test.serial('16 client processes with 2,000 concurrent requests each all get the
 })
 
 test.serial(
-  '4 of 16 clients killed mid-traffic: the others go on without an error, and the dead are freed',
+  '4 of 16 clients killed mid-traffic: the others go on without an error, what the server asked of the dead fails with PEER_GONE, and their places are freed and taken again',
   async (t) => {
     const name = uniqueName(PREFIX)
     let served = 0
@@ -79,25 +82,42 @@ test.serial(
         return Buffer.from(`${process.pid}:${data}`)
       },
     })
+    const byPid = new Map<number, { channel: Channel; place: number }>()
+    server.on('connection', (channel, { pid, place }) => byPid.set(pid, { channel, place }))
     try {
-      const clients = await Promise.all(Array.from({ length: 16 }, () => startClient(name)))
+      // The doomed never answer the server's requests: they are in flight when they die.
+      const doomed = await Promise.all(Array.from({ length: 4 }, () => startClient(name, { silent: true })))
+      const living = await Promise.all(Array.from({ length: 12 }, () => startClient(name)))
+      const clients = [...doomed, ...living]
       await Promise.all(clients.map((c) => c.cmd({ op: 'wait', timeoutMs: 20_000 })))
-      const doomed = clients.slice(0, 4)
-      const living = clients.slice(4)
+      const asked = doomed.flatMap((c) =>
+        Array.from({ length: 3 }, () =>
+          byPid
+            .get(c.child.pid!)!
+            .channel.request(Buffer.from('never answered'), { timeoutMs: 120_000 })
+            .then(
+              () => 'answered',
+              (e: SharmError) => e.code,
+            ),
+        ),
+      )
       const bursts = living.map((c) => c.cmd({ op: 'burst', n: 3000, k: 64 }))
       for (const c of doomed) void c.cmd({ op: 'burst', n: 1_000_000, k: 64 })
       await until(() => served > 4000, 'traffic before the kills')
       await Promise.all(doomed.map((c) => c.kill()))
       const killedAt = Date.now()
       for (const r of await Promise.all(bursts)) t.deepEqual(r, { right: 3000, wrong: 0, failures: {} })
+      t.deepEqual(new Set(await Promise.all(asked)), new Set(['ERR_SHARM_PEER_GONE']))
       await until(() => server.clients.length === 12, 'the killed clients freed')
       t.log(`the killed clients' places were freed ${Date.now() - killedAt} ms after the kills (or less)`)
       for (const c of doomed) {
         await until(() => !segmentLeft(c.hello.channel), `${c.hello.channel} removed`)
       }
       // The freed places are taken again.
+      const freed = doomed.map((c) => byPid.get(c.child.pid!)!.place).sort()
       const more = await Promise.all(Array.from({ length: 4 }, () => startClient(name)))
       await Promise.all(more.map((c) => c.cmd({ op: 'wait', timeoutMs: 20_000 })))
+      t.deepEqual(more.map((c) => byPid.get(c.child.pid!)!.place).sort(), freed)
       for (const r of await Promise.all(more.map((c) => c.cmd({ op: 'burst', n: 200, k: 8 })))) {
         t.deepEqual(r, { right: 200, wrong: 0, failures: {} })
       }
@@ -217,7 +237,7 @@ test('a second server of a name is refused; a server name is not a channel, nor 
   }
   t.throws(() => serve(name, { maxClients: 0 }), { message: /maxClients must be an integer from 1 to 1024, got 0/ })
   t.throws(() => serve(`${'n'.repeat(120)}`), { message: /a server name is at most 112 bytes/ })
-  t.false(existsSync(`/dev/shm/sharm.${name}`))
+  t.false(segmentLeft(name))
 })
 
 const linuxTest = only(['linux'], 'it finds what is left in /dev/shm')
@@ -245,6 +265,38 @@ linuxTest(
         for (const c of clients) t.false(segmentLeft(c.hello.channel), `${c.hello.channel} removed with the lobby`)
       }
       t.false(segmentLeft(name), `the lobby removed (${next})`)
+    }
+  },
+)
+
+const IS_ROOT = process.platform === 'linux' && process.getuid?.() === 0
+const asRoot = IS_ROOT ? test.serial : test.serial.skip
+const NOBODY: RunAs = { uid: 65534, gid: 65534 }
+
+asRoot(
+  `two users: another user's client cannot take a place in a default (0600) lobby, and in a 0666 one it can, its channel created 0666 too${IS_ROOT ? '' : ' [skipped: needs root, to run a client as user nobody]'}`,
+  async (t) => {
+    const name = uniqueName(PREFIX)
+    const closed = echoServer(name)
+    try {
+      const refused = await spawnPeerAs(NOBODY, name, 'client', {}, script)
+      t.is(refused.hello.openError?.code, 'ERR_SHARM_OS', JSON.stringify(refused.hello))
+      t.regex(refused.hello.openError.message, /permission denied opening shared memory .* belongs to another user/)
+      t.is(closed.clients.length, 0)
+    } finally {
+      await closed.close()
+    }
+    const shared = serve(name, { mode: 0o666, onRequest: (data) => Buffer.from(`${process.pid}:${data}`) })
+    try {
+      t.is(statSync(`/dev/shm${shared.segmentName}`).mode & 0o777, 0o666)
+      const client = await spawnPeerAs(NOBODY, name, 'client', {}, script)
+      t.true(client.hello.ready, JSON.stringify(client.hello))
+      await client.cmd({ op: 'wait', timeoutMs: 20_000 })
+      t.deepEqual(await client.cmd({ op: 'burst', n: 100, k: 4 }), { right: 100, wrong: 0, failures: {} })
+      t.is(inspectSegment(client.hello.channel)!.mode & 0o777, 0o666)
+      await client.close()
+    } finally {
+      await shared.close()
     }
   },
 )

@@ -203,10 +203,11 @@ export class Channel extends EventEmitter<ChannelEvents> {
   #streams: StreamTable
 
   /**
-   * @internal Use {@link open}. `server`: the server (lib/server.ts) whose clients' channels share
-   * one wake-up thread, for one of its clients' channels.
+   * @internal Use {@link open}. `server`: the native lobby of the server (lib/server.ts) whose
+   * clients' channels share one wake-up thread, for one of its clients' channels (typed `object`
+   * so that the published types do not reach into the binding's).
    */
-  constructor(name: string, options: OpenOptions = {}, server?: NativeLobby) {
+  constructor(name: string, options: OpenOptions = {}, server?: object) {
     super()
     this.name = checkName(name)
     const o = resolveOptions(options)
@@ -300,7 +301,7 @@ export class Channel extends EventEmitter<ChannelEvents> {
     try {
       // Linux: the event loop sleeps on this side's loop bell, rung by the peer (src/loop_watch.rs).
       this.#native.watchLoopBell(this.#onRing)
-      if (server !== undefined) this.#native.startWaking(server)
+      if (server !== undefined) this.#native.startWaking(server as NativeLobby)
     } catch (e) {
       this.#native.close()
       this.#native = null

@@ -42,6 +42,9 @@ export interface ServerEvents {
   close: []
 }
 
+/** How long a dead client's channel may take to see its departure before it is closed anyway. */
+const DEPARTURE_PATIENCE_MS = 1000
+
 interface Client {
   channel: Channel
   info: ClientInfo
@@ -63,6 +66,10 @@ export class Server extends EventEmitter<ServerEvents> {
   #onMessage: ServeOptions['onMessage']
   /** By channel name. */
   #clients = new Map<string, Client>()
+  /** Channels being closed after their client left or died, and dead clients' channels being removed. */
+  #leaving = new Map<string, Promise<void>>()
+  /** Channels this side closed (or that failed) whose client still holds its place: not opened again. */
+  #dropped = new Set<string>()
 
   /** @internal Use {@link serve}. */
   constructor(name: string, options: ServeOptions = {}) {
@@ -132,10 +139,10 @@ export class Server extends EventEmitter<ServerEvents> {
     this.#lobby = null
     const clients = [...this.#clients.values()]
     this.#clients.clear()
-    await Promise.all(clients.map((c) => c.channel.close()))
+    await Promise.all([...clients.map((c) => c.channel.close()), ...this.#leaving.values()])
     untrackNative(lobby)
     lobby.close()
-    this.emit('close')
+    this.#emitSafely('close')
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -146,23 +153,23 @@ export class Server extends EventEmitter<ServerEvents> {
   #changed = (): void => {
     const lobby = this.#lobby
     if (lobby === null) return
-    const places = lobby.clients()
-    const here = new Set<string>()
+    let places: ReturnType<NativeLobby['clients']>
+    try {
+      places = lobby.clients()
+    } catch (e) {
+      this.#emitError(fromNative(e))
+      return
+    }
+    const here = new Set(places.filter((p) => p.alive).map((p) => p.channel))
+    for (const [name, c] of this.#clients) if (!here.has(name)) this.#farewell(name, c)
     for (const p of places) {
-      if (!p.alive) continue
-      here.add(p.channel)
-      if (!this.#clients.has(p.channel)) this.#welcome(p.channel, p.index, p.ticket, p.pid)
+      // A listener may have closed the server meanwhile.
+      if (this.#lobby === null) return
+      if (this.#clients.has(p.channel) || this.#leaving.has(p.channel) || this.#dropped.has(p.channel)) continue
+      if (p.alive) this.#welcome(p.channel, p.index, p.ticket, p.pid)
+      else this.#removeStale(p.channel, p.index, p.ticket)
     }
-    for (const [name, c] of this.#clients) {
-      if (here.has(name)) continue
-      this.#clients.delete(name)
-      void this.#farewell(c)
-    }
-    // Places of clients that died before this server opened their channel.
-    for (const p of places) {
-      if (p.alive || this.#clients.has(p.channel)) continue
-      void this.#removeStale(p.channel, p.index, p.ticket)
-    }
+    for (const name of this.#dropped) if (!places.some((p) => p.channel === name)) this.#dropped.delete(name)
   }
 
   #welcome(name: string, place: number, ticket: number, pid: number): void {
@@ -177,28 +184,70 @@ export class Server extends EventEmitter<ServerEvents> {
     if (this.#unref) channel.unref()
     const onMessage = this.#onMessage
     if (onMessage) channel.on('message', (data) => onMessage(data, channel))
-    // A client's channel failing (a protocol error) is the server's error; the client goes.
+    // A client's channel failing (a protocol error) is the server's error.
     channel.on('error', (e) => this.#emitError(e))
     const info = { pid, place }
+    // Closed here (by the user, or failed) while its client keeps its place: that client is
+    // disconnected, and its channel is not opened again until the place is taken anew.
+    channel.once('close', () => {
+      if (this.#clients.get(name)?.channel !== channel) return
+      this.#clients.delete(name)
+      this.#dropped.add(name)
+      this.#emitSafely('disconnect', channel, info)
+    })
     this.#clients.set(name, { channel, info, ticket })
-    this.emit('connection', channel, info)
+    this.#emitSafely('connection', channel, info)
   }
 
-  async #farewell(c: Client): Promise<void> {
-    await c.channel.close()
-    this.#lobby?.freeDead(c.info.place, c.ticket)
-    this.emit('disconnect', c.channel, c.info)
+  /** A client left or died: closes its channel, frees its place if it died, says so. */
+  #farewell(name: string, c: Client): void {
+    this.#clients.delete(name)
+    const done = (async () => {
+      // A client that died: its channel sees the departure within its next liveness check (100
+      // ms), so that requests in flight to it fail with PeerGoneError, not ClosedError.
+      if (c.channel.connected) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, DEPARTURE_PATIENCE_MS)
+          c.channel.once('disconnect', () => {
+            clearTimeout(timer)
+            resolve()
+          })
+        })
+      }
+      await c.channel.close()
+      this.#lobby?.freeDead(c.info.place, c.ticket)
+    })()
+    this.#leaving.set(name, done)
+    void done.finally(() => {
+      this.#leaving.delete(name)
+      this.#emitSafely('disconnect', c.channel, c.info)
+    })
   }
 
   /** A dead client's channel that no live process holds: opening it takes it over, closing removes it. */
-  async #removeStale(name: string, place: number, ticket: number): Promise<void> {
+  #removeStale(name: string, place: number, ticket: number): void {
+    const done = (async () => {
+      try {
+        await new Channel(name, { ...this.#options, onRequest: undefined, onStream: undefined }).close()
+      } catch {
+        // Held after all (by a process this one cannot see die): the next look tries again.
+        return
+      }
+      this.#lobby?.freeDead(place, ticket)
+    })()
+    this.#leaving.set(name, done)
+    void done.finally(() => this.#leaving.delete(name))
+  }
+
+  /** Emits `event`; a listener that throws does not stop the server's bookkeeping (it is rethrown on the next tick). */
+  #emitSafely<K extends keyof ServerEvents>(event: K, ...args: ServerEvents[K]): void {
     try {
-      await new Channel(name, { ...this.#options, onRequest: undefined, onStream: undefined }).close()
-    } catch {
-      // Held after all (a client of that name came back): its place says so at the next look.
-      return
+      ;(this.emit as (event: K, ...args: ServerEvents[K]) => boolean)(event, ...args)
+    } catch (e) {
+      process.nextTick(() => {
+        throw e
+      })
     }
-    this.#lobby?.freeDead(place, ticket)
   }
 
   #emitError(e: Error): void {
@@ -217,7 +266,8 @@ export function serve(name: string, options?: ServeOptions): Server {
 
 /**
  * Connects to server `name`: takes a place in its lobby and returns the client's
- * {@link Channel} (the whole Channel API). A client started before its server waits for it
+ * {@link Channel} (the whole Channel API). The channel is created with the lobby's access mode
+ * unless `options.mode` says otherwise. A client started before its server waits for it
  * (`waitForPeer`); when the server leaves or dies, its requests fail with `ERR_SHARM_PEER_GONE`
  * and the channel attaches to the next server of the name by itself (`'connect'`).
  * `ERR_SHARM_BUSY` when the server has its `maxClients` clients.
@@ -230,9 +280,11 @@ export function connect(name: string, options: OpenOptions = {}): Channel {
   } catch (e) {
     throw fromNative(e)
   }
+  // The client's channel is shared with the server's user as the lobby is, unless asked otherwise.
+  const channelMode = options.mode ?? lobby.mode ?? undefined
   let channel: Channel
   try {
-    channel = new Channel(lobby.channelName, options)
+    channel = new Channel(lobby.channelName, channelMode === undefined ? options : { ...options, mode: channelMode })
   } catch (e) {
     lobby.close()
     throw e instanceof SharmError ? e : fromNative(e)

@@ -61,6 +61,8 @@ impl NativeLobby {
     /// `changed()` when a client takes or leaves a place, or its process died.
     #[napi(factory)]
     pub fn serve(name: String, max: f64, mode: u32, changed: Function<(), ()>) -> Result<Self> {
+        // Made first: a server whose thread could not start must not keep its place.
+        let group = WakerGroup::start("sharmipc-clients").map_err(js_err)?;
         let lobby = Arc::new(Lobby::serve(&name, max_clients(max)?, mode).map_err(js_err)?);
         let tsfn = changed
             .build_threadsafe_function()
@@ -78,7 +80,6 @@ impl NativeLobby {
                 })
             })
             .map_err(|e| os(format!("cannot start the lobby's thread: {e}")))?;
-        let group = WakerGroup::start("sharmipc-clients").map_err(js_err)?;
         Ok(NativeLobby {
             lobby: Some(lobby),
             group: Some(group),
@@ -126,6 +127,12 @@ impl NativeLobby {
             Role::Client { index, ticket } => l.channel_name(index, ticket),
             Role::Server => String::new(),
         })
+    }
+
+    /// Access mode of the lobby segment (Unix; none where it cannot be read).
+    #[napi(getter)]
+    pub fn mode(&self) -> Result<Option<u32>> {
+        Ok(self.lobby()?.mode())
     }
 
     /// OS name of the lobby segment.
@@ -207,7 +214,8 @@ impl Drop for NativeLobby {
 }
 
 /// The watch thread of a server: `changed()` whenever a client rang (took or left a place) or
-/// what it sees of the clients' places changed, including a process found dead.
+/// what it sees of the clients' places changed, including a process found dead. It also frees the
+/// places of clients that died before they were ready (they have no channel).
 fn watch(lobby: &Lobby, stop: &AtomicBool, changed: impl Fn()) {
     let mut seen: Vec<Client> = lobby.clients();
     let mut looked = Instant::now();
@@ -220,6 +228,7 @@ fn watch(lobby: &Lobby, stop: &AtomicBool, changed: impl Fn()) {
             continue;
         }
         looked = Instant::now();
+        lobby.free_dead_unready();
         let now = lobby.clients();
         if rung || now != seen {
             seen = now;

@@ -4,7 +4,8 @@
 import { connect, serve, type Channel } from '../../index'
 
 const [name, role, optionsJson] = process.argv.slice(2)
-const options = JSON.parse(optionsJson ?? '{}')
+// `silent` (a client's): its handler takes requests and never answers them.
+const { silent, ...options } = JSON.parse(optionsJson ?? '{}')
 const reply = (m: unknown) => process.send!(m)
 
 function fail(e: unknown): never {
@@ -31,7 +32,7 @@ if (role === 'server') {
 } else {
   let ch: Channel
   try {
-    ch = connect(name, options)
+    ch = connect(name, silent ? { ...options, onRequest: (_data, ctx) => void ctx.answerLater() } : options)
   } catch (e) {
     fail(e)
   }

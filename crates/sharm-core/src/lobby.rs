@@ -6,21 +6,27 @@
 //! 0       header: identity, the lobby's state, the server's place
 //! 128     the server's name: its length (u32), then its bytes (at most MAX_NAME)
 //! 512     the server's doorbell: a client rings it when it takes or leaves a place
-//! 4096    MAX_CLIENTS places of PLACE_BYTES: pid, state, ticket, start time
+//! 4096    MAX_CLIENTS places of PLACE_BYTES: holder (pid and state), ticket, start time
 //! ```
 //!
-//! A place (the server's, or a client's) is held by the process whose pid it holds; it is taken
-//! by a CAS of its pid from 0, and freed by its holder, or by anyone once that process is dead.
-//! A client's place also holds a ticket, unique in the lobby, which names the client's channel:
-//! a place taken again is a new channel. A dead client's place is freed by the live server, after
-//! it closed that client's channel, or, while no server is alive, by whoever finds it (who also
-//! removes the client's channel, which nobody alive holds).
+//! A place (the server's, or a client's) is held by the process whose pid is in its `holder`
+//! word, with the place's state (TAKEN, then READY once its ticket and start time are written):
+//! one word, so that taking (a CAS from 0), giving back and freeing a dead holder's place (a CAS
+//! back to 0, of the word as it was looked at) are each one step, and no late store of one lands
+//! on the next holder's place. A client's place also holds a ticket, unique in the lobby, which
+//! names the client's channel: a place taken again is a new channel. A dead client's place is
+//! freed by the live server, after it closed that client's channel, or, while no server is alive,
+//! by whoever finds it (who also removes the client's channel, which nobody alive holds). A place
+//! whose holder died before it was READY has no channel yet: the server's watch frees it.
 //!
 //! The last holder out removes the segment. Deciding that nobody holds it and taking a place race,
 //! so both go through the `state` word like two threads through Dekker's lock: a leaver that found
-//! no holder sets DEAD, then looks again, and backs off (OPEN again) if someone took a place
-//! meanwhile; a taker sets its pid, then reads `state`, and gives its place back and opens anew if
-//! it is DEAD. (All SeqCst: of the two, at least one sees the other's write.)
+//! no holder sets DEAD (with its pid), then looks again, and backs off (OPEN again) if someone
+//! took a place meanwhile; a taker sets its holder word, then reads `state`, and gives its place
+//! back and opens anew if it is DEAD. (All SeqCst: of the two, at least one sees the other's
+//! write.) A remover that cannot remove the name (another user's file in the sticky `/dev/shm`)
+//! sets OPEN again, and one that died before it removed it is found dead by the next taker, which
+//! sets OPEN again: the segment is used in place.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -48,25 +54,98 @@ pub const LOBBY_BYTES: usize = PLACES_OFFSET + MAX_CLIENTS * PLACE_BYTES;
 pub const MAX_NAME: usize = 128 - 16;
 
 /// `state`: in use.
-const OPEN: u32 = 1;
-/// `state`: the last holder left and is removing the segment.
+const OPEN: u64 = 1;
+/// `state`: the last holder left and is removing the segment: `word(its pid, DEAD)`.
 const DEAD: u32 = 2;
 
-/// Place states: taken (pid written, the rest being written), then ready.
+/// Place states: taken (the rest being written), then ready.
 const TAKEN: u32 = 1;
 const READY: u32 = 2;
+
+/// A holder word: `pid` and `state`.
+const fn word(pid: u32, state: u32) -> u64 {
+    (pid as u64) << 32 | state as u64
+}
+
+/// The pid and state of a holder word.
+const fn parts(w: u64) -> (u32, u32) {
+    ((w >> 32) as u32, w as u32)
+}
 
 /// How long an opener waits for a lobby that is being made or removed.
 const PATIENCE: Duration = Duration::from_secs(2);
 
 #[repr(C)]
 struct Place {
-    pid: AtomicU32,
-    state: AtomicU32,
+    /// `word(pid, state)` of its holder; 0: free.
+    holder: AtomicU64,
+    /// Written by the holder after it took the place, before it is READY.
     ticket: AtomicU32,
     _pad: u32,
     start: AtomicU64,
     _reserved: u64,
+}
+
+/// A place as one look saw it (consistent: its holder word read before and after the rest).
+#[derive(Clone, Copy)]
+struct Look {
+    word: u64,
+    pid: u32,
+    state: u32,
+    /// The ticket and start time, once READY (0 before).
+    ticket: u32,
+    start: u64,
+}
+
+impl Look {
+    /// Is the holder alive? (Its start time is known only once READY.)
+    fn alive(&self) -> bool {
+        liveness::is_alive(self.pid, self.start)
+    }
+}
+
+impl Place {
+    /// Who holds it, if anyone.
+    fn look(&self) -> Option<Look> {
+        loop {
+            let w = self.holder.load(SeqCst);
+            if w == 0 {
+                return None;
+            }
+            let (pid, state) = parts(w);
+            let (ticket, start) = (self.ticket.load(SeqCst), self.start.load(SeqCst));
+            if self.holder.load(SeqCst) == w {
+                let ready = state == READY;
+                return Some(Look {
+                    word: w,
+                    pid,
+                    state,
+                    ticket: if ready { ticket } else { 0 },
+                    start: if ready { start } else { 0 },
+                });
+            }
+        }
+    }
+
+    /// Frees it if it is still as `look` saw it and its holder is dead. Returns whether it did.
+    fn free_if_dead(&self, look: &Look) -> bool {
+        !look.alive() && self.holder.compare_exchange(look.word, 0, SeqCst, SeqCst).is_ok()
+    }
+
+    /// Frees it if `pid` holds it (its holder leaving).
+    fn give_back(&self, pid: u32) {
+        let w = self.holder.load(SeqCst);
+        if w != 0 && parts(w).0 == pid {
+            let _ = self.holder.compare_exchange(w, 0, SeqCst, SeqCst);
+        }
+    }
+
+    /// The holder `pid` says it is READY (its ticket and start time are written).
+    fn ready(&self, pid: u32) {
+        let _ = self
+            .holder
+            .compare_exchange(word(pid, TAKEN), word(pid, READY), SeqCst, SeqCst);
+    }
 }
 
 #[repr(C)]
@@ -75,11 +154,13 @@ struct Header {
     version: AtomicU32,
     init_state: AtomicU32,
     creator_pid: AtomicU32,
-    state: AtomicU32,
     /// The most clients the server takes (0: no server said yet, so [`MAX_CLIENTS`]).
     max_clients: AtomicU32,
     /// The last ticket given.
     tickets: AtomicU32,
+    _pad: u32,
+    /// OPEN, or `word(remover's pid, DEAD)`.
+    state: AtomicU64,
     server: Place,
 }
 
@@ -140,17 +221,18 @@ impl Lobby {
         }
         Self::enter(name, mode, |l| {
             let h = l.header();
-            match take(&h.server, liveness::current(), l, true) {
+            let me = liveness::current();
+            match take(&h.server, me, l, true) {
                 Taken::Yes => {}
                 Taken::Removed => return Ok(None),
-                Taken::Held => {
+                Taken::Held(pid) => {
                     return Err(Error::Busy(format!(
-                        "server {name:?} is served already, by process {}",
-                        h.server.pid.load(SeqCst)
+                        "server {name:?} is served already, by process {pid}"
                     )))
                 }
             }
             h.max_clients.store(max_clients, SeqCst);
+            h.server.ready(me.0);
             Ok(Some(Role::Server))
         })
     }
@@ -169,7 +251,7 @@ impl Lobby {
                 let place = l.place(index);
                 match take(place, me, l, false) {
                     Taken::Yes => {}
-                    Taken::Held => continue,
+                    Taken::Held(_) => continue,
                     Taken::Removed => return Ok(None),
                 }
                 let mut ticket = h.tickets.fetch_add(1, SeqCst).wrapping_add(1);
@@ -177,7 +259,7 @@ impl Lobby {
                     ticket = h.tickets.fetch_add(1, SeqCst).wrapping_add(1);
                 }
                 place.ticket.store(ticket, SeqCst);
-                place.state.store(READY, SeqCst);
+                place.ready(me.0);
                 l.bell.ring();
                 return Ok(Some(Role::Client {
                     index: index as u32,
@@ -213,7 +295,10 @@ impl Lobby {
                             l.left = false;
                             return Ok(l);
                         }
-                        None => "being removed by the last process that left it",
+                        None => {
+                            reopen_if_remover_died(l.header());
+                            "being removed by the last process that left it"
+                        }
                     }
                 }
                 None => "being made or removed by another process",
@@ -343,21 +428,22 @@ impl Lobby {
         self.seg.os_id()
     }
 
+    /// Access mode of the lobby segment (Unix; `None` where it cannot be read): a client's channel
+    /// is created with it unless the client asks for another.
+    pub fn mode(&self) -> Option<u32> {
+        self.seg.mode()
+    }
+
     /// The clients' places that are taken and ready, in place order.
     pub fn clients(&self) -> Vec<Client> {
         (0..MAX_CLIENTS)
             .filter_map(|index| {
-                let p = self.place(index);
-                let pid = p.pid.load(SeqCst);
-                if pid == 0 || p.state.load(SeqCst) != READY {
-                    return None;
-                }
-                let (ticket, start) = (p.ticket.load(SeqCst), p.start.load(SeqCst));
-                (p.pid.load(SeqCst) == pid).then(|| Client {
+                let look = self.place(index).look().filter(|l| l.state == READY)?;
+                Some(Client {
                     index: index as u32,
-                    ticket,
-                    pid,
-                    alive: liveness::is_alive(pid, start),
+                    ticket: look.ticket,
+                    pid: look.pid,
+                    alive: look.alive(),
                 })
             })
             .collect()
@@ -370,7 +456,20 @@ impl Lobby {
             return false;
         }
         let p = self.place(index as usize);
-        p.ticket.load(SeqCst) == ticket && reap(p)
+        p.look()
+            .is_some_and(|look| look.ticket == ticket && p.free_if_dead(&look))
+    }
+
+    /// Frees the places of clients that died before they were READY (they have no channel yet).
+    /// Returns how many.
+    pub fn free_dead_unready(&self) -> usize {
+        (0..MAX_CLIENTS)
+            .filter(|&index| {
+                let p = self.place(index);
+                p.look()
+                    .is_some_and(|look| look.state != READY && p.free_if_dead(&look))
+            })
+            .count()
     }
 
     /// Waits at most `timeout` for a client to ring (take or leave a place). Server only.
@@ -395,53 +494,65 @@ impl Lobby {
             Role::Server => &self.header().server,
             Role::Client { index, .. } => self.place(index as usize),
         };
-        give_back(place, me);
+        place.give_back(me);
         self.bell.ring();
-        if self.remove_if_unheld() {
-            let _ = self.seg.unlink();
-        }
+        self.remove_if_unheld();
     }
 
     /// Is a place held by a live process? Frees the places of dead ones it finds (clients' only
     /// while no server is alive, removing their channels).
     fn held(&self) -> bool {
         let h = self.header();
-        if h.server.pid.load(SeqCst) != 0 && !reap(&h.server) {
-            return true;
+        if let Some(server) = h.server.look() {
+            if !h.server.free_if_dead(&server) {
+                return true;
+            }
         }
         let mut held = false;
         for index in 0..MAX_CLIENTS {
             let p = self.place(index);
-            let pid = p.pid.load(SeqCst);
-            if pid == 0 {
-                continue;
-            }
-            let ticket = p.ticket.load(SeqCst);
-            if liveness::is_alive(pid, p.start.load(SeqCst)) {
+            let Some(look) = p.look() else { continue };
+            if look.alive() {
                 held = true;
                 continue;
             }
-            if ticket != 0 && !self.name.is_empty() {
-                remove_stale_channel(&self.channel_name(index as u32, ticket));
+            if look.ticket != 0 && !self.name.is_empty() {
+                remove_stale_channel(&self.channel_name(index as u32, look.ticket));
             }
-            if !reap(p) && p.pid.load(SeqCst) != 0 {
+            if !p.free_if_dead(&look) && p.look().is_some() {
                 held = true;
             }
         }
         held
     }
 
-    /// The Dekker half of a leaver: true if the segment is DEAD and this process removes it.
-    fn remove_if_unheld(&self) -> bool {
+    /// The leaver's half of the Dekker handshake: if nobody holds a place, marks the lobby DEAD
+    /// and removes it. Returns whether it did.
+    fn remove_if_unheld(&mut self) -> bool {
         let h = self.header();
-        if self.held() || h.state.compare_exchange(OPEN, DEAD, SeqCst, SeqCst).is_err() {
+        let dead = word(std::process::id(), DEAD);
+        if self.held() || h.state.compare_exchange(OPEN, dead, SeqCst, SeqCst).is_err() {
             return false;
         }
         if self.held() {
             h.state.store(OPEN, SeqCst);
             return false;
         }
+        if self.seg.unlink().is_err() {
+            // Not ours to remove (another user's, in the sticky /dev/shm): it stays, in use.
+            self.header().state.store(OPEN, SeqCst);
+            return false;
+        }
         true
+    }
+}
+
+/// A lobby left DEAD by a remover that died before it removed it is used in place: OPEN again.
+fn reopen_if_remover_died(h: &Header) {
+    let st = h.state.load(SeqCst);
+    let (remover, tag) = parts(st);
+    if tag == DEAD && !liveness::is_alive(remover, 0) {
+        let _ = h.state.compare_exchange(st, OPEN, SeqCst, SeqCst);
     }
 }
 
@@ -493,6 +604,7 @@ pub fn clean(os_id: &str) -> Result<Result<bool, String>, Error> {
     let bell = unsafe { Doorbell::attach(seg.as_ptr().add(BELL_OFFSET))? };
     // Without its name, dead clients' channels cannot be found: their places are still freed.
     let name = stored_name(&seg).unwrap_or_default();
+    reopen_if_remover_died(h);
     let mut l = Lobby {
         seg,
         bell,
@@ -501,17 +613,18 @@ pub fn clean(os_id: &str) -> Result<Result<bool, String>, Error> {
         left: true,
     };
     if l.remove_if_unheld() {
-        l.seg.unlink()?;
         return Ok(Ok(true));
     }
     let h = l.header();
+    if h.state.load(SeqCst) != OPEN {
+        return Ok(Ok(false));
+    }
     let live: Vec<String> = std::iter::once((&h.server, "server"))
         .chain((0..MAX_CLIENTS).map(|i| (l.place(i), "client")))
-        .filter(|(p, _)| {
-            let pid = p.pid.load(SeqCst);
-            pid != 0 && liveness::is_alive(pid, p.start.load(SeqCst))
+        .filter_map(|(p, what)| {
+            let look = p.look().filter(Look::alive)?;
+            Some(format!("pid {} ({what})", look.pid))
         })
-        .map(|(p, what)| format!("pid {} ({what})", p.pid.load(SeqCst)))
         .collect();
     Ok(Err(live.join(", ")))
 }
@@ -530,70 +643,49 @@ pub fn channel_name(server: &str, index: u32, ticket: u32) -> String {
 /// What [`take`] came to.
 enum Taken {
     Yes,
-    /// A live process holds the place.
-    Held,
+    /// A live process holds the place: this one.
+    Held(u32),
     /// The lobby is being removed: the place was given back, open the lobby anew.
     Removed,
 }
 
-/// Takes `place` for this process (`me`: pid and start time), freeing it first if its holder
-/// is dead (a client's only if `server` is set, or no server is alive, since a live server frees
-/// its clients' places itself, after closing their channels).
+/// Takes `place` for this process (`me`: pid and start time), TAKEN, freeing it first if its
+/// holder is dead (a client's only if `server` is set, or no server is alive, since a live server
+/// frees its clients' places itself, after closing their channels). The caller writes the rest
+/// and makes it READY.
 fn take(place: &Place, (pid, start): (u32, u64), l: &Lobby, server: bool) -> Taken {
     let h = l.header();
     loop {
-        let holder = place.pid.load(SeqCst);
-        if holder != 0 {
-            let no_server = h.server.pid.load(SeqCst) == 0 || reap(&h.server);
-            if !(server || no_server) || liveness::is_alive(holder, place.start.load(SeqCst)) {
-                return Taken::Held;
+        if let Some(look) = place.look() {
+            let no_server = h.server.look().is_none_or(|s| h.server.free_if_dead(&s));
+            if !(server || no_server) || look.alive() {
+                return Taken::Held(look.pid);
             }
-            if !server {
-                let ticket = place.ticket.load(SeqCst);
-                if ticket != 0 {
-                    remove_stale_channel(&l.channel_name(index_of(l, place), ticket));
-                }
+            if !server && look.ticket != 0 {
+                remove_stale_channel(&l.channel_name(index_of(l, place), look.ticket));
             }
-            reap(place);
+            place.free_if_dead(&look);
             continue;
         }
-        if place.pid.compare_exchange(0, pid, SeqCst, SeqCst).is_err() {
+        if place
+            .holder
+            .compare_exchange(0, word(pid, TAKEN), SeqCst, SeqCst)
+            .is_err()
+        {
             continue;
         }
         // The taker's half of the Dekker handshake with a leaver removing the lobby.
         if h.state.load(SeqCst) != OPEN {
-            give_back(place, pid);
+            place.give_back(pid);
             return Taken::Removed;
         }
         place.start.store(start, SeqCst);
-        place.state.store(if server { READY } else { TAKEN }, SeqCst);
         return Taken::Yes;
     }
 }
 
 fn index_of(l: &Lobby, place: &Place) -> u32 {
     ((place as *const Place as usize - l.seg.as_ptr() as usize - PLACES_OFFSET) / PLACE_BYTES) as u32
-}
-
-/// Frees `place` held by `pid` (its holder leaving).
-fn give_back(place: &Place, pid: u32) {
-    place.state.store(0, SeqCst);
-    place.ticket.store(0, SeqCst);
-    place.start.store(0, SeqCst);
-    let _ = place.pid.compare_exchange(pid, 0, SeqCst, SeqCst);
-}
-
-/// Frees `place` if the process holding it is dead. Returns whether it did.
-fn reap(place: &Place) -> bool {
-    let pid = place.pid.load(SeqCst);
-    if pid == 0 || liveness::is_alive(pid, place.start.load(SeqCst)) {
-        return false;
-    }
-    // Nobody takes a place whose pid is not 0: clear the rest first.
-    place.state.store(0, SeqCst);
-    place.ticket.store(0, SeqCst);
-    place.start.store(0, SeqCst);
-    place.pid.compare_exchange(pid, 0, SeqCst, SeqCst).is_ok()
 }
 
 /// Removes the channel of a dead client while no server is alive: nobody alive holds it, so
@@ -670,7 +762,9 @@ mod tests {
         // The client "dies": its place holds a pid no process has.
         std::mem::forget(client);
         let place = server.place(index as usize);
-        place.pid.store(crate::test_process::exited_pid(), SeqCst);
+        place
+            .holder
+            .store(word(crate::test_process::exited_pid(), READY), SeqCst);
         let seen = server.clients();
         assert_eq!(seen.len(), 1);
         assert!(!seen[0].alive);
@@ -684,12 +778,68 @@ mod tests {
         assert!(server.free_dead(index, ticket));
         assert_eq!(server.clients().len(), 1);
         // With no server, the next one in frees a dead client's place.
-        place.pid.store(crate::test_process::exited_pid(), SeqCst);
         place.ticket.store(ticket, SeqCst);
-        place.state.store(READY, SeqCst);
+        place
+            .holder
+            .store(word(crate::test_process::exited_pid(), READY), SeqCst);
         drop(server);
         drop(newcomer);
         assert!(gone(&name), "the dead client's place does not keep the lobby");
+    }
+
+    #[test]
+    fn freeing_a_dead_holders_place_as_an_old_look_saw_it_never_frees_the_next_holders() {
+        // Two processes find the same dead client's place; one frees it and a newcomer takes it
+        // before the other acts on its own, older look.
+        let name = format!("lobby-race-{}", std::process::id());
+        let server = Lobby::serve(&name, 8, 0o600).unwrap();
+        let place = server.place(0);
+        place.ticket.store(7, SeqCst);
+        place
+            .holder
+            .store(word(crate::test_process::exited_pid(), READY), SeqCst);
+        let first = place.look().unwrap();
+        let second = place.look().unwrap();
+        assert!(place.free_if_dead(&first));
+        let newcomer = Lobby::join(&name, 0o600).unwrap();
+        let Role::Client { index: 0, ticket } = newcomer.role() else {
+            panic!("the newcomer took {:?}, not place 0", newcomer.role())
+        };
+        assert!(!place.free_if_dead(&second), "a late free took the newcomer's place");
+        let now = place.look().unwrap();
+        assert_eq!((now.pid, now.state, now.ticket), (std::process::id(), READY, ticket));
+        drop(newcomer);
+        drop(server);
+        assert!(gone(&name));
+    }
+
+    #[test]
+    fn a_place_whose_holder_died_before_it_was_ready_is_freed_while_the_server_lives() {
+        let name = format!("lobby-unready-{}", std::process::id());
+        let server = Lobby::serve(&name, 8, 0o600).unwrap();
+        let place = server.place(3);
+        place
+            .holder
+            .store(word(crate::test_process::exited_pid(), TAKEN), SeqCst);
+        assert!(server.clients().is_empty(), "an unready place is no client");
+        assert_eq!(server.free_dead_unready(), 1);
+        assert!(place.look().is_none());
+        drop(server);
+        assert!(gone(&name));
+    }
+
+    #[test]
+    fn a_lobby_left_dead_by_a_remover_that_died_before_removing_it_is_used_in_place() {
+        let name = format!("lobby-dead-remover-{}", std::process::id());
+        let server = Lobby::serve(&name, 8, 0o600).unwrap();
+        let h = server.header();
+        h.state.store(word(crate::test_process::exited_pid(), DEAD), SeqCst);
+        let client = Lobby::join(&name, 0o600).unwrap();
+        assert_eq!(h.state.load(SeqCst), OPEN);
+        assert_eq!(server.clients().len(), 1);
+        drop(client);
+        drop(server);
+        assert!(gone(&name));
     }
 
     fn client_role(index: u32, ticket: u32) -> Role {
