@@ -1,6 +1,8 @@
 // One server, many client processes: serve() and connect(), with real processes and SIGKILLs.
+import { execFile } from 'node:child_process'
 import { readdirSync, statSync } from 'node:fs'
 import path from 'node:path'
+import { promisify } from 'node:util'
 
 import test from 'ava'
 
@@ -300,3 +302,25 @@ asRoot(
     }
   },
 )
+
+test('await using closes a server; unref() lets a process with a server or a client end by itself, which leaves nothing behind', async (t) => {
+  const name = uniqueName(PREFIX)
+  {
+    await using server = echoServer(name)
+    t.false(server.closed)
+    t.true(segmentLeft(name) || process.platform !== 'linux')
+  }
+  t.false(segmentLeft(name), 'the block closed the server')
+  const facade = JSON.stringify(require.resolve('../index'))
+  // A server and a client, each in a process that does nothing more once they are connected.
+  const program = (role: string) => `
+    const { serve, connect } = require(${facade})
+    const x = ${role === 'server' ? `serve(${JSON.stringify(name)})` : `connect(${JSON.stringify(name)})`}
+    x.on('${role === 'server' ? 'connection' : 'connect'}', () => { x.unref(); console.log('unref') })`
+  const run = (role: string) =>
+    promisify(execFile)(process.execPath, ['--import', 'tsx', '-e', program(role)], { timeout: 60_000 })
+  const [server, client] = await Promise.all([run('server'), run('client')])
+  t.is(server.stdout.trim(), 'unref')
+  t.is(client.stdout.trim(), 'unref')
+  t.false(segmentLeft(name), 'the lobby went with them')
+})
