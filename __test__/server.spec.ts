@@ -237,7 +237,14 @@ test('a second server of a name is refused; a server name is not a channel, nor 
   } finally {
     await ch.close()
   }
-  t.throws(() => serve(name, { maxClients: 0 }), { message: /maxClients must be an integer from 1 to 1024, got 0/ })
+  t.throws(() => serve(name, { maxClients: 0 }), {
+    instanceOf: RangeError,
+    message: 'maxClients must be from 1 to 1024, got 0',
+  })
+  t.throws(() => serve(name, { maxClients: '8' as unknown as number }), {
+    instanceOf: TypeError,
+    message: 'maxClients must be an integer, got a string ("8")',
+  })
   t.throws(() => serve(`${'n'.repeat(120)}`), { message: /a server name is at most 112 bytes/ })
   t.false(segmentLeft(name))
 })

@@ -15,12 +15,12 @@ import { Channel } from './channel'
 import { fromNative, SharmError } from './errors'
 import { native as binding, type NativeLobby } from './internal/binding'
 import { trackNative, untrackNative } from './internal/exit-hook'
-import { argType, checkName, describe } from './internal/validate'
+import { argType, checkInt, checkName, describe } from './internal/validate'
 import { resolveOptions, type OpenOptions } from './options'
 
 /** Options of {@link serve}: those of every client's channel, and the server's own. */
 export interface ServeOptions extends OpenOptions {
-  /** The most clients connected at once, 1 to 1024. Default 64. */
+  /** The most clients connected at once, 1 to 1024 (`MAX_CLIENTS` of the native part). Default 64. */
   maxClients?: number
   /** Called with each send-and-forget message of a client, and the client's channel. */
   onMessage?: (data: Buffer, client: Channel) => void
@@ -79,6 +79,7 @@ export class Server extends EventEmitter<ServerEvents> {
       throw argType(`options must be an object, got ${describe(options)}`)
     }
     const { maxClients = 64, onMessage, ...channelOptions } = options
+    checkInt(maxClients, 'maxClients', 1, binding.MAX_CLIENTS)
     if (onMessage !== undefined && typeof onMessage !== 'function') {
       throw argType(`onMessage must be a function, got ${describe(onMessage)}`)
     }

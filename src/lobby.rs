@@ -19,6 +19,10 @@ const LIVENESS_EVERY: Duration = Duration::from_millis(250);
 /// The longest the watch thread sleeps on the lobby's doorbell.
 const NAP: Duration = Duration::from_millis(100);
 
+/// The most clients a server takes (`maxClients` is from 1 to this).
+#[napi]
+pub const MAX_CLIENTS: u32 = sharm_core::lobby::MAX_CLIENTS as u32;
+
 /// A client's place, from `clients()`.
 #[napi(object)]
 pub struct LobbyClient {
