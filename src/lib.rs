@@ -18,7 +18,7 @@ use napi::Status;
 use napi_derive::napi;
 use sharm_core::{ArenaSink, Channel, ChannelOptions, Departure, Kind, PeerEvent, Waker};
 
-mod lobby;
+pub mod lobby;
 use lobby::NativeLobby;
 mod loop_watch;
 use loop_watch::LoopWatch;
