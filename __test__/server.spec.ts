@@ -331,3 +331,38 @@ test('await using closes a server; unref() lets a process with a server or a cli
   t.is(client.stdout.trim(), 'unref')
   t.false(segmentLeft(name), 'the lobby went with them')
 })
+
+test.serial(
+  'a client started before its server waits for it, answers the server too, and 200 idle clients cost the server no thread each',
+  async (t) => {
+    const name = uniqueName(PREFIX)
+    // Before any server: the client's channel waits for one, as open() does.
+    const early = connect(name, { onRequest: (data) => Buffer.from(`client:${data}`) })
+    try {
+      const connected = early.waitForPeer(20_000)
+      const linux = process.platform === 'linux'
+      const threadsBefore = linux ? threads() : 0
+      const server = echoServer(name, 256)
+      try {
+        await connected
+        t.is((await early.request(Buffer.from('a'))).toString(), `${process.pid}:a`)
+        // The server asks the client through the client's channel.
+        await until(() => server.clients.length === 1, 'the server saw the early client')
+        t.is((await server.clients[0].request(Buffer.from('b'))).toString(), 'client:b')
+        // 200 more, in 4 processes, connected and idle.
+        const idle = await Promise.all(Array.from({ length: 4 }, () => spawnPeer(name, 'idle', { count: 50 }, script)))
+        for (const p of idle) t.deepEqual(p.hello, { ready: true })
+        await until(() => server.clients.length === 201, 'the server saw 201 clients', 30_000)
+        if (linux) t.is(threads() - threadsBefore, 2, 'threads the server started for itself and its 201 clients')
+        t.is((await early.request(Buffer.from('c'))).toString(), `${process.pid}:c`)
+        await Promise.all(idle.map((p) => p.close()))
+        await until(() => server.clients.length === 1, 'the idle clients left', 30_000)
+      } finally {
+        await server.close()
+      }
+    } finally {
+      await early.close()
+    }
+    t.false(segmentLeft(name))
+  },
+)

@@ -1,11 +1,12 @@
 // A server or a client of the server tests, in a process of its own, told what to do over the
-// child_process IPC pipe. Usage: node --import tsx server-side.ts <name> server|client [optionsJson]
-// A server answers a request with `<its pid>:<the request>`; a client checks that.
+// child_process IPC pipe. Usage: node --import tsx server-side.ts <name> server|client|idle [optionsJson]
+// A server answers a request with `<its pid>:<the request>`; a client checks that. `idle`: `count`
+// clients (the options' `count`) in this one process, which connect and then do nothing.
 import { connect, serve, type Channel } from '../../index'
 
 const [name, role, optionsJson] = process.argv.slice(2)
 // `silent` (a client's): its handler takes requests and never answers them.
-const { silent, ...options } = JSON.parse(optionsJson ?? '{}')
+const { silent, count, ...options } = JSON.parse(optionsJson ?? '{}')
 const reply = (m: unknown) => process.send!(m)
 
 function fail(e: unknown): never {
@@ -29,6 +30,18 @@ if (role === 'server') {
     }
   })
   reply({ ready: true })
+} else if (role === 'idle') {
+  const chans = Array.from({ length: count }, () => connect(name, options))
+  void Promise.all(chans.map((c) => c.waitForPeer(60_000))).then(
+    () => reply({ ready: true }),
+    (e) => fail(e),
+  )
+  process.on('message', async (cmd: any) => {
+    if (cmd.op === 'close') {
+      await Promise.all(chans.map((c) => c.close()))
+      process.exit(0)
+    }
+  })
 } else {
   let ch: Channel
   try {
