@@ -110,11 +110,9 @@ impl Drop for WakerGroup {
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
-    use std::time::Duration;
 
     use super::*;
     use crate::channel::{Channel, ChannelOptions};
-    use crate::record::Kind;
 
     fn notifier() -> (Box<dyn Fn() + Send>, mpsc::Receiver<()>) {
         let (tx, rx) = mpsc::channel();
@@ -140,6 +138,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn one_thread_notifies_each_of_its_channels_of_work_and_lets_go_of_closed_ones() {
+        use crate::record::Kind;
+        use std::time::Duration;
         let opts = ChannelOptions {
             loop_bell: true,
             ..Default::default()
