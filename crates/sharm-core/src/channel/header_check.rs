@@ -125,6 +125,11 @@ impl SlotLook {
         })
     }
 
+    /// Does it name its process (ready, with a pid)?
+    fn holds_a_process(&self) -> bool {
+        self.state == SLOT_READY && self.pid != 0
+    }
+
     /// What is wrong with it if it lasts (it may be a moment of a leave or a reap).
     fn transient_fault(&self) -> Option<&'static str> {
         if self.state == SLOT_READY && self.pid == 0 {
@@ -164,9 +169,16 @@ impl HeaderWatch {
     }
 
     /// The peer's slot as the poll that saw it join read it: later looks at that generation are
-    /// checked against it, unless this watch has looked at that generation, or a later one, itself.
+    /// checked against it, unless this watch has looked at that generation ready, or a later one,
+    /// itself. (A look of its own while the newcomer was still attaching saw no pid and no start
+    /// time yet: nothing to check a later pid against, so a pid written over before this watch's
+    /// first look at it ready would pass for the newcomer's, and its reap for a departure.)
     pub(super) fn joined(&mut self, look: SlotLook) {
-        if self.peer.is_none_or(|p| went_back(look.gen, p.gen)) {
+        let replace = match self.peer {
+            None => true,
+            Some(p) => went_back(look.gen, p.gen) || p.gen == look.gen && !p.holds_a_process(),
+        };
+        if replace {
             self.peer = Some(look);
         }
     }

@@ -577,3 +577,44 @@ fn a_newcomers_generation_going_back_before_it_welcomed_this_side_is_a_corrupt_h
     assert!(e.contains("went back"), "{e}");
     slot.generation.store(gen, SeqCst);
 }
+
+#[test]
+fn a_first_look_at_a_newcomer_still_attaching_does_not_let_a_later_scribble_pass_for_its_pid() {
+    // The wake-up thread's first look at the newcomer's generation comes while it attaches (no pid
+    // yet); this side's poll then sees it join, and its pid is written over before the wake-up
+    // thread looks again. That look must report the scribble, not take it for the newcomer's pid
+    // (whose process is "dead": its reap would pass for a departure).
+    use super::header_check::{HeaderWatch, SlotLook};
+    use crate::layout::{SLOT_ATTACHING, SLOT_READY};
+    use crate::test_process::NO_PID;
+    use std::sync::atomic::Ordering::SeqCst;
+    let name = format!("attaching-look-{}", std::process::id());
+    let mut a = Channel::open(&name, ChannelOptions::default()).unwrap();
+    let shared = a.shared.clone();
+    let h = shared.header();
+    let mut watch = HeaderWatch::new(h, a.shared.side, a.my_gen);
+    let b = Channel::open(&name, ChannelOptions::default()).unwrap();
+    let slot = &h.slots[b.side()];
+    let (pid, start) = (slot.pid.load(SeqCst), slot.start_time.load(SeqCst));
+    // The slot as it is half-way through the newcomer's attach.
+    slot.state.store(SLOT_ATTACHING, SeqCst);
+    slot.pid.store(0, SeqCst);
+    slot.start_time.store(0, SeqCst);
+    watch.look(h).unwrap();
+    slot.start_time.store(start, SeqCst);
+    slot.pid.store(pid, SeqCst);
+    slot.state.store(SLOT_READY, SeqCst);
+    // This side's poll sees it join, and hands its look to the watch (as `polling` does).
+    let joined = a.poll().unwrap();
+    assert!(
+        matches!(joined.events[..], [PeerEvent::Joined { .. }]),
+        "{:?}",
+        joined.events
+    );
+    watch.joined(SlotLook::read(h, b.side()).unwrap());
+    slot.pid.store(NO_PID, SeqCst);
+    let e = watch.look(h).expect_err("the scribble is reported").to_string();
+    assert!(e.contains("changed from pid"), "{e}");
+    assert!(!watch.reap_peer_if_dead(h), "the scribbled pid was reaped");
+    slot.pid.store(pid, SeqCst);
+}
