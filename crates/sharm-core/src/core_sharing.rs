@@ -9,11 +9,15 @@
 //! the kernel gave this thread's core to another thread ([`times_preempted`] changed; its work
 //! may then have come only because this thread stopped spinning). It reads `/proc/loadavg`:
 //! - More runnable threads than this thread may use cores, in every look for [`FULL_FOR`] (looks
-//!   at most [`FULL_GAP`] apart): no core is free, and every spin holds one that another thread
-//!   waits for. It says so ([`Look::Full`]); the caller stops spinning. One look is not enough: a
-//!   look comes after a spin the peer did not answer, often while the peer's collector runs on
-//!   helper threads, and on a quiet machine here nearly half the looks found a thread more than
-//!   cores.
+//!   at most [`FULL_GAP`] apart, not counting the time this thread waited for a core between
+//!   them): no core is free, and every spin holds one that another thread waits for. It says so
+//!   ([`Look::Full`]); the caller stops spinning. One look is not enough: a look comes after a
+//!   spin the peer did not answer, often while the peer's collector runs on helper threads, and on
+//!   a quiet machine here nearly half the looks found a thread more than cores. Once a look found
+//!   the machine full, the caller looks after every spin, lost or not ([`full_so_far`]): spins
+//!   that pay off are seldom lost, and on a machine with more runnable threads than cores this
+//!   thread waits for a core for longer than [`FULL_GAP`] at a time (here, with three CPU hogs on
+//!   two cores, lost spins came a median 10 ms apart).
 //! - Otherwise, if the peer's main thread is runnable on the core this thread runs on (so, with the
 //!   two on one core, another idles), this thread moves to another of its cores: it takes that
 //!   core out of its allowed set and at once puts it back (the kernel moves a thread that runs
@@ -35,8 +39,25 @@ const FULL_GAP: std::time::Duration = std::time::Duration::from_millis(3);
 thread_local! {
     /// When this thread last looked.
     static LAST_LOOK: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
-    /// Since when this thread's looks found the machine full, and when the last of them was.
-    static FULL_SINCE: std::cell::Cell<Option<(std::time::Instant, std::time::Instant)>> = const { std::cell::Cell::new(None) };
+    /// Since when this thread's looks found the machine full, when the last of them was, and
+    /// how long this thread had waited for a core by then ([`waited_for_core`]).
+    static FULL_SINCE: std::cell::Cell<Option<FullSince>> = const { std::cell::Cell::new(None) };
+}
+
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy)]
+struct FullSince {
+    since: std::time::Instant,
+    last: std::time::Instant,
+    waited: Option<std::time::Duration>,
+}
+
+/// Whether this thread's last look found the machine full: it then looks after every spin.
+pub fn full_so_far() -> bool {
+    #[cfg(target_os = "linux")]
+    return FULL_SINCE.with(|f| f.get()).is_some();
+    #[cfg(not(target_os = "linux"))]
+    false
 }
 
 /// What [`after_lost_spin`] found.
@@ -74,11 +95,18 @@ pub fn after_lost_spin(peer: u32) -> Look {
         return Look::Nothing;
     };
     if running > cores {
+        let waited = waited_for_core();
         let since = match FULL_SINCE.with(|f| f.get()) {
-            Some((since, last)) if now.duration_since(last) <= FULL_GAP => since,
+            Some(f) if apart(f, now, waited) <= FULL_GAP => f.since,
             _ => now,
         };
-        FULL_SINCE.with(|f| f.set(Some((since, now))));
+        FULL_SINCE.with(|f| {
+            f.set(Some(FullSince {
+                since,
+                last: now,
+                waited,
+            }))
+        });
         return if now.duration_since(since) >= FULL_FOR {
             Look::Full
         } else {
@@ -95,6 +123,33 @@ pub fn after_lost_spin(peer: u32) -> Look {
 #[cfg(not(target_os = "linux"))]
 pub fn after_lost_spin(_peer: u32) -> Look {
     Look::Nothing
+}
+
+/// How far apart a look at `now` is from the last full one, `f`, not counting the time this thread
+/// waited for a core in between (`waited` now: [`waited_for_core`]).
+#[cfg(target_os = "linux")]
+fn apart(f: FullSince, now: std::time::Instant, waited: Option<std::time::Duration>) -> std::time::Duration {
+    let gap = now.duration_since(f.last);
+    match (f.waited, waited) {
+        (Some(before), Some(after)) => gap.saturating_sub(after.saturating_sub(before)),
+        _ => gap,
+    }
+}
+
+/// How long the calling thread has waited, runnable, for a core in all (the second field of
+/// `/proc/thread-self/schedstat`); `None` where the kernel does not say.
+#[cfg(target_os = "linux")]
+fn waited_for_core() -> Option<std::time::Duration> {
+    let line = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    schedstat_wait(&line)
+}
+
+/// The time waited for a core in a `schedstat` line (`<ns on a core> <ns waiting> <slices>`).
+#[cfg(target_os = "linux")]
+fn schedstat_wait(line: &str) -> Option<std::time::Duration> {
+    Some(std::time::Duration::from_nanos(
+        line.split_ascii_whitespace().nth(1)?.parse().ok()?,
+    ))
 }
 
 /// How many times the kernel has taken the calling thread's core from it while it could run
@@ -189,6 +244,9 @@ mod tests {
         assert_eq!(runnable("2.38 2.41 2.21 3/77 29807\n"), Some(3));
         assert_eq!(runnable("2.38 2.41"), None);
         assert!(runnable(&std::fs::read_to_string("/proc/loadavg").unwrap()).unwrap() >= 1);
+        assert_eq!(schedstat_wait("324664 1500 2\n"), Some(Duration::from_nanos(1500)));
+        assert_eq!(schedstat_wait("324664"), None);
+        assert!(waited_for_core().is_some());
     }
 
     /// Pins thread or process `pid` (0: this thread) to `cores`.

@@ -280,24 +280,28 @@ impl Channel {
     }
 
     /// [`Channel::spin_for_work`], saying also whether the spin was crowded out. A spin that waited
-    /// at least 20 µs for nothing, or that lost its core to another thread meanwhile, looks
-    /// ([`crate::core_sharing`]) whether the peer waits for this thread's core while another idles
+    /// at least 20 µs for nothing, or that lost its core to another thread meanwhile (or any spin,
+    /// once a look found the machine full), looks ([`crate::core_sharing`]) whether the peer waits for this thread's core while another idles
     /// (this thread then moves), or whether no core is free at all: then spinning holds a core
     /// that another thread waits for, and the spin is `crowded`.
     pub fn spin(&self, limit: Duration) -> Spin {
         let sh = &self.shared;
-        let found = sh.has_work();
-        if found || limit.is_zero() {
+        let mut found = sh.has_work();
+        if limit.is_zero() {
             return Spin { found, crowded: false };
         }
-        let preempted = crate::core_sharing::times_preempted();
-        let found = sh.spin_for_work(limit, DRIVER_SPINS);
-        let lost = if found {
-            preempted.is_some() && crate::core_sharing::times_preempted() != preempted
-        } else {
-            limit >= MOVE_CHECK_AFTER
-        };
-        if !lost {
+        let mut lost = false;
+        if !found {
+            let preempted = crate::core_sharing::times_preempted();
+            found = sh.spin_for_work(limit, DRIVER_SPINS);
+            lost = if found {
+                preempted.is_some() && crate::core_sharing::times_preempted() != preempted
+            } else {
+                limit >= MOVE_CHECK_AFTER
+            };
+        }
+        // Once a look found the machine full, every spin looks (at most once a millisecond).
+        if !lost && !crate::core_sharing::full_so_far() {
             return Spin { found, crowded: false };
         }
         let peer = sh.header().slots[1 - sh.side].pid.load(SeqCst);
