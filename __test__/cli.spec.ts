@@ -6,6 +6,7 @@ import path from 'node:path'
 
 import test from 'ava'
 
+import { connect, serve } from '../index'
 import { channelKit, killAllPeers, leftoverSegments, spawnPeer, uniqueName } from './helpers'
 import { only } from './helpers/platform'
 
@@ -108,6 +109,36 @@ segmentsTest(
     await ch.close()
   },
 )
+
+segmentsTest("list and inspect show a server's lobby: its server, its clients and how many are alive", async (t) => {
+  const name = uniqueName(PREFIX)
+  const server = serve(name)
+  const clients = [connect(name), connect(name)]
+  try {
+    await Promise.all(clients.map((c) => c.waitForPeer(10_000)))
+    const text = cli('list')
+    t.is(text.code, 0, text.stderr)
+    t.regex(
+      text.stdout,
+      new RegExp(`\\n${name}\\s+lobby\\s+${process.pid} alive\\s+2 clients, 2 alive\\s+yes\\s+-\\s+a server's lobby`),
+    )
+    const json = JSON.parse(cli('list', '--json').stdout).find((i: any) => i.name === name)
+    t.like(json, {
+      lobby: true,
+      live: true,
+      lobbySummary: { serverPid: process.pid, serverAlive: true, clients: 2, clientsAlive: 2 },
+    })
+    const human = cli('inspect', name)
+    t.is(human.code, 0, human.stderr)
+    t.regex(
+      human.stdout,
+      new RegExp(`served by\\s+pid ${process.pid}, alive\\nclients\\s+2 places held, 2 by live processes`),
+    )
+  } finally {
+    await Promise.all(clients.map((c) => c.close()))
+    await server.close()
+  }
+})
 
 segmentsTest('a process killed by SIGTERM leaves its segment; clean removes it, and refuses a live one', async (t) => {
   const name = uniqueName(PREFIX)

@@ -92,6 +92,14 @@ function table(rows) {
     .join('\n')
 }
 
+/** A server's lobby in the list: its server in the first pid column, its clients in the second. */
+function lobbyRow(i) {
+  const l = i.lobbySummary
+  const server = !l || l.serverPid === 0 ? '-' : `${l.serverPid} ${l.serverAlive ? 'alive' : 'dead'}`
+  const clients = l ? `${l.clients} client${l.clients === 1 ? '' : 's'}, ${l.clientsAlive} alive` : '-'
+  return [nameOf(i), 'lobby', server, clients, i.live ? 'yes' : 'no', '-', "a server's lobby", age(i.ageMs)]
+}
+
 function list(args) {
   const { values } = parse(args, { ...COMMON, json: { type: 'boolean' } }, false)
   const all = segments().listSegments()
@@ -99,6 +107,10 @@ function list(args) {
   if (all.length === 0) return console.log('no sharmipc channels on this machine')
   const rows = [['name', 'sides', 'side 0 pid', 'side 1 pid', 'alive', 'generations', 'capacity', 'age']]
   for (const i of all) {
+    if (i.lobby) {
+      rows.push(lobbyRow(i))
+      continue
+    }
     const held = i.sides.map((s, k) => (s.held ? String(k) : null)).filter((x) => x !== null)
     rows.push([
       nameOf(i),
@@ -130,12 +142,23 @@ function inspect(args) {
     return 1
   }
   if (values.json) return console.log(JSON.stringify(i, null, 2))
+  if (i.lobby) {
+    const l = i.lobbySummary
+    console.log(
+      [
+        `server      ${nameOf(i)}`,
+        `segment     ${i.path}, ${i.bytes} bytes, owner uid ${i.uid}, mode 0${i.mode.toString(8)}, age ${age(i.ageMs)}`,
+        "format      a server's lobby (serve() and connect())",
+        `served by   ${!l || l.serverPid === 0 ? 'no server' : `pid ${l.serverPid}, ${l.serverAlive ? 'alive' : 'dead'}`}`,
+        `clients     ${l ? `${l.clients} places held, ${l.clientsAlive} by live processes` : 'not readable (being made, or truncated)'}`,
+      ].join('\n'),
+    )
+    return
+  }
   const lines = [
     `channel     ${nameOf(i)}`,
     `segment     ${i.path}, ${i.bytes} bytes, owner uid ${i.uid}, mode 0${i.mode.toString(8)}, age ${age(i.ageMs)}`,
-    i.lobby
-      ? "format      a server's lobby (serve() and connect())"
-      : `format      ${i.magicOk ? 'sharmipc' : i.isSharmipc ? 'sharmipc of another version' : 'not a sharmipc segment'}, layout ${i.layoutVersion}, protocol ${i.protocolVersion}`,
+    `format      ${i.magicOk ? 'sharmipc' : i.isSharmipc ? 'sharmipc of another version' : 'not a sharmipc segment'}, layout ${i.layoutVersion}, protocol ${i.protocolVersion}`,
     `state       ${i.initState}, attach word 0x${i.attach.toString(16)} (${i.flags.join(', ') || 'no side held'}), creator pid ${i.creatorPid}`,
     `capacity    ${bytes(i.capacity)} per direction`,
   ]

@@ -222,6 +222,9 @@ export class Server extends EventEmitter<ServerEvents> {
     void done.finally(() => {
       this.#leaving.delete(name)
       this.#emitSafely('disconnect', c.channel, c.info)
+      // Its place may be held by a live process after all (a look that could not tell): the
+      // watch thread says nothing more unless something changes, so look again now.
+      this.#changed()
     })
   }
 
@@ -290,6 +293,8 @@ export function connect(name: string, options: OpenOptions = {}): Channel {
     lobby.close()
     throw e instanceof SharmError ? e : fromNative(e)
   }
+  // Only now may the server see this client: it opens the channel this side made.
+  lobby.ready()
   trackNative(lobby, () => {})
   channel.once('close', () => {
     untrackNative(lobby)

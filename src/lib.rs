@@ -664,8 +664,21 @@ pub struct SegmentInfo {
     pub age_ms: Option<f64>,
     pub uid: u32,
     pub mode: u32,
-    /// A live process holds a side.
+    /// A live process holds a side (of a lobby: the server's place, or a client's).
     pub live: bool,
+    /// A lobby's server and clients; absent for a channel.
+    pub lobby_summary: Option<LobbySummary>,
+}
+
+/// A lobby's server and clients, in [`SegmentInfo`].
+#[napi(object)]
+pub struct LobbySummary {
+    /// Its server's pid; 0: no server holds it.
+    pub server_pid: u32,
+    pub server_alive: bool,
+    /// Places held by clients, and how many of those clients are alive.
+    pub clients: u32,
+    pub clients_alive: u32,
 }
 
 impl From<sharm_core::inspect::SegmentInfo> for SegmentInfo {
@@ -716,6 +729,12 @@ impl From<sharm_core::inspect::SegmentInfo> for SegmentInfo {
             uid: i.uid,
             mode: i.mode,
             live,
+            lobby_summary: i.lobby_summary.map(|l| LobbySummary {
+                server_pid: l.server_pid,
+                server_alive: l.server_alive,
+                clients: l.clients,
+                clients_alive: l.clients_alive,
+            }),
         }
     }
 }

@@ -94,7 +94,8 @@ impl NativeLobby {
         })
     }
 
-    /// Takes a client's place in the lobby of `name` (its channel: `channelName`).
+    /// Takes a client's place in the lobby of `name` (its channel: `channelName`); the server sees
+    /// it after `ready()`, once the channel is made.
     #[napi(factory)]
     pub fn join(name: String, mode: u32) -> Result<Self> {
         let lobby = Lobby::join(&name, mode).map_err(js_err)?;
@@ -106,6 +107,13 @@ impl NativeLobby {
             wake: None,
             referenced: false,
         })
+    }
+
+    /// A client's channel is made: the server may see the client now (a client's hold only).
+    #[napi]
+    pub fn ready(&self) -> Result<()> {
+        self.lobby()?.ready();
+        Ok(())
     }
 
     /// The thread a server's clients' channels share (none for a client, or once closed).

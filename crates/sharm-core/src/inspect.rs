@@ -87,12 +87,17 @@ pub struct SegmentInfo {
     pub age_ms: Option<f64>,
     pub uid: u32,
     pub mode: u32,
+    /// A lobby's server and clients (`None` for a channel, or a lobby not readable as one).
+    pub lobby_summary: Option<crate::lobby::Summary>,
 }
 
 impl SegmentInfo {
-    /// Does a live process hold a side?
+    /// Does a live process hold a side (of a lobby: the server's place, or a client's)?
     pub fn live(&self) -> bool {
         self.sides.iter().any(|s| s.alive)
+            || self
+                .lobby_summary
+                .is_some_and(|l| l.server_alive || l.clients_alive > 0)
     }
 }
 
@@ -336,6 +341,7 @@ mod imp {
             age_ms,
             uid: meta.uid(),
             mode: meta.mode() & 0o7777,
+            lobby_summary: if lobby { crate::lobby::summary(os_id) } else { None },
         }))
     }
 

@@ -14,9 +14,21 @@
 //! other Unix systems the start time is 0 and only `kill(pid, 0)` is checked (a zombie passes it).
 
 /// Start time of process `pid`, or `None` if there is no such process or it is dead (a zombie).
+/// A `stat` entry that exists but cannot be read (out of file descriptors, say) is no proof of
+/// death: the process counts as alive, its start time unknown (0).
 #[cfg(target_os = "linux")]
 pub fn start_time(pid: u32) -> Option<u64> {
-    parse_stat(&main_thread_stat(pid)?)
+    match std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")) {
+        Ok(stat) => parse_stat(&stat),
+        Err(e) if gone(&e) => None,
+        Err(_) => Some(0),
+    }
+}
+
+/// A read of `/proc/<pid>/...` failed because the process is not there (or exited meanwhile).
+#[cfg(target_os = "linux")]
+fn gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
 }
 
 /// The `stat` line of process `pid`'s main thread (`/proc/<pid>/task/<pid>/stat`, see above).
@@ -117,6 +129,18 @@ mod tests {
         assert!(is_alive(pid, start));
         #[cfg(any(target_os = "linux", windows))]
         assert!(!is_alive(pid, start + 1));
+    }
+
+    /// Only a missing entry is death: a read that failed for want of resources proves nothing.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_a_missing_proc_entry_means_gone() {
+        use std::io::Error;
+        assert!(gone(&Error::from_raw_os_error(libc::ENOENT)));
+        assert!(gone(&Error::from_raw_os_error(libc::ESRCH)));
+        assert!(!gone(&Error::from_raw_os_error(libc::EMFILE)));
+        assert!(!gone(&Error::from_raw_os_error(libc::ENOMEM)));
+        assert_eq!(start_time(u32::MAX / 2), None, "no such process");
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! A place (the server's, or a client's) is held by the process whose pid is in its `holder`
-//! word, with the place's state (TAKEN, then READY once its ticket and start time are written):
+//! word, with the place's state (TAKEN, then READY once its ticket and start time are written and,
+//! for a client, its channel is made: [`Lobby::ready`], so the server never opens, let alone
+//! creates, a client's channel before the client made it with the access mode it chose):
 //! one word, so that taking (a CAS from 0), giving back and freeing a dead holder's place (a CAS
 //! back to 0, of the word as it was looked at) are each one step, and no late store of one lands
 //! on the next holder's place. A client's place also holds a ticket, unique in the lobby, which
@@ -237,8 +239,9 @@ impl Lobby {
         })
     }
 
-    /// Opens (creating if needed) the lobby of server `name` and takes a client's place.
-    /// `ERR_SHARM_BUSY` if the server has its `maxClients` clients.
+    /// Opens (creating if needed) the lobby of server `name` and takes a client's place; the
+    /// server sees it once the client made its channel ([`Lobby::channel_name`]) and called
+    /// [`Lobby::ready`]. `ERR_SHARM_BUSY` if the server has its `maxClients` clients.
     pub fn join(name: &str, mode: u32) -> Result<Lobby, Error> {
         Self::enter(name, mode, |l| {
             let h = l.header();
@@ -259,8 +262,6 @@ impl Lobby {
                     ticket = h.tickets.fetch_add(1, SeqCst).wrapping_add(1);
                 }
                 place.ticket.store(ticket, SeqCst);
-                place.ready(me.0);
-                l.bell.ring();
                 return Ok(Some(Role::Client {
                     index: index as u32,
                     ticket,
@@ -270,6 +271,14 @@ impl Lobby {
                 "server {name:?} has its maxClients ({max}) clients: no place is free"
             )))
         })
+    }
+
+    /// A client's place is ready: its channel is made. The server sees the client from now on.
+    pub fn ready(&self) {
+        if let Role::Client { index, .. } = self.role {
+            self.place(index as usize).ready(std::process::id());
+            self.bell.ring();
+        }
     }
 
     /// Opens the lobby and runs `take` on it until it takes a place (`None`: the lobby is being
@@ -407,10 +416,7 @@ impl Lobby {
     }
 
     fn place(&self, index: usize) -> &Place {
-        assert!(index < MAX_CLIENTS);
-        // SAFETY: the segment is LOBBY_BYTES long (checked at open); places are 8-byte aligned
-        // atomics, and the reference lives no longer than the mapping.
-        unsafe { &*(self.seg.as_ptr().add(PLACES_OFFSET + index * PLACE_BYTES) as *const Place) }
+        place_at(&self.seg, index)
     }
 
     /// What this process holds.
@@ -629,6 +635,50 @@ pub fn clean(os_id: &str) -> Result<Result<bool, String>, Error> {
     Ok(Err(live.join(", ")))
 }
 
+/// What `sharmipc list` and `inspect` show of a lobby.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Its server's pid; 0: no server holds it.
+    pub server_pid: u32,
+    pub server_alive: bool,
+    /// Places held by clients (ready or not), and how many of those clients are alive.
+    pub clients: u32,
+    pub clients_alive: u32,
+}
+
+/// The [`Summary`] of the lobby under `os_id`; `None` if it is missing, empty, shorter than a
+/// lobby or not (yet) one.
+pub fn summary(os_id: &str) -> Option<Summary> {
+    let Ok(Opened::Mapped(seg)) = Segment::open(os_id) else {
+        return None;
+    };
+    if seg.len() < LOBBY_BYTES {
+        return None;
+    }
+    let h = header_at(&seg);
+    if h.magic.load(SeqCst) != LOBBY_MAGIC || h.init_state.load(SeqCst) != INIT_READY {
+        return None;
+    }
+    let mut sum = Summary::default();
+    if let Some(server) = h.server.look() {
+        sum.server_pid = server.pid;
+        sum.server_alive = server.alive();
+    }
+    for look in (0..MAX_CLIENTS).filter_map(|i| place_at(&seg, i).look()) {
+        sum.clients += 1;
+        sum.clients_alive += u32::from(look.alive());
+    }
+    Some(sum)
+}
+
+/// Client place `index` of lobby segment `seg` (at least [`LOBBY_BYTES`] long).
+fn place_at(seg: &Segment, index: usize) -> &Place {
+    assert!(index < MAX_CLIENTS && seg.len() >= LOBBY_BYTES);
+    // SAFETY: the segment is LOBBY_BYTES long (asserted); places are 8-byte aligned atomics, and
+    // the reference lives no longer than the mapping.
+    unsafe { &*(seg.as_ptr().add(PLACES_OFFSET + index * PLACE_BYTES) as *const Place) }
+}
+
 fn header_at(seg: &Segment) -> &Header {
     assert!(seg.len() >= PLACES_OFFSET);
     // SAFETY: the mapping is page-aligned and at least a page long; `Header` is all atomics.
@@ -713,10 +763,12 @@ mod tests {
     fn clients_take_places_with_their_own_tickets_and_the_last_one_out_removes_the_lobby() {
         let name = format!("lobby-places-{}", std::process::id());
         let client = Lobby::join(&name, 0o600).unwrap();
+        client.ready();
         let server = Lobby::serve(&name, 4, 0o600).unwrap();
         let second = Lobby::serve(&name, 4, 0o600).map(|_| ()).unwrap_err();
         assert_eq!(second.code(), "ERR_SHARM_BUSY", "{second}");
         let other = Lobby::join(&name, 0o600).unwrap();
+        other.ready();
         let seen = server.clients();
         assert_eq!(seen.len(), 2, "{seen:?}");
         assert!(seen.iter().all(|c| c.alive && c.pid == std::process::id()));
@@ -741,12 +793,14 @@ mod tests {
         let name = format!("lobby-max-{}", std::process::id());
         let server = Lobby::serve(&name, 1, 0o600).unwrap();
         let first = Lobby::join(&name, 0o600).unwrap();
+        first.ready();
         let e = Lobby::join(&name, 0o600).map(|_| ()).unwrap_err();
         assert_eq!(e.code(), "ERR_SHARM_BUSY");
         assert!(e.to_string().contains("maxClients (1)"), "{e}");
         assert_eq!(server.clients().len(), 1);
         drop(first);
         let again = Lobby::join(&name, 0o600).unwrap();
+        again.ready();
         assert_eq!(server.clients().len(), 1);
         drop(again);
     }
@@ -756,6 +810,7 @@ mod tests {
         let name = format!("lobby-dead-{}", std::process::id());
         let server = Lobby::serve(&name, 8, 0o600).unwrap();
         let client = Lobby::join(&name, 0o600).unwrap();
+        client.ready();
         let Role::Client { index, ticket } = client.role() else {
             unreachable!()
         };
@@ -770,6 +825,7 @@ mod tests {
         assert!(!seen[0].alive);
         // A live server frees it itself: a newcomer takes another place.
         let newcomer = Lobby::join(&name, 0o600).unwrap();
+        newcomer.ready();
         assert_ne!(newcomer.role(), client_role(index, ticket));
         assert!(
             !server.free_dead(index, ticket + 1),
@@ -802,6 +858,7 @@ mod tests {
         let second = place.look().unwrap();
         assert!(place.free_if_dead(&first));
         let newcomer = Lobby::join(&name, 0o600).unwrap();
+        newcomer.ready();
         let Role::Client { index: 0, ticket } = newcomer.role() else {
             panic!("the newcomer took {:?}, not place 0", newcomer.role())
         };
@@ -811,6 +868,54 @@ mod tests {
         drop(newcomer);
         drop(server);
         assert!(gone(&name));
+    }
+
+    #[test]
+    fn the_server_sees_a_client_only_once_it_is_ready() {
+        let name = format!("lobby-ready-{}", std::process::id());
+        let server = Lobby::serve(&name, 8, 0o600).unwrap();
+        let client = Lobby::join(&name, 0o600).unwrap();
+        assert!(
+            server.clients().is_empty(),
+            "a client that has not made its channel yet"
+        );
+        client.ready();
+        assert!(
+            server.wait(Duration::from_secs(5)),
+            "ready() rings the server's doorbell"
+        );
+        let seen = server.clients();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(client_role(seen[0].index, seen[0].ticket), client.role());
+        drop(client);
+        drop(server);
+        assert!(gone(&name));
+    }
+
+    #[test]
+    fn a_summary_counts_the_server_and_the_clients_alive_and_dead() {
+        let name = format!("lobby-summary-{}", std::process::id());
+        let os_id = os_id_for(&name).unwrap();
+        let server = Lobby::serve(&name, 8, 0o600).unwrap();
+        let client = Lobby::join(&name, 0o600).unwrap();
+        server
+            .place(5)
+            .holder
+            .store(word(crate::test_process::exited_pid(), READY), SeqCst);
+        let me = std::process::id();
+        assert_eq!(
+            summary(&os_id),
+            Some(Summary {
+                server_pid: me,
+                server_alive: true,
+                clients: 2,
+                clients_alive: 1
+            })
+        );
+        server.place(5).holder.store(0, SeqCst);
+        drop(client);
+        drop(server);
+        assert_eq!(summary(&os_id), None, "removed");
     }
 
     #[test]
@@ -835,6 +940,7 @@ mod tests {
         let h = server.header();
         h.state.store(word(crate::test_process::exited_pid(), DEAD), SeqCst);
         let client = Lobby::join(&name, 0o600).unwrap();
+        client.ready();
         assert_eq!(h.state.load(SeqCst), OPEN);
         assert_eq!(server.clients().len(), 1);
         drop(client);

@@ -139,7 +139,22 @@ impl Segment {
 
     /// Opens an existing segment and maps all of it (its length is the object's size now).
     pub fn open(os_id: &str) -> Result<Opened, Error> {
-        match ShmemConf::new().os_id(os_id).open() {
+        match Self::open_once(os_id) {
+            // Its creator sized it between our look at its size (0) and our look after the
+            // failed mapping: it can be mapped now.
+            Err(SizedMeanwhile) => Self::open_once(os_id).map_err(|SizedMeanwhile| {
+                Error::Os(format!(
+                    "cannot open shared memory {os_id:?}: mapping it failed with EINVAL twice, although it is not empty"
+                ))
+            })?,
+            Ok(r) => r,
+        }
+    }
+
+    /// [`Segment::open`], once: `Err(SizedMeanwhile)` if mapping it failed because it was empty and it is
+    /// not empty any more.
+    fn open_once(os_id: &str) -> Result<Result<Opened, Error>, SizedMeanwhile> {
+        Ok(match ShmemConf::new().os_id(os_id).open() {
             Ok(mut shmem) => {
                 shmem.set_owner(false);
                 Ok(Opened::Mapped(Segment::mapped(shmem)))
@@ -151,11 +166,13 @@ impl Segment {
             Err(ShmemError::MapSizeZero) => Ok(Opened::Empty),
             // On Unix an empty object fails to map (mmap of 0 bytes is EINVAL).
             #[cfg(unix)]
-            Err(ShmemError::MapOpenFailed(e)) if e == libc::EINVAL as u32 && object_size(os_id) == Some(0) => {
-                Ok(Opened::Empty)
-            }
+            Err(ShmemError::MapOpenFailed(e)) if e == libc::EINVAL as u32 => match object_size(os_id) {
+                Some(0) => Ok(Opened::Empty),
+                Some(_) => return Err(SizedMeanwhile),
+                None => Err(Error::Os(format!("cannot open shared memory {os_id:?}: mapping it failed (EINVAL)"))),
+            },
             Err(e) => Err(Error::Os(format!("cannot open shared memory {os_id:?}: {e}"))),
-        }
+        })
     }
 
     /// Makes the object under `os_id` at least `len` bytes long; never shortens it, so a creator
@@ -287,6 +304,10 @@ impl Segment {
 }
 
 /// Size of the shared-memory object `os_id`, if it can be opened.
+/// A mapping failed because the object was empty, and it is not any more: open it again.
+#[cfg_attr(not(unix), allow(dead_code))]
+struct SizedMeanwhile;
+
 #[cfg(unix)]
 fn object_size(os_id: &str) -> Option<u64> {
     let name = std::ffi::CString::new(os_id).ok()?;
@@ -318,5 +339,33 @@ mod tests {
         assert!(long.len() <= 30, "{long}");
         assert_eq!(long, os_id_for("a-rather-long-channel-name-for-macos").unwrap());
         assert_ne!(long, os_id_for("a-rather-long-channel-name-for-macOS").unwrap());
+    }
+
+    /// Opening a segment while its creator makes it never fails: it is missing, empty (not sized
+    /// yet) or mapped whole, however the two interleave (the creator may size it between the
+    /// opener's look at its size and the failed mapping of 0 bytes).
+    #[cfg(unix)]
+    #[test]
+    fn an_open_racing_the_creator_is_missing_empty_or_mapped() {
+        let os_id = format!("/sharm.seg-race-{}", std::process::id());
+        for _ in 0..1000 {
+            let creator = {
+                let os_id = os_id.clone();
+                std::thread::spawn(move || match Segment::create(&os_id, 4096).unwrap() {
+                    Created::New(seg) => seg,
+                    Created::Exists => panic!("{os_id} was left over"),
+                })
+            };
+            loop {
+                match Segment::open(&os_id).unwrap() {
+                    Opened::Missing | Opened::Empty => std::hint::spin_loop(),
+                    Opened::Mapped(seg) => {
+                        assert_eq!(seg.len(), 4096);
+                        break;
+                    }
+                }
+            }
+            creator.join().unwrap().unlink().unwrap();
+        }
     }
 }
