@@ -564,7 +564,8 @@ const setupOk = {}
 if (!argv.includes('--no-setup')) {
   setupOk.apt = step('setup', 'apt', setupApt)
   setupOk.rust = step('setup', 'rustc', setupRustWeb)
-  if (needs('check', (t) => t !== HOST) || needs('build') || needs('test')) setupOk.zig = step('setup', 'zig', setupZig)
+  if (needs('check', (t) => t !== HOST) || needs('clippy', (t) => t !== HOST) || needs('build') || needs('test'))
+    setupOk.zig = step('setup', 'zig', setupZig)
   if (needs('build', (t) => t === 'aarch64-unknown-linux-gnu')) setupOk.cross = step('setup', 'napi-x', setupNapiCross)
   if (targets.includes(GNU_WIN) && (needs('build') || needs('test') || needs('ava')))
     setupOk.wine = step('setup', 'wine', setupWine)

@@ -348,7 +348,7 @@ mod tests {
     #[test]
     fn an_open_racing_the_creator_is_missing_empty_or_mapped() {
         let os_id = format!("/sharm.seg-race-{}", std::process::id());
-        for _ in 0..1000 {
+        for _ in 0..300 {
             let creator = {
                 let os_id = os_id.clone();
                 std::thread::spawn(move || match Segment::create(&os_id, 4096).unwrap() {
