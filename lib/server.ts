@@ -42,8 +42,14 @@ export interface ServerEvents {
   close: []
 }
 
-/** How long a dead client's channel may take to see its departure before it is closed anyway. */
-const DEPARTURE_PATIENCE_MS = 1000
+/**
+ * How long a dead client's channel may take to see its departure before it is closed anyway. It
+ * sees it by the same liveness test as the lobby's watch, at its next look (100 ms) and its next
+ * poll; a busy or loaded process may take seconds to poll (under Wine with the test suite running
+ * beside it, more than 1 s). Only a channel that cannot poll (reading paused by a full `messages()`
+ * iterator) waits this long.
+ */
+const DEPARTURE_PATIENCE_MS = 15_000
 
 interface Client {
   channel: Channel
@@ -70,6 +76,8 @@ export class Server extends EventEmitter<ServerEvents> {
   #leaving = new Map<string, Promise<void>>()
   /** Channels this side closed (or that failed) whose client still holds its place: not opened again. */
   #dropped = new Set<string>()
+  /** Channels of clients that left or died, waiting to see the departure (see {@link DEPARTURE_PATIENCE_MS}). */
+  #departing = new Set<Channel>()
 
   /** @internal Use {@link serve}. */
   constructor(name: string, options: ServeOptions = {}) {
@@ -140,7 +148,13 @@ export class Server extends EventEmitter<ServerEvents> {
     this.#lobby = null
     const clients = [...this.#clients.values()]
     this.#clients.clear()
-    await Promise.all([...clients.map((c) => c.channel.close()), ...this.#leaving.values()])
+    // Dead clients' channels still waiting to see their departure are closed now too.
+    const departing = [...this.#departing]
+    await Promise.all([
+      ...clients.map((c) => c.channel.close()),
+      ...departing.map((ch) => ch.close()),
+      ...this.#leaving.values(),
+    ])
     untrackNative(lobby)
     lobby.close()
     this.#emitSafely('close')
@@ -207,13 +221,18 @@ export class Server extends EventEmitter<ServerEvents> {
       // A client that died: its channel sees the departure within its next liveness check (100
       // ms), so that requests in flight to it fail with PeerGoneError, not ClosedError.
       if (c.channel.connected) {
+        this.#departing.add(c.channel)
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, DEPARTURE_PATIENCE_MS)
-          c.channel.once('disconnect', () => {
+          const done = () => {
             clearTimeout(timer)
             resolve()
-          })
+          }
+          // The channel keeps the event loop alive while it is referenced; the wait does not.
+          const timer = setTimeout(done, DEPARTURE_PATIENCE_MS).unref()
+          c.channel.once('close', done)
+          c.channel.once('disconnect', done)
         })
+        this.#departing.delete(c.channel)
       }
       await c.channel.close()
       this.#lobby?.freeDead(c.info.place, c.ticket)
