@@ -55,6 +55,12 @@ interface Client {
   channel: Channel
   info: ClientInfo
   ticket: number
+  /**
+   * Its channel emitted `'connect'` and no `'disconnect'` since: the departure is still to be
+   * seen. (`channel.connected` reads the native side, which may see a dead peer go before the
+   * channel's next poll hands out its `'disconnect'`, which fails its requests with PeerGoneError.)
+   */
+  attached: boolean
 }
 
 /**
@@ -210,7 +216,10 @@ export class Server extends EventEmitter<ServerEvents> {
       this.#dropped.add(name)
       this.#emitSafely('disconnect', channel, info)
     })
-    this.#clients.set(name, { channel, info, ticket })
+    const client: Client = { channel, info, ticket, attached: false }
+    channel.on('connect', () => (client.attached = true))
+    channel.on('disconnect', () => (client.attached = false))
+    this.#clients.set(name, client)
     this.#emitSafely('connection', channel, info)
   }
 
@@ -220,7 +229,7 @@ export class Server extends EventEmitter<ServerEvents> {
     const done = (async () => {
       // A client that died: its channel sees the departure within its next liveness check (100
       // ms), so that requests in flight to it fail with PeerGoneError, not ClosedError.
-      if (c.channel.connected) {
+      if (c.attached || c.channel.connected) {
         this.#departing.add(c.channel)
         await new Promise<void>((resolve) => {
           const done = () => {
