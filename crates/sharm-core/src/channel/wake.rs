@@ -281,9 +281,10 @@ impl Channel {
 
     /// [`Channel::spin_for_work`], saying also whether the spin was crowded out. A spin that waited
     /// at least 20 µs for nothing, or that lost its core to another thread meanwhile (or any spin,
-    /// once a look found the machine full), looks ([`crate::core_sharing`]) whether the peer waits for this thread's core while another idles
-    /// (this thread then moves), or whether no core is free at all: then spinning holds a core
-    /// that another thread waits for, and the spin is `crowded`.
+    /// once a look found the machine full), looks ([`crate::core_sharing`]) whether the peer waits
+    /// for this thread's core while another idles (this thread then moves), or whether no core is
+    /// free at all: then spinning holds a core that another thread waits for, and the spin is
+    /// `crowded`.
     pub fn spin(&self, limit: Duration) -> Spin {
         let sh = &self.shared;
         let mut found = sh.has_work();
