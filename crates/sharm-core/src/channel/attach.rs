@@ -435,14 +435,15 @@ impl Channel {
         Ok(ch)
     }
 
-    /// Starts reading the incoming ring once its producer welcomed this generation.
-    pub(super) fn open_rx(&mut self) -> Result<(), Error> {
+    /// Starts reading the incoming ring once its producer welcomed this generation. Returns
+    /// whether it started now.
+    pub(super) fn open_rx(&mut self) -> Result<bool, Error> {
         if self.rx_open {
-            return Ok(());
+            return Ok(false);
         }
         let (consumer, producer, at) = self.rx.welcome();
         if consumer != self.my_gen {
-            return Ok(());
+            return Ok(false);
         }
         if self.rx.open_at(at).map_err(|e| self.broken(e))? {
             self.ring_peer();
@@ -452,7 +453,7 @@ impl Channel {
         self.rx_open = true;
         self.shared.rx_cursor.store(at, SeqCst);
         self.shared.rx_open.store(true, SeqCst);
-        Ok(())
+        Ok(true)
     }
 
     /// Leaves the channel like [`Channel::close`] and says what of ours was not confirmed as

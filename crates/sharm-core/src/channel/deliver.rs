@@ -330,8 +330,7 @@ impl Channel {
     fn poll_with(&mut self, sink: &mut dyn Sink) -> Result<PollInfo, Error> {
         self.usable()?;
         self.delivered();
-        self.refresh_peer()?;
-        self.open_rx()?;
+        self.look_at_peer()?;
         let mut events = Vec::new();
         loop {
             // What arrived during a blocking request comes first.

@@ -154,6 +154,19 @@ impl Channel {
         Ok(())
     }
 
+    /// Looks at the peer's slot ([`Channel::refresh_peer`]) and starts reading the incoming ring
+    /// once its first producer welcomed this side; then looks again, since that welcome names the
+    /// generation that wrote to us: a first peer that came and left before this look, with no
+    /// record past its HELLO, is known from it alone (and no later change of its slot would bring
+    /// another look).
+    pub(super) fn look_at_peer(&mut self) -> Result<(), crate::error::Error> {
+        self.refresh_peer()?;
+        if self.open_rx()? {
+            self.refresh_peer()?;
+        }
+        Ok(())
+    }
+
     /// Did generation `gen` of the peer welcome this one to its ring (which it does once ready)?
     fn welcomed_by(&self, gen: u32) -> bool {
         let (consumer, producer, _) = self.rx.welcome();

@@ -26,8 +26,7 @@ impl Channel {
         let mut idle = IdleWait::default();
         loop {
             self.usable()?;
-            self.refresh_peer()?;
-            self.open_rx()?;
+            self.look_at_peer()?;
             let gone = self.peer.departures != departures;
             let before = self.rx.read_index();
             // Read first: the answer of a peer that left may still be in the ring.

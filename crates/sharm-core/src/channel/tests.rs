@@ -256,6 +256,33 @@ fn a_peer_that_left_before_the_first_poll_is_joined_then_left_in_order() {
 }
 
 #[test]
+fn a_first_peer_that_left_before_the_first_poll_without_a_word_is_joined_then_left() {
+    // Nothing of it to read but its HELLO: its coming and going is known only from its slot and
+    // its welcome, which this side's first poll opens the ring with.
+    let name = format!("silent-{}", std::process::id());
+    let opts = ChannelOptions::default();
+    let mut n = Channel::open(&name, opts.clone()).unwrap();
+    let mut p = Channel::open(&name, opts).unwrap();
+    let pg = p.generation();
+    p.close();
+    // Polled as the event loop polls: once woken, then again while a poll says there is more.
+    let mut events = Vec::new();
+    loop {
+        let b = n.poll().unwrap();
+        events.extend(
+            b.events
+                .iter()
+                .map(|e| (matches!(e, PeerEvent::Joined { .. }), e.generation())),
+        );
+        if !b.more {
+            break;
+        }
+    }
+    assert_eq!(events, [(true, pg), (false, pg)]);
+    assert!(!n.peer_connected());
+}
+
+#[test]
 fn a_bad_batch_is_refused_with_what_was_wrong() {
     let (mut a, _b) = pair(&format!("batch-bad-{}", std::process::id()), 4096);
     let mut records = Vec::new();
