@@ -46,7 +46,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { cacheRoot, nodeFromRegistry } from './lib/registry-node.mjs'
-import { stepTally, tail } from './lib/step-tally.mjs'
+import { avaFailures, stepTally, tail } from './lib/step-tally.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'))
@@ -133,7 +133,7 @@ function step(target, name, fn) {
     return true
   } catch (e) {
     report(target, name, false, t0)
-    console.log(tail(String(e.message ?? e)))
+    console.log(tail(String(e.message ?? e), 120))
     return false
   }
 }
@@ -544,7 +544,7 @@ function doAva(target) {
   const ok = marks('✔', '√')
   const note = `${ok} passed, ${marks('✘', '×')} failed, ${marks('- ')} skipped`
   if (ok === 0) r.ok = false
-  if (!r.ok) throw new Error(`${note}\n${tail(r.out, 60)}`)
+  if (!r.ok) throw new Error(`${note}\n${avaFailures(r.out)}`)
   return note
 }
 

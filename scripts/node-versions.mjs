@@ -17,7 +17,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { nodeFromRegistry } from './lib/registry-node.mjs'
-import { stepTally, tail } from './lib/step-tally.mjs'
+import { avaFailures, stepTally, tail } from './lib/step-tally.mjs'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const arg = (name, dflt) => {
@@ -75,7 +75,7 @@ for (const v of versions) {
     const marks = (m) => r.out.split('\n').filter((l) => l.trimStart().startsWith(m)).length
     const note = `${marks('✔')} passed, ${marks('✘')} failed`
     report(label, 'ava', r.ok, t0, note)
-    if (!r.ok) console.log(tail(r.out, 30))
+    if (!r.ok) console.log(avaFailures(r.out))
   }
   if (steps.includes('install')) {
     const t0 = Date.now()

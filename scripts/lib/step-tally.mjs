@@ -26,3 +26,16 @@ export function stepTally(lead) {
 
 /** The last `n` lines of a step's output, for a failed step. */
 export const tail = (s, n = 40) => s.trimEnd().split('\n').slice(-n).join('\n')
+
+/**
+ * What a failed ava run says of its failures: the lines of the tests marked ✘, then the details
+ * ava gives after its first separator (the failed assertion, its values, the stack), at most `n`
+ * lines of them; the tail when there is no separator.
+ */
+export function avaFailures(out, n = 80) {
+  const lines = out.trimEnd().split('\n')
+  // (× under Windows.)
+  const failed = lines.filter((l) => /^[✘×]/.test(l.trimStart()))
+  const first = lines.findIndex((l) => l.trim() === '─')
+  return [...failed, ...(first >= 0 ? lines.slice(first, first + n) : lines.slice(-n))].join('\n')
+}
