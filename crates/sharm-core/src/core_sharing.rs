@@ -8,16 +8,19 @@
 //! [`after_lost_spin`] is called after a lost spin: one that found nothing, or one during which
 //! the kernel gave this thread's core to another thread ([`times_preempted`] changed; its work
 //! may then have come only because this thread stopped spinning). It reads `/proc/loadavg`:
-//! - More runnable threads than this thread may use cores, in every look for [`FULL_FOR`] (looks
-//!   at most [`FULL_GAP`] apart, not counting the time this thread waited for a core between
-//!   them): no core is free, and every spin holds one that another thread waits for. It says so
-//!   ([`Look::Full`]); the caller stops spinning. One look is not enough: a look comes after a
-//!   spin the peer did not answer, often while the peer's collector runs on helper threads, and on
-//!   a quiet machine here nearly half the looks found a thread more than cores. Once a look found
-//!   the machine full, the caller looks after every spin, lost or not ([`full_so_far`]): spins
-//!   that pay off are seldom lost, and on a machine with more runnable threads than cores this
-//!   thread waits for a core for longer than [`FULL_GAP`] at a time (here, with three CPU hogs on
-//!   two cores, lost spins came a median 10 ms apart).
+//! - More runnable threads than this thread may use cores, while other processes than this one
+//!   and its peer used at least [`FOREIGN_SHARE`] of a core over the last [`MEASURE_FOR`] or more
+//!   (the CPU time of the whole machine from `/proc/stat`, less this process's and the peer's):
+//!   no core is free, and every spin holds one that another process waits for. It says so
+//!   ([`Look::Full`]); the caller stops spinning. The count alone is not enough: on two cores two
+//!   sides spinning for each other fill the machine by themselves, and any third thread of theirs
+//!   (a collector, a compiler, a wake-up thread) makes the count say full; here nearly half the
+//!   looks of a quiet sequential run did, and even the time a side waited for a core said so in
+//!   spans of 20 ms (a quarter to half of it, while starting up). What other processes use tells
+//!   the two apart: about nothing on a quiet machine, a core per CPU hog on a busy one. It is
+//!   measured once per [`MEASURE_FOR`] at most and kept until the next measure; a measure older
+//!   than [`MEASURE_STALE`] (no lost spin came meanwhile) starts a new one. Where `/proc/stat`
+//!   or the peer's `/proc/<pid>/stat` cannot be read, no look finds the machine full.
 //! - Otherwise, if the peer's main thread is runnable on the core this thread runs on (so, with the
 //!   two on one core, another idles), this thread moves to another of its cores: it takes that
 //!   core out of its allowed set and at once puts it back (the kernel moves a thread that runs
@@ -28,36 +31,35 @@
 #[cfg(target_os = "linux")]
 const LOOK_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// The machine counts as full once this thread's looks found more runnable threads than cores
-/// for this long, each look at most [`FULL_GAP`] after the one before.
+/// What other processes used is measured over at least this long...
 #[cfg(target_os = "linux")]
-const FULL_FOR: std::time::Duration = std::time::Duration::from_millis(10);
+const MEASURE_FOR: std::time::Duration = std::time::Duration::from_millis(200);
+/// ...from a start at most this old (a measure started longer ago starts anew).
 #[cfg(target_os = "linux")]
-const FULL_GAP: std::time::Duration = std::time::Duration::from_millis(3);
+const MEASURE_STALE: std::time::Duration = std::time::Duration::from_secs(1);
+/// Other processes load the machine when they used at least this share of a core (numerator,
+/// denominator) over a measure.
+#[cfg(target_os = "linux")]
+const FOREIGN_SHARE: (u32, u32) = (1, 2);
 
 #[cfg(target_os = "linux")]
 thread_local! {
     /// When this thread last looked.
     static LAST_LOOK: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
-    /// Since when this thread's looks found the machine full, when the last of them was, and
-    /// how long this thread had waited for a core by then ([`waited_for_core`]).
-    static FULL_SINCE: std::cell::Cell<Option<FullSince>> = const { std::cell::Cell::new(None) };
+    /// Where the current measure of other processes' CPU time started.
+    static MEASURE_START: std::cell::Cell<Option<CpuTimes>> = const { std::cell::Cell::new(None) };
+    /// What the last finished measure found: other processes load the machine.
+    static FOREIGN_LOAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// CPU time used so far: by the whole machine, by this process, and by the peer's process.
 #[cfg(target_os = "linux")]
 #[derive(Clone, Copy)]
-struct FullSince {
-    since: std::time::Instant,
-    last: std::time::Instant,
-    waited: Option<std::time::Duration>,
-}
-
-/// Whether this thread's last look found the machine full: it then looks after every spin.
-pub fn full_so_far() -> bool {
-    #[cfg(target_os = "linux")]
-    return FULL_SINCE.with(|f| f.get()).is_some();
-    #[cfg(not(target_os = "linux"))]
-    false
+struct CpuTimes {
+    at: std::time::Instant,
+    machine: std::time::Duration,
+    own: std::time::Duration,
+    peer: std::time::Duration,
 }
 
 /// What [`after_lost_spin`] found.
@@ -67,8 +69,8 @@ pub enum Look {
     Nothing,
     /// The peer waited for this thread's core and another was free: this thread moved.
     Moved,
-    /// The machine has more runnable threads than this thread may use cores: no core is free,
-    /// so a spin holds one that another thread waits for.
+    /// The machine has more runnable threads than this thread may use cores, and this thread
+    /// waits for one: no core is free, so a spin holds one that another thread waits for.
     Full,
 }
 
@@ -94,26 +96,10 @@ pub fn after_lost_spin(peer: u32) -> Look {
     else {
         return Look::Nothing;
     };
+    let foreign = foreign_load(now, peer);
     if running > cores {
-        let waited = waited_for_core();
-        let since = match FULL_SINCE.with(|f| f.get()) {
-            Some(f) if apart(f, now, waited) <= FULL_GAP => f.since,
-            _ => now,
-        };
-        FULL_SINCE.with(|f| {
-            f.set(Some(FullSince {
-                since,
-                last: now,
-                waited,
-            }))
-        });
-        return if now.duration_since(since) >= FULL_FOR {
-            Look::Full
-        } else {
-            Look::Nothing
-        };
+        return if foreign { Look::Full } else { Look::Nothing };
     }
-    FULL_SINCE.with(|f| f.set(None));
     match peer_waits_here(peer) {
         Some(here) if move_off(here, &allowed).is_some() => Look::Moved,
         _ => Look::Nothing,
@@ -125,31 +111,83 @@ pub fn after_lost_spin(_peer: u32) -> Look {
     Look::Nothing
 }
 
-/// How far apart a look at `now` is from the last full one, `f`, not counting the time this thread
-/// waited for a core in between (`waited` now: [`waited_for_core`]).
+/// Whether other processes than this one and `peer` load the machine, as the last finished
+/// measure found (see the module); measures anew when the current one is [`MEASURE_FOR`] old.
 #[cfg(target_os = "linux")]
-fn apart(f: FullSince, now: std::time::Instant, waited: Option<std::time::Duration>) -> std::time::Duration {
-    let gap = now.duration_since(f.last);
-    match (f.waited, waited) {
-        (Some(before), Some(after)) => gap.saturating_sub(after.saturating_sub(before)),
-        _ => gap,
+fn foreign_load(now: std::time::Instant, peer: u32) -> bool {
+    let start = MEASURE_START.with(|m| m.get());
+    let due = match start {
+        Some(s) => now.duration_since(s.at) >= MEASURE_FOR,
+        None => true,
+    };
+    if due {
+        let sample = cpu_times(now, peer);
+        if let (Some(s), Some(t)) = (start, sample) {
+            if now.duration_since(s.at) <= MEASURE_STALE {
+                FOREIGN_LOAD.with(|f| f.set(loaded(s, t)));
+            }
+        }
+        MEASURE_START.with(|m| m.set(sample));
     }
+    FOREIGN_LOAD.with(|f| f.get())
 }
 
-/// How long the calling thread has waited, runnable, for a core in all (the second field of
-/// `/proc/thread-self/schedstat`); `None` where the kernel does not say.
+/// Whether other processes than this one and the peer used at least [`FOREIGN_SHARE`] of a core
+/// between `a` and `b`.
 #[cfg(target_os = "linux")]
-fn waited_for_core() -> Option<std::time::Duration> {
-    let line = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    schedstat_wait(&line)
+fn loaded(a: CpuTimes, b: CpuTimes) -> bool {
+    let others = b
+        .machine
+        .saturating_sub(a.machine)
+        .saturating_sub(b.own.saturating_sub(a.own))
+        .saturating_sub(b.peer.saturating_sub(a.peer));
+    others * FOREIGN_SHARE.1 >= b.at.duration_since(a.at) * FOREIGN_SHARE.0
 }
 
-/// The time waited for a core in a `schedstat` line (`<ns on a core> <ns waiting> <slices>`).
+/// The [`CpuTimes`] now; `None` where they cannot be read (a peer of pid 0 used none).
 #[cfg(target_os = "linux")]
-fn schedstat_wait(line: &str) -> Option<std::time::Duration> {
-    Some(std::time::Duration::from_nanos(
-        line.split_ascii_whitespace().nth(1)?.parse().ok()?,
-    ))
+fn cpu_times(at: std::time::Instant, peer: u32) -> Option<CpuTimes> {
+    let tick = clock_tick()?;
+    let machine = machine_busy(&std::fs::read_to_string("/proc/stat").ok()?)? * tick;
+    let own = process_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)? * tick;
+    let peer = if peer == 0 {
+        0
+    } else {
+        process_cpu(&std::fs::read_to_string(format!("/proc/{peer}/stat")).ok()?)?
+    } * tick;
+    Some(CpuTimes { at, machine, own, peer })
+}
+
+/// The length of a clock tick, the unit of `/proc/stat` and of a process's `stat`.
+#[cfg(target_os = "linux")]
+fn clock_tick() -> Option<std::time::Duration> {
+    // SAFETY: sysconf only reads its argument.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| std::time::Duration::from_secs(1) / hz as u32)
+}
+
+/// Ticks the machine's cores were busy, from the first line of `/proc/stat` (`cpu  user nice
+/// system idle iowait irq softirq steal ...`): user, nice, system, irq and softirq.
+#[cfg(target_os = "linux")]
+fn machine_busy(stat: &str) -> Option<u32> {
+    let mut f = stat.lines().next()?.split_ascii_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = f.take(7).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq] = v[..] else {
+        return None;
+    };
+    u32::try_from(user + nice + system + irq + softirq).ok()
+}
+
+/// Ticks a process ran (user and system time, fields 14 and 15), from its `stat` line.
+#[cfg(target_os = "linux")]
+fn process_cpu(stat: &str) -> Option<u32> {
+    let mut fields = crate::liveness::stat_fields(stat)?;
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    u32::try_from(utime + stime).ok()
 }
 
 /// How many times the kernel has taken the calling thread's core from it while it could run
@@ -244,9 +282,20 @@ mod tests {
         assert_eq!(runnable("2.38 2.41 2.21 3/77 29807\n"), Some(3));
         assert_eq!(runnable("2.38 2.41"), None);
         assert!(runnable(&std::fs::read_to_string("/proc/loadavg").unwrap()).unwrap() >= 1);
-        assert_eq!(schedstat_wait("324664 1500 2\n"), Some(Duration::from_nanos(1500)));
-        assert_eq!(schedstat_wait("324664"), None);
-        assert!(waited_for_core().is_some());
+        assert_eq!(
+            machine_busy("cpu  10 1 5 900 3 2 4 0 0 0\ncpu0 5 0 2 450 1 1 2 0 0 0\n"),
+            Some(22)
+        );
+        assert_eq!(machine_busy("cpu0 10 1 5 900 3 2 4"), None);
+        assert_eq!(machine_busy("cpu  10 1"), None);
+        let stat = |utime: &str| {
+            let mut f: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
+            f[11] = utime.to_string();
+            format!("4242 (a (b) c) {}", f.join(" "))
+        };
+        assert_eq!(process_cpu(&stat("40")), Some(40 + 15));
+        assert_eq!(process_cpu(&stat("x")), None);
+        assert!(cpu_times(std::time::Instant::now(), std::process::id()).is_some());
     }
 
     /// Pins thread or process `pid` (0: this thread) to `cores`.
@@ -317,16 +366,20 @@ mod tests {
     }
 
     #[test]
-    fn looks_that_find_more_runnable_threads_than_cores_for_10_ms_say_no_core_is_free() {
+    fn a_spinning_thread_among_more_spinners_than_cores_says_no_core_is_free() {
         let n = cores().len();
         let _spinners: Vec<Spinner> = (0..=n)
             .map(|_| Spinner(Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap()))
             .collect();
-        // The spinners need a moment to start; then 10 ms of looks a millisecond apart.
+        // The spinners need a moment to start; this thread spins between its looks, as a side
+        // spinning for its peer does.
         let mut looks = Vec::new();
         let start = std::time::Instant::now();
         while start.elapsed() < Duration::from_secs(2) {
-            std::thread::sleep(Duration::from_millis(1));
+            let spin = std::time::Instant::now();
+            while spin.elapsed() < Duration::from_micros(1500) {
+                std::hint::spin_loop();
+            }
             let look = after_lost_spin(0);
             looks.push(look);
             if look == Look::Full {
@@ -337,6 +390,25 @@ mod tests {
             "{} spinners on {n} cores were never seen as a full machine: {looks:?}",
             n + 1
         );
+    }
+
+    #[test]
+    fn other_processes_load_the_machine_when_they_used_half_a_core_or_more() {
+        let ms = Duration::from_millis;
+        let at = std::time::Instant::now();
+        let times = |after: u64, machine: u64, own: u64, peer: u64| CpuTimes {
+            at: at + ms(after),
+            machine: ms(machine),
+            own: ms(own),
+            peer: ms(peer),
+        };
+        let start = times(0, 1000, 100, 100);
+        // 200 ms of two sides each spinning on a core: nothing else ran.
+        assert!(!loaded(start, times(200, 1400, 300, 300)));
+        // The same with a CPU hog beside them (the machine's cores all busy, the sides less).
+        assert!(loaded(start, times(200, 1400, 233, 233)));
+        assert!(loaded(start, times(200, 1400, 250, 250)), "half a core");
+        assert!(!loaded(start, times(200, 1400, 260, 250)));
     }
 
     #[test]

@@ -280,8 +280,8 @@ impl Channel {
     }
 
     /// [`Channel::spin_for_work`], saying also whether the spin was crowded out. A spin that waited
-    /// at least 20 µs for nothing, or that lost its core to another thread meanwhile (or any spin,
-    /// once a look found the machine full), looks ([`crate::core_sharing`]) whether the peer waits
+    /// at least 20 µs for nothing, or that lost its core to another thread meanwhile, looks
+    /// ([`crate::core_sharing`]) whether the peer waits
     /// for this thread's core while another idles (this thread then moves), or whether no core is
     /// free at all: then spinning holds a core that another thread waits for, and the spin is
     /// `crowded`.
@@ -301,8 +301,7 @@ impl Channel {
                 limit >= MOVE_CHECK_AFTER
             };
         }
-        // Once a look found the machine full, every spin looks (at most once a millisecond).
-        if !lost && !crate::core_sharing::full_so_far() {
+        if !lost {
             return Spin { found, crowded: false };
         }
         let peer = sh.header().slots[1 - sh.side].pid.load(SeqCst);
