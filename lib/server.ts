@@ -51,6 +51,13 @@ export interface ServerEvents {
  */
 const DEPARTURE_PATIENCE_MS = 15_000
 
+/**
+ * A dead client's channel that could not be taken over (a process this one cannot see die still
+ * holds it) is tried again after this long: the lobby's watch says nothing more of a place that
+ * does not change.
+ */
+const STALE_RETRY_MS = 1000
+
 interface Client {
   channel: Channel
   info: ClientInfo
@@ -79,7 +86,7 @@ export class Server extends EventEmitter<ServerEvents> {
   /** By channel name. */
   #clients = new Map<string, Client>()
   /** Channels being closed after their client left or died, and dead clients' channels being removed. */
-  #leaving = new Map<string, Promise<void>>()
+  #leaving = new Map<string, Promise<unknown>>()
   /** Channels this side closed (or that failed) whose client still holds its place: not opened again. */
   #dropped = new Set<string>()
   /** Channels of clients that left or died, waiting to see the departure (see {@link DEPARTURE_PATIENCE_MS}). */
@@ -262,13 +269,17 @@ export class Server extends EventEmitter<ServerEvents> {
       try {
         await new Channel(name, { ...this.#options, onRequest: undefined, onStream: undefined }).close()
       } catch {
-        // Held after all (by a process this one cannot see die): the next look tries again.
-        return
+        // Held after all (by a process this one cannot see die): tried again later.
+        return false
       }
       this.#lobby?.freeDead(place, ticket)
+      return true
     })()
     this.#leaving.set(name, done)
-    void done.finally(() => this.#leaving.delete(name))
+    void done.then((removed) => {
+      this.#leaving.delete(name)
+      if (!removed && this.#lobby !== null) setTimeout(this.#changed, STALE_RETRY_MS).unref()
+    })
   }
 
   /** Emits `event`; a listener that throws does not stop the server's bookkeeping (it is rethrown on the next tick). */
