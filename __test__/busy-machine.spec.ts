@@ -10,7 +10,10 @@ import { killAllPeers, leftoverSegments, runSide, spawnPeer, uniqueName } from '
 import { only } from './helpers/platform'
 
 const PREFIX = 'busy'
-const linuxTest = only(['linux'], 'the rule reads /proc/loadavg and the thread counts of involuntary switches')
+const linuxTest = only(
+  ['linux'],
+  'the rule reads /proc/loadavg, /proc/stat and the thread counts of involuntary switches',
+)
 
 test.after.always(killAllPeers)
 
