@@ -87,6 +87,8 @@ export class Server extends EventEmitter<ServerEvents> {
   #clients = new Map<string, Client>()
   /** Channels being closed after their client left or died, and dead clients' channels being removed. */
   #leaving = new Map<string, Promise<unknown>>()
+  /** The look again at dead clients' channels that could not be taken over (see {@link STALE_RETRY_MS}). */
+  #staleRetry: NodeJS.Timeout | null = null
   /** Channels this side closed (or that failed) whose client still holds its place: not opened again. */
   #dropped = new Set<string>()
   /** Channels of clients that left or died, waiting to see the departure (see {@link DEPARTURE_PATIENCE_MS}). */
@@ -159,6 +161,8 @@ export class Server extends EventEmitter<ServerEvents> {
     const lobby = this.#lobby
     if (lobby === null) return
     this.#lobby = null
+    if (this.#staleRetry !== null) clearTimeout(this.#staleRetry)
+    this.#staleRetry = null
     const clients = [...this.#clients.values()]
     this.#clients.clear()
     // Dead clients' channels still waiting to see their departure are closed now too.
@@ -278,7 +282,13 @@ export class Server extends EventEmitter<ServerEvents> {
     this.#leaving.set(name, done)
     void done.then((removed) => {
       this.#leaving.delete(name)
-      if (!removed && this.#lobby !== null) setTimeout(this.#changed, STALE_RETRY_MS).unref()
+      if (!removed && this.#lobby !== null && this.#staleRetry === null) {
+        // One look for all of them (each look tries every such place again).
+        this.#staleRetry = setTimeout(() => {
+          this.#staleRetry = null
+          this.#changed()
+        }, STALE_RETRY_MS).unref()
+      }
     })
   }
 

@@ -18,9 +18,11 @@
 //!   looks of a quiet sequential run did, and even the time a side waited for a core said so in
 //!   spans of 20 ms (a quarter to half of it, while starting up). What other processes use tells
 //!   the two apart: about nothing on a quiet machine, a core per CPU hog on a busy one. It is
-//!   measured once per [`MEASURE_FOR`] at most and kept until the next measure; a measure older
-//!   than [`MEASURE_STALE`] (no lost spin came meanwhile) starts a new one. Where `/proc/stat`
-//!   or the peer's `/proc/<pid>/stat` cannot be read, no look finds the machine full.
+//!   measured once per [`MEASURE_FOR`] at most and kept until the next measure. A measure that
+//!   cannot finish finds nothing and starts a new one: one older than [`MEASURE_STALE`] (no lost
+//!   spin came meanwhile), one of another peer (a server's thread spins for many), one that cannot
+//!   read `/proc/stat` or the peer's `/proc/<pid>/stat`. A peer in this process (a worker
+//!   thread's channel) is not counted twice.
 //! - Otherwise, if the peer's main thread is runnable on the core this thread runs on (so, with the
 //!   two on one core, another idles), this thread moves to another of its cores: it takes that
 //!   core out of its allowed set and at once puts it back (the kernel moves a thread that runs
@@ -52,11 +54,13 @@ thread_local! {
     static FOREIGN_LOAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// CPU time used so far: by the whole machine, by this process, and by the peer's process.
+/// CPU time used so far: by the whole machine, by this process, and by the peer's process
+/// (`peer_pid`; none when it is 0 or this process).
 #[cfg(target_os = "linux")]
 #[derive(Clone, Copy)]
 struct CpuTimes {
     at: std::time::Instant,
+    peer_pid: u32,
     machine: std::time::Duration,
     own: std::time::Duration,
     peer: std::time::Duration,
@@ -69,8 +73,8 @@ pub enum Look {
     Nothing,
     /// The peer waited for this thread's core and another was free: this thread moved.
     Moved,
-    /// The machine has more runnable threads than this thread may use cores, and this thread
-    /// waits for one: no core is free, so a spin holds one that another thread waits for.
+    /// The machine has more runnable threads than this thread may use cores, and other
+    /// processes load it: no core is free, so a spin holds one that another process waits for.
     Full,
 }
 
@@ -113,20 +117,21 @@ pub fn after_lost_spin(_peer: u32) -> Look {
 
 /// Whether other processes than this one and `peer` load the machine, as the last finished
 /// measure found (see the module); measures anew when the current one is [`MEASURE_FOR`] old.
+/// A measure that cannot finish (too old, its peer changed, `/proc` unreadable) finds nothing.
 #[cfg(target_os = "linux")]
 fn foreign_load(now: std::time::Instant, peer: u32) -> bool {
     let start = MEASURE_START.with(|m| m.get());
     let due = match start {
-        Some(s) => now.duration_since(s.at) >= MEASURE_FOR,
+        Some(s) => now.duration_since(s.at) >= MEASURE_FOR || s.peer_pid != peer,
         None => true,
     };
     if due {
         let sample = cpu_times(now, peer);
-        if let (Some(s), Some(t)) = (start, sample) {
-            if now.duration_since(s.at) <= MEASURE_STALE {
-                FOREIGN_LOAD.with(|f| f.set(loaded(s, t)));
-            }
-        }
+        let verdict = match (start, sample) {
+            (Some(s), Some(t)) if s.peer_pid == peer && now.duration_since(s.at) <= MEASURE_STALE => loaded(s, t),
+            _ => false,
+        };
+        FOREIGN_LOAD.with(|f| f.set(verdict));
         MEASURE_START.with(|m| m.set(sample));
     }
     FOREIGN_LOAD.with(|f| f.get())
@@ -144,32 +149,40 @@ fn loaded(a: CpuTimes, b: CpuTimes) -> bool {
     others * FOREIGN_SHARE.1 >= b.at.duration_since(a.at) * FOREIGN_SHARE.0
 }
 
-/// The [`CpuTimes`] now; `None` where they cannot be read (a peer of pid 0 used none).
+/// The [`CpuTimes`] now; `None` where they cannot be read. A peer of pid 0 (none yet), or in this
+/// process (a worker thread's channel), counts as using none.
 #[cfg(target_os = "linux")]
 fn cpu_times(at: std::time::Instant, peer: u32) -> Option<CpuTimes> {
     let tick = clock_tick()?;
-    let machine = machine_busy(&std::fs::read_to_string("/proc/stat").ok()?)? * tick;
-    let own = process_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)? * tick;
-    let peer = if peer == 0 {
+    let machine = machine_busy(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    let own = process_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    let peer_ticks = if peer == 0 || peer == std::process::id() {
         0
     } else {
         process_cpu(&std::fs::read_to_string(format!("/proc/{peer}/stat")).ok()?)?
-    } * tick;
-    Some(CpuTimes { at, machine, own, peer })
+    };
+    let time = |ticks: u64| std::time::Duration::from_nanos(ticks.saturating_mul(tick));
+    Some(CpuTimes {
+        at,
+        peer_pid: peer,
+        machine: time(machine),
+        own: time(own),
+        peer: time(peer_ticks),
+    })
 }
 
-/// The length of a clock tick, the unit of `/proc/stat` and of a process's `stat`.
+/// The length of a clock tick in nanoseconds, the unit of `/proc/stat` and of a process's `stat`.
 #[cfg(target_os = "linux")]
-fn clock_tick() -> Option<std::time::Duration> {
+fn clock_tick() -> Option<u64> {
     // SAFETY: sysconf only reads its argument.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| std::time::Duration::from_secs(1) / hz as u32)
+    (hz > 0).then(|| 1_000_000_000 / hz as u64)
 }
 
 /// Ticks the machine's cores were busy, from the first line of `/proc/stat` (`cpu  user nice
 /// system idle iowait irq softirq steal ...`): user, nice, system, irq and softirq.
 #[cfg(target_os = "linux")]
-fn machine_busy(stat: &str) -> Option<u32> {
+fn machine_busy(stat: &str) -> Option<u64> {
     let mut f = stat.lines().next()?.split_ascii_whitespace();
     if f.next()? != "cpu" {
         return None;
@@ -178,16 +191,16 @@ fn machine_busy(stat: &str) -> Option<u32> {
     let [user, nice, system, _idle, _iowait, irq, softirq] = v[..] else {
         return None;
     };
-    u32::try_from(user + nice + system + irq + softirq).ok()
+    Some(user + nice + system + irq + softirq)
 }
 
 /// Ticks a process ran (user and system time, fields 14 and 15), from its `stat` line.
 #[cfg(target_os = "linux")]
-fn process_cpu(stat: &str) -> Option<u32> {
+fn process_cpu(stat: &str) -> Option<u64> {
     let mut fields = crate::liveness::stat_fields(stat)?;
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    u32::try_from(utime + stime).ok()
+    Some(utime + stime)
 }
 
 /// How many times the kernel has taken the calling thread's core from it while it could run
@@ -398,6 +411,7 @@ mod tests {
         let at = std::time::Instant::now();
         let times = |after: u64, machine: u64, own: u64, peer: u64| CpuTimes {
             at: at + ms(after),
+            peer_pid: 42,
             machine: ms(machine),
             own: ms(own),
             peer: ms(peer),
@@ -409,6 +423,29 @@ mod tests {
         assert!(loaded(start, times(200, 1400, 233, 233)));
         assert!(loaded(start, times(200, 1400, 250, 250)), "half a core");
         assert!(!loaded(start, times(200, 1400, 260, 250)));
+    }
+
+    #[test]
+    fn a_measure_too_old_or_of_another_peer_finds_nothing_and_starts_anew() {
+        let me = std::process::id();
+        let start = |ago: Duration, peer_pid: u32| {
+            let now = std::time::Instant::now();
+            let mut t = cpu_times(now, peer_pid).unwrap();
+            t.at = now - ago;
+            MEASURE_START.with(|m| m.set(Some(t)));
+            FOREIGN_LOAD.with(|f| f.set(true));
+        };
+        start(Duration::from_secs(5), me);
+        assert!(!foreign_load(std::time::Instant::now(), me), "a measure 5 s old");
+        start(Duration::from_millis(300), me);
+        assert!(!foreign_load(std::time::Instant::now(), 0), "a measure of another peer");
+        assert_eq!(MEASURE_START.with(|m| m.get()).unwrap().peer_pid, 0);
+        // A measure that is not due keeps the last verdict.
+        FOREIGN_LOAD.with(|f| f.set(true));
+        assert!(foreign_load(std::time::Instant::now(), 0));
+        // This process as its own peer: its CPU time is not taken off twice.
+        let t = cpu_times(std::time::Instant::now(), me).unwrap();
+        assert_eq!(t.peer, Duration::ZERO);
     }
 
     #[test]
