@@ -396,6 +396,7 @@ impl Channel {
             spin: opts.spin,
             stop: AtomicBool::new(false),
             broken: AtomicBool::new(false),
+            wake_failed: OnceLock::new(),
             tx_waiting: AtomicBool::new(false),
             last_tx_read: AtomicU64::new(last_tx_read),
             notified: AtomicBool::new(false),

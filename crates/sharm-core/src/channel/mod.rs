@@ -145,6 +145,9 @@ struct Shared {
     spin: Duration,
     stop: AtomicBool,
     broken: AtomicBool,
+    /// Why this side's own wake-up work stopped (a panic in it): the channel is broken, and its
+    /// next call reports this.
+    wake_failed: OnceLock<String>,
     /// The driving thread has queued bytes waiting for ring space.
     tx_waiting: AtomicBool,
     /// Consumer index of the outgoing ring when the driving thread last flushed.
@@ -270,6 +273,9 @@ impl Channel {
     fn usable(&self) -> Result<(), Error> {
         if self.closed {
             return Err(Error::Closed);
+        }
+        if let Some(why) = self.shared.wake_failed.get() {
+            return Err(Error::Os(format!("the wake-up work of this channel failed: {why}")));
         }
         if self.shared.broken.load(SeqCst) {
             return Err(Error::Protocol(match self.shared.seg.fault() {

@@ -26,6 +26,7 @@
 //! and at every poll while it does not, each time followed by a look (the poll, or a check in
 //! `set_driving`), so a record published before the flag was seen is not missed.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +65,20 @@ impl Shared {
             return true;
         }
         self.peer_view() != self.polled_view()
+    }
+
+    /// A part of this channel's wake-up work panicked (`panic`, from `catch_unwind`): the channel
+    /// is broken with the panic's message, which its next call reports, and the driving thread is
+    /// told (once more through `notify`, which may be what panicked: a second panic is dropped).
+    pub(super) fn wake_work_failed(&self, panic: Box<dyn std::any::Any + Send>, notify: &dyn Fn()) {
+        let why = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("no message");
+        let _ = self.wake_failed.set(why.to_string());
+        self.broken.store(true, SeqCst);
+        let _ = catch_unwind(AssertUnwindSafe(notify));
     }
 
     /// The peer's slot as the driving thread's last poll saw it.
@@ -171,19 +186,27 @@ impl Waker {
     }
 
     /// Watches the channel and calls `notify` when the driving thread should poll. After a
-    /// notification it waits until that poll happened before it notifies again.
+    /// notification it waits until that poll happened before it notifies again. If the work
+    /// panics, the channel is broken (see [`Shared::wake_work_failed`]).
     pub fn run(mut self, notify: impl Fn()) {
+        let shared = self.shared.clone();
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.watch(&notify))) {
+            shared.wake_work_failed(panic, &notify);
+        }
+    }
+
+    fn watch(&mut self, notify: &impl Fn()) {
         let shared = self.shared.clone();
         let sh = &*shared;
         let _ = sh.thread.set(std::thread::current());
         let mut st = WatchState::new();
         while !sh.stop.load(SeqCst) {
             if sh.loop_mode.load(SeqCst) {
-                self.loop_step(&mut st, &notify);
+                self.loop_step(&mut st, notify);
                 std::thread::park_timeout(LIVENESS_INTERVAL);
                 continue;
             }
-            self.check_interval(&mut st, &notify);
+            self.check_interval(&mut st, notify);
             if sh.driving.load(SeqCst) {
                 // The driving thread polls by itself; look only after the peer's liveness.
                 std::thread::park_timeout(LIVENESS_INTERVAL);
@@ -198,7 +221,7 @@ impl Waker {
                 continue;
             }
             if sh.spin_for_work(sh.spin, WAKER_SPINS) {
-                self.notify_of_work(&mut st, &notify);
+                self.notify_of_work(&mut st, notify);
                 continue;
             }
             // Sleep: ask the peer to ring us when it writes (and when it frees space we wait
@@ -428,5 +451,40 @@ impl IdleWait {
             let nap = Duration::from_micros(((self.rounds - 400) as u64 * 10).min(1000));
             std::thread::sleep(nap.min(left));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::channel::{Channel, ChannelOptions};
+    use crate::record::Kind;
+
+    #[test]
+    fn a_wake_up_thread_whose_work_panics_ends_and_its_channel_says_why() {
+        let name = format!("wake-panic-{}", std::process::id());
+        let mut a = Channel::open(&name, ChannelOptions::default()).unwrap();
+        let mut b = Channel::open(&name, ChannelOptions::default()).unwrap();
+        a.poll().unwrap();
+        b.poll().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waker = a.waker();
+        let thread = std::thread::spawn(move || {
+            waker.run(move || {
+                let _ = tx.send(());
+                panic!("a notification that fails");
+            })
+        });
+        b.send(Kind::Message, 0, 0, b"hello").unwrap();
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("a notification within 5 s");
+        thread.join().expect("the thread ends without passing the panic on");
+        let err = a.poll().expect_err("the channel whose wake-up work failed is broken");
+        assert!(
+            err.to_string().contains("a notification that fails"),
+            "the error names the panic: {err}"
+        );
+        assert_eq!(err.code(), "ERR_SHARM_OS");
     }
 }

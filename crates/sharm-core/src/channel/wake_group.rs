@@ -1,6 +1,7 @@
 //! One thread that does the wake-up thread's work for many channels in loop mode (a server's
 //! clients) instead of one thread each (see [`super::wake`]).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +11,9 @@ use crate::error::Error;
 /// One thread that does the wake-up thread's work for many channels in loop mode (a server's
 /// clients), instead of a thread each. Each channel's event loop sleeps on its own bell, which its
 /// peer rings; this thread only takes each channel's loop-mode look ([`Waker::loop_step`]) each
-/// interval, and at once when a poll of one of them unparks it.
+/// interval, and at once when a poll of one of them unparks it. A look that panics breaks its
+/// own channel only (its next poll reports the panic) and leaves the group: the others are
+/// still watched.
 pub struct WakerGroup {
     inner: Arc<GroupInner>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -86,13 +89,22 @@ impl GroupInner {
         while !self.stop.load(SeqCst) {
             {
                 let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-                members.retain(|m| !m.waker.shared.stop.load(SeqCst));
-                for m in members.iter_mut() {
-                    m.waker.loop_step(&mut m.st, &m.notify);
-                }
+                members.retain_mut(|m| !m.waker.shared.stop.load(SeqCst) && m.look());
             }
             std::thread::park_timeout(LIVENESS_INTERVAL);
         }
+    }
+}
+
+impl Member {
+    /// Takes the channel's look; `false` when it panicked: the channel is broken then, and its
+    /// driving thread told (see `Shared::wake_work_failed`).
+    fn look(&mut self) -> bool {
+        let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.waker.loop_step(&mut self.st, &self.notify))) else {
+            return true;
+        };
+        self.waker.shared.wake_work_failed(panic, &self.notify);
+        false
     }
 }
 
@@ -178,5 +190,60 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "closed channels still watched");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_look_that_panics_breaks_its_own_channel_and_the_group_goes_on_watching_the_others() {
+        use crate::record::Kind;
+        use std::time::Duration;
+        let opts = ChannelOptions {
+            loop_bell: true,
+            ..Default::default()
+        };
+        let group = WakerGroup::start("sharmipc-test-group").unwrap();
+        let pair = |i: usize| {
+            let name = format!("group-panic-{}-{i}", std::process::id());
+            let mut a = Channel::open(&name, opts.clone()).unwrap();
+            let mut b = Channel::open(&name, opts.clone()).unwrap();
+            a.poll().unwrap();
+            b.poll().unwrap();
+            assert!(a.take_loop_bell().is_some());
+            (a, b)
+        };
+        let (mut bad, mut bad_peer) = pair(0);
+        let (mut good, mut good_peer) = pair(1);
+        let (panicked_tx, panicked) = mpsc::channel();
+        let panicked_tx = Mutex::new(panicked_tx);
+        let panics: Box<dyn Fn() + Send> = Box::new(move || {
+            let _ = panicked_tx.lock().unwrap().send(());
+            panic!("a notification that fails");
+        });
+        assert!(group.add(bad.waker(), panics).is_ok());
+        let (notify, notified) = notifier();
+        assert!(group.add(good.waker(), notify).is_ok());
+        bad_peer.send(Kind::Message, 0, 0, b"to the bad one").unwrap();
+        panicked
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the group looked at the bad channel");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while group.len() != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the channel whose look panicked is still watched"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let err = bad.poll().expect_err("the channel whose wake-up work failed is broken");
+        assert!(
+            err.to_string().contains("a notification that fails"),
+            "the error names the panic: {err}"
+        );
+        // The thread lives on for the other channel.
+        good_peer.send(Kind::Message, 0, 0, b"to the good one").unwrap();
+        notified
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the other channel is still notified");
+        assert_eq!(good.poll().unwrap().messages.len(), 1);
     }
 }
