@@ -107,6 +107,10 @@ pub const SPIN_FOUND: u32 = 1;
 /// for (see `sharm_core::Spin`).
 #[napi]
 pub const SPIN_CROWDED: u32 = 2;
+/// `spin` result bit: since the last spin, a message of this side's rang the peer, which slept:
+/// what it sends next comes after its wake-up.
+#[napi]
+pub const SPIN_PEER_WOKEN: u32 = 4;
 
 /// Every `code` an error thrown by this binding can carry.
 #[napi]
@@ -454,12 +458,15 @@ impl NativeChannel {
     }
 
     /// Busy-waits up to `micros` µs on this thread for something for `poll()` to do. Returns
-    /// `SPIN_FOUND` if there is, `|` `SPIN_CROWDED` if no core of the machine is free (see
-    /// `sharm_core::Channel::spin`). Call `setDriving(true)` first.
+    /// `SPIN_FOUND` if there is, `|` `SPIN_CROWDED` if no core of the machine is free, `|`
+    /// `SPIN_PEER_WOKEN` if a message of this side's rang the sleeping peer since the last spin
+    /// (see `sharm_core::Channel::spin`). Call `setDriving(true)` first.
     #[napi]
     pub fn spin(&mut self, micros: u32) -> Result<u32> {
         let spin = self.ch()?.spin(Duration::from_micros(micros as u64));
-        Ok((u32::from(spin.found) * SPIN_FOUND) | (u32::from(spin.crowded) * SPIN_CROWDED))
+        Ok((u32::from(spin.found) * SPIN_FOUND)
+            | (u32::from(spin.crowded) * SPIN_CROWDED)
+            | (u32::from(spin.woke_peer) * SPIN_PEER_WOKEN))
     }
 
     /// Makes the event loop sleep on this side's bell (Linux): from now on the peer's ring calls

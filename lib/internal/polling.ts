@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks'
 import { native as binding, type NativeChannel } from './binding'
 import type { Counters } from './stats'
 
-const { SPIN_FOUND, SPIN_CROWDED } = binding
+const { SPIN_FOUND, SPIN_CROWDED, SPIN_PEER_WOKEN } = binding
 
 /** A gap between two spin turns longer than this (ms) means the event loop has other work. */
 const BUSY_GAP_MS = 0.02
@@ -23,6 +23,14 @@ const BUSY_GAP_MS = 0.02
 const SPIN_SLICE_MICROS = 50
 /** A wait that ended within this (ms) was worth spinning through: the peer was running. */
 const FAST_WAIT_MS = 0.05
+/**
+ * A wait for a peer that this side had to wake (it slept when this side's message went out)
+ * includes the peer's wake-up: it may last this much longer (ms) and still count as fast, and the
+ * spin lasts this much longer to see it. Without it a side whose peer slept once, for whatever
+ * reason, counted the peer's wake-up against spinning, spun less, slept itself, and its own
+ * wake-ups then counted against the peer's spinning: on a quiet machine both ended up sleeping.
+ */
+const WAKE_ALLOWANCE_MS = 0.2
 /** A spin budget below this (ms) is none: spinning is off. */
 const MIN_BUDGET_MS = 0.002
 /**
@@ -68,6 +76,8 @@ export class Poller {
   #budgetMs: number
   /** Spinning is off until this time (ms, performance.now()): no core was free. */
   #crowdedUntil = 0
+  /** A message of this side's woke the peer since the last wait ended: allow for its wake-up. */
+  #wokePeer = false
 
   constructor(host: PollHost, stats: Counters, spinMicros: number) {
     this.#host = host
@@ -116,24 +126,31 @@ export class Poller {
     // Busy-wait only while the event loop has nothing else to do. When other work ran since the
     // last turn (a sending loop, other I/O), look once and let it go on.
     const othersBusy = t - this.#turnEnd > BUSY_GAP_MS
-    const left = this.#budgetMs - (t - this.#lastWork)
+    const waited = t - this.#lastWork
+    const left = this.#budgetMs + (this.#wokePeer ? WAKE_ALLOWANCE_MS : 0) - waited
     let spin = SPIN_FOUND
     try {
       spin = native.spin(othersBusy ? 0 : Math.max(0, Math.min(SPIN_SLICE_MICROS, Math.ceil(left * 1000))))
     } catch {
       // closed or broken: the drain below reports it
     }
+    if (spin & SPIN_PEER_WOKEN) this.#wokePeer = true
     if (spin & SPIN_CROWDED) this.#crowded()
+    // (The spin may have just said that the peer was woken: its allowance counts from now on. A
+    // side that does not spin, crowded out, has none.)
+    const allowance = this.#wokePeer && this.#budgetMs > 0 ? WAKE_ALLOWANCE_MS : 0
     if (spin & SPIN_FOUND) {
       this.#stats.spinHits++
       const now = performance.now()
-      if (now >= this.#crowdedUntil) this.#paid(now - this.#lastWork <= FAST_WAIT_MS)
+      if (now >= this.#crowdedUntil) this.#paid(now - this.#lastWork <= FAST_WAIT_MS + allowance)
+      this.#wokePeer = false
       this.#active = true
       this.#host.drain()
-    } else if (left <= 0) {
+    } else if (this.#budgetMs + allowance - waited <= 0) {
       // Quiet for the budget (none when crowded out): wait to be woken (the peer's ring, or the
       // wake-up thread).
       this.#paid(false)
+      this.#wokePeer = false
       this.#host.log?.('quiet: polling stops, waiting to be woken')
       this.#hot = false
       native.setDriving(false)

@@ -423,6 +423,7 @@ impl Channel {
             pending: Batch::default(),
             own_loop_bell,
             peer_loop_bell: PeerBell::default(),
+            woke_peer: false,
             closed: false,
             unseen_holder: None,
         };

@@ -218,6 +218,9 @@ pub struct Channel {
     /// This side's event-loop bell, and the write end of the peer's.
     own_loop_bell: Option<OwnBell>,
     peer_loop_bell: PeerBell,
+    /// A publish rang the peer since the last [`Channel::spin`]: it slept, and what it sends next
+    /// comes after its wake-up.
+    woke_peer: bool,
     closed: bool,
     /// Pid of a process that held a side of this name when this one opened it, that was taken
     /// for dead because its pid is not visible from here (see [`Channel::took_over_unseen`]).

@@ -369,6 +369,7 @@ impl Channel {
     pub(super) fn publish(&mut self) {
         if self.tx.has_unpublished() && self.tx.publish() {
             self.ring_peer();
+            self.woke_peer = true;
         }
     }
 

@@ -298,7 +298,7 @@ impl Channel {
     /// Busy-waits up to `limit` on the calling (driving) thread for something for `poll` to do:
     /// records in the incoming ring, ring space for queued messages, or a change of the peer.
     /// Returns whether there is. No system call while it waits.
-    pub fn spin_for_work(&self, limit: Duration) -> bool {
+    pub fn spin_for_work(&mut self, limit: Duration) -> bool {
         self.spin(limit).found
     }
 
@@ -307,12 +307,18 @@ impl Channel {
     /// ([`crate::core_sharing`]) whether the peer waits
     /// for this thread's core while another idles (this thread then moves), or whether no core is
     /// free at all: then spinning holds a core that another thread waits for, and the spin is
-    /// `crowded`.
-    pub fn spin(&self, limit: Duration) -> Spin {
+    /// `crowded`. It says too whether a message of this side's rang the peer since the last spin
+    /// (`woke_peer`).
+    pub fn spin(&mut self, limit: Duration) -> Spin {
+        let woke_peer = std::mem::take(&mut self.woke_peer);
         let sh = &self.shared;
         let mut found = sh.has_work();
         if limit.is_zero() {
-            return Spin { found, crowded: false };
+            return Spin {
+                found,
+                crowded: false,
+                woke_peer,
+            };
         }
         let mut lost = false;
         if !found {
@@ -325,13 +331,18 @@ impl Channel {
             };
         }
         if !lost {
-            return Spin { found, crowded: false };
+            return Spin {
+                found,
+                crowded: false,
+                woke_peer,
+            };
         }
         let peer = sh.header().slots[1 - sh.side].pid.load(SeqCst);
         let look = crate::core_sharing::after_lost_spin(peer);
         Spin {
             found,
             crowded: look == crate::core_sharing::Look::Full,
+            woke_peer,
         }
     }
 
@@ -424,6 +435,9 @@ pub struct Spin {
     pub found: bool,
     /// No core of the machine is free: spinning holds one another thread waits for.
     pub crowded: bool,
+    /// Since the last spin, a message of this side's rang the peer, which slept: its next one
+    /// comes only after its wake-up.
+    pub woke_peer: bool,
 }
 
 /// How a blocking request waits between looks at the incoming ring: spin a little, then yield,
@@ -486,5 +500,32 @@ mod tests {
             "the error names the panic: {err}"
         );
         assert_eq!(err.code(), "ERR_SHARM_OS");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_spin_says_once_that_a_message_rang_the_sleeping_peer_and_not_when_the_peer_polls_by_itself() {
+        let opts = ChannelOptions {
+            loop_bell: true,
+            ..Default::default()
+        };
+        let name = format!("wake-woke-{}", std::process::id());
+        let mut a = Channel::open(&name, opts.clone()).unwrap();
+        let mut b = Channel::open(&name, opts).unwrap();
+        a.poll().unwrap();
+        b.poll().unwrap();
+        a.poll().unwrap();
+        // b's event loop sleeps on its bell: its poll asks to be rung.
+        assert!(b.take_loop_bell().is_some());
+        b.poll().unwrap();
+        assert!(!a.spin(Duration::ZERO).woke_peer, "nothing sent yet");
+        a.send(Kind::Message, 0, 0, b"wake up").unwrap();
+        assert!(a.spin(Duration::ZERO).woke_peer, "the message rang b");
+        assert!(!a.spin(Duration::ZERO).woke_peer, "said once");
+        // b polls by itself: no ring, so nobody was woken.
+        b.set_driving(true);
+        b.poll().unwrap();
+        a.send(Kind::Message, 0, 0, b"already awake").unwrap();
+        assert!(!a.spin(Duration::ZERO).woke_peer, "b was not asleep");
     }
 }
