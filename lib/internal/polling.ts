@@ -25,10 +25,12 @@ const SPIN_SLICE_MICROS = 50
 const FAST_WAIT_MS = 0.05
 /**
  * A wait for a peer that this side had to wake (it slept when this side's message went out)
- * includes the peer's wake-up: it may last this much longer (ms) and still count as fast, and the
- * spin lasts this much longer to see it. Without it a side whose peer slept once, for whatever
- * reason, counted the peer's wake-up against spinning, spun less, slept itself, and its own
- * wake-ups then counted against the peer's spinning: on a quiet machine both ended up sleeping.
+ * includes the peer's wake-up: the spin lasts this much longer (ms) to see it, and a wait that
+ * was longer than a fast one by no more than this counts neither way. Without it a side whose peer
+ * slept once, for whatever reason, counted the peer's wake-up against spinning, spun less, slept
+ * itself, and its own wake-ups then counted against the peer's spinning: on a quiet machine both
+ * ended up sleeping. (Counting such a wait as fast instead kept a side spinning on a machine with
+ * no free core, where every wait for a peer waiting for a core is one.)
  */
 const WAKE_ALLOWANCE_MS = 0.2
 /** A spin budget below this (ms) is none: spinning is off. */
@@ -142,7 +144,12 @@ export class Poller {
     if (spin & SPIN_FOUND) {
       this.#stats.spinHits++
       const now = performance.now()
-      if (now >= this.#crowdedUntil) this.#paid(now - this.#lastWork <= FAST_WAIT_MS + allowance)
+      const wait = now - this.#lastWork
+      // A wait longer than a fast one only by the peer's wake-up says nothing of spinning: the
+      // budget stays as it is.
+      if (now >= this.#crowdedUntil && (wait <= FAST_WAIT_MS || wait > FAST_WAIT_MS + allowance)) {
+        this.#paid(wait <= FAST_WAIT_MS)
+      }
       this.#wokePeer = false
       this.#active = true
       this.#host.drain()
