@@ -2,7 +2,8 @@
 //
 //   node scripts/bench-tables.mjs           rewrites every marked region of README.md from the JSON
 //                                           it names, and docs/performance.svg from
-//                                           docs/performance.json
+//                                           docs/performance.json; writes each JSON in the
+//                                           project's format (prettier's)
 //   node scripts/bench-tables.mjs --check   exits 1 when README.md or the chart differ
 //
 // A region: <!-- bench-tables: docs/performance.json [quiet|busy] --> ... <!-- /bench-tables -->,
@@ -61,6 +62,11 @@ if (check) {
   }
   console.log(`README.md tables and docs/performance.svg match ${sources}`)
 } else {
+  for (const json of new Set(regions.map((r) => r.json))) {
+    const file = path.join(root, json)
+    const text = readFileSync(file, 'utf8')
+    writeFileSync(file, await prettier.format(text, { ...(await prettier.resolveConfig(file)), parser: 'json' }))
+  }
   writeFileSync(readmePath, next)
   writeFileSync(svgPath, svg)
   console.log(`wrote the tables of README.md from ${sources}, and docs/performance.svg`)
