@@ -313,15 +313,8 @@ impl Channel {
         let woke_peer = std::mem::take(&mut self.woke_peer);
         let sh = &self.shared;
         let mut found = sh.has_work();
-        if limit.is_zero() {
-            return Spin {
-                found,
-                crowded: false,
-                woke_peer,
-            };
-        }
         let mut lost = false;
-        if !found {
+        if !found && !limit.is_zero() {
             let preempted = crate::core_sharing::times_preempted();
             found = sh.spin_for_work(limit, DRIVER_SPINS);
             lost = if found {
@@ -330,18 +323,13 @@ impl Channel {
                 limit >= MOVE_CHECK_AFTER
             };
         }
-        if !lost {
-            return Spin {
-                found,
-                crowded: false,
-                woke_peer,
-            };
-        }
-        let peer = sh.header().slots[1 - sh.side].pid.load(SeqCst);
-        let look = crate::core_sharing::after_lost_spin(peer);
+        let crowded = lost && {
+            let peer = sh.header().slots[1 - sh.side].pid.load(SeqCst);
+            crate::core_sharing::after_lost_spin(peer) == crate::core_sharing::Look::Full
+        };
         Spin {
             found,
-            crowded: look == crate::core_sharing::Look::Full,
+            crowded,
             woke_peer,
         }
     }

@@ -126,6 +126,21 @@ mod tests {
     use super::*;
     use crate::channel::{Channel, ChannelOptions};
 
+    /// Two sides of a new channel `name`, the first in loop mode (its event loop took its bell).
+    #[cfg(target_os = "linux")]
+    fn loop_mode_pair(name: &str) -> (Channel, Channel) {
+        let opts = ChannelOptions {
+            loop_bell: true,
+            ..Default::default()
+        };
+        let mut a = Channel::open(name, opts.clone()).unwrap();
+        let mut b = Channel::open(name, opts).unwrap();
+        a.poll().unwrap();
+        b.poll().unwrap();
+        assert!(a.take_loop_bell().is_some());
+        (a, b)
+    }
+
     fn notifier() -> (Box<dyn Fn() + Send>, mpsc::Receiver<()>) {
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
@@ -152,20 +167,10 @@ mod tests {
     fn one_thread_notifies_each_of_its_channels_of_work_and_lets_go_of_closed_ones() {
         use crate::record::Kind;
         use std::time::Duration;
-        let opts = ChannelOptions {
-            loop_bell: true,
-            ..Default::default()
-        };
         let group = WakerGroup::start("sharmipc-test-group").unwrap();
         let mut pairs = Vec::new();
         for i in 0..3 {
-            let name = format!("group-{}-{i}", std::process::id());
-            let mut a = Channel::open(&name, opts.clone()).unwrap();
-            let mut b = Channel::open(&name, opts.clone()).unwrap();
-            a.poll().unwrap();
-            b.poll().unwrap();
-            // The event loop took the bell: loop mode.
-            assert!(a.take_loop_bell().is_some());
+            let (a, b) = loop_mode_pair(&format!("group-{}-{i}", std::process::id()));
             let (notify, rx) = notifier();
             assert!(group.add(a.waker(), notify).is_ok());
             pairs.push((a, b, rx));
@@ -197,22 +202,9 @@ mod tests {
     fn a_look_that_panics_breaks_its_own_channel_and_the_group_goes_on_watching_the_others() {
         use crate::record::Kind;
         use std::time::Duration;
-        let opts = ChannelOptions {
-            loop_bell: true,
-            ..Default::default()
-        };
         let group = WakerGroup::start("sharmipc-test-group").unwrap();
-        let pair = |i: usize| {
-            let name = format!("group-panic-{}-{i}", std::process::id());
-            let mut a = Channel::open(&name, opts.clone()).unwrap();
-            let mut b = Channel::open(&name, opts.clone()).unwrap();
-            a.poll().unwrap();
-            b.poll().unwrap();
-            assert!(a.take_loop_bell().is_some());
-            (a, b)
-        };
-        let (mut bad, mut bad_peer) = pair(0);
-        let (mut good, mut good_peer) = pair(1);
+        let (mut bad, mut bad_peer) = loop_mode_pair(&format!("group-panic-{}-0", std::process::id()));
+        let (mut good, mut good_peer) = loop_mode_pair(&format!("group-panic-{}-1", std::process::id()));
         let (panicked_tx, panicked) = mpsc::channel();
         let panicked_tx = Mutex::new(panicked_tx);
         let panics: Box<dyn Fn() + Send> = Box::new(move || {
